@@ -1,0 +1,63 @@
+/*
+ * echo.h - the echo daemon: options, statistics, and both designs.
+ */
+#ifndef FORKLOOP_ECHO_H
+#define FORKLOOP_ECHO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "forkloop/addr.h"
+#include "forkloop/log.h"
+
+#define ECHO_MAX_LISTEN 16
+#define ECHO_DEFAULT_LISTEN "0.0.0.0:6666"
+#define ECHO_DEFAULT_MAX_PENDING (256 * 1024)
+#define ECHO_DEFAULT_DRAIN 5.0
+
+enum echo_mode { ECHO_MODE_EVENT, ECHO_MODE_FORK };
+
+struct echo_opts {
+	enum echo_mode mode;
+	struct addr listen[ECHO_MAX_LISTEN];
+	size_t nlisten;
+	uint64_t max_pending;  /* bytes of pending output per connection */
+	uint64_t max_conns;    /* 0: no limit */
+	double idle_timeout;   /* seconds; 0: none */
+	double drain_timeout;  /* seconds */
+	enum log_level log_level;
+};
+
+/* What SIGUSR1 prints. */
+struct echo_stats {
+	uint64_t open;
+	uint64_t accepted;
+	uint64_t refused;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+};
+
+enum opts_result {
+	OPTS_OK = 0,	/* run */
+	OPTS_EXIT = 1,	/* --help or --version printed; exit 0 */
+	OPTS_USAGE = 2, /* bad usage reported; exit 2 */
+};
+
+/*
+ * Parse forkloop-echo's command line. Help and version go to out, errors and
+ * usage to errout.
+ */
+enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
+				 FILE *out, FILE *errout);
+
+const char *echo_mode_name(enum echo_mode m);
+
+/* "forkloop-echo: stats: open=1 accepted=2 ..." through log_error. */
+void echo_stats_log(const struct echo_stats *s);
+
+/* Run until SIGINT/SIGTERM. Return the process exit status (0 or 1). */
+int echo_event_run(const struct echo_opts *o);
+int echo_fork_run(const struct echo_opts *o);
+
+#endif
