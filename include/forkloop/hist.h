@@ -1,0 +1,41 @@
+/*
+ * hist.h - latency histogram with log-linear buckets: exact below 128 ns,
+ * then 64 linear buckets per power of two, so any value reads back within
+ * 1/128 (0.8%) of what was recorded, over the whole 64-bit range.
+ */
+#ifndef FORKLOOP_HIST_H
+#define FORKLOOP_HIST_H
+
+#include <stdint.h>
+
+#define HIST_SUB_BITS 6
+#define HIST_SUB      (1u << HIST_SUB_BITS) /* buckets per power of two */
+#define HIST_EXACT    (2u * HIST_SUB)       /* values below are exact */
+#define HIST_BUCKETS  (HIST_EXACT + (64u - HIST_SUB_BITS - 1u) * HIST_SUB)
+
+struct hist {
+	uint64_t count;
+	uint64_t min;
+	uint64_t max;
+	uint64_t sum; /* wraps after 584 years of summed nanoseconds */
+	uint64_t buckets[HIST_BUCKETS];
+};
+
+void hist_init(struct hist *h);
+void hist_record(struct hist *h, uint64_t v);
+/* Add every value of src to dst. */
+void hist_merge(struct hist *dst, const struct hist *src);
+
+/* Bucket index of v, and the lowest and highest value of a bucket. */
+unsigned hist_bucket(uint64_t v);
+uint64_t hist_bucket_low(unsigned b);
+uint64_t hist_bucket_high(unsigned b);
+
+/*
+ * The value below which a fraction p (0..1) of the recorded values lie: the
+ * middle of its bucket, clamped to the recorded min and max. 0 if empty.
+ */
+uint64_t hist_quantile(const struct hist *h, double p);
+double hist_mean(const struct hist *h);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * test_histogram.c - the histogram's error bound and its percentiles on
+ * known distributions.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "forkloop/hist.h"
+
+#define US  1000ull
+#define SEC 1000000000ull
+
+static struct hist *new_hist(void)
+{
+	struct hist *h = malloc(sizeof *h);
+
+	assert_non_null(h);
+	hist_init(h);
+	return h;
+}
+
+static void assert_within(uint64_t got, uint64_t want, double rel)
+{
+	double d = (double)got - (double)want;
+
+	if (d < 0)
+		d = -d;
+	if (d > rel * (double)want)
+		fail_msg("got %llu, want %llu within %.3f%%",
+		         (unsigned long long)got, (unsigned long long)want,
+		         rel * 100);
+}
+
+/* Every bucket is contiguous with the next, and its middle is close. */
+static void test_buckets_tile_the_range(void **state)
+{
+	unsigned b;
+
+	(void)state;
+	assert_int_equal(hist_bucket_low(0), 0);
+	for (b = 0; b + 1 < HIST_BUCKETS; b++) {
+		assert_true(hist_bucket_high(b) >= hist_bucket_low(b));
+		assert_int_equal(hist_bucket_high(b) + 1,
+		                 hist_bucket_low(b + 1));
+		assert_int_equal(hist_bucket(hist_bucket_low(b)), b);
+		assert_int_equal(hist_bucket(hist_bucket_high(b)), b);
+	}
+	assert_int_equal(hist_bucket(UINT64_MAX), HIST_BUCKETS - 1);
+	assert_true(hist_bucket_high(HIST_BUCKETS - 1) == UINT64_MAX);
+}
+
+/* Any single value from 1 us to 60 s reads back within 1%. */
+static void test_error_bound_1us_to_60s(void **state)
+{
+	struct hist *h = new_hist();
+	uint64_t v;
+	unsigned n = 0;
+
+	(void)state;
+	for (v = US; v <= 60 * SEC; v += v / 97 + 1) {
+		uint64_t lo = v - v / 3, hi = v + v / 5;
+
+		hist_init(h);
+		hist_record(h, lo);
+		hist_record(h, v);
+		hist_record(h, hi);
+		/* the middle value alone is the median */
+		assert_within(hist_quantile(h, 0.5), v, 0.01);
+		assert_true(hist_quantile(h, 0.5) >= lo);
+		n++;
+	}
+	assert_true(n > 1000);
+	free(h);
+}
+
+/* A bucket's middle is within 1/128 of every value in the bucket. */
+static void test_bucket_width_bound(void **state)
+{
+	unsigned b;
+
+	(void)state;
+	for (b = hist_bucket(US); b <= hist_bucket(60 * SEC); b++) {
+		uint64_t lo = hist_bucket_low(b), hi = hist_bucket_high(b);
+
+		assert_true((double)(hi - lo + 1) / (double)lo <= 1.0 / 64);
+	}
+}
+
+static void test_uniform_percentiles(void **state)
+{
+	struct hist *h = new_hist();
+	uint64_t i;
+
+	(void)state;
+	for (i = 1; i <= 100000; i++)
+		hist_record(h, i * US / 10); /* 0.1 us .. 10 ms */
+	assert_int_equal(h->count, 100000);
+	assert_within(hist_quantile(h, 0.5), 5000 * US, 0.01);
+	assert_within(hist_quantile(h, 0.9), 9000 * US, 0.01);
+	assert_within(hist_quantile(h, 0.99), 9900 * US, 0.01);
+	assert_within(hist_quantile(h, 0.999), 9990 * US, 0.01);
+	assert_int_equal(hist_quantile(h, 1.0), 10000 * US);
+	assert_int_equal(h->max, 10000 * US);
+	assert_int_equal(h->min, 100);
+	assert_within((uint64_t)hist_mean(h), 5000 * US + 50, 0.0001);
+	free(h);
+}
+
+/* 99% fast, 1% slow: p99 is still fast, p99.9 shows the slow tail. */
+static void test_bimodal_tail(void **state)
+{
+	struct hist *h = new_hist();
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 9900; i++)
+		hist_record(h, 50 * US);
+	for (i = 0; i < 100; i++)
+		hist_record(h, 2 * SEC);
+	assert_within(hist_quantile(h, 0.5), 50 * US, 0.01);
+	assert_within(hist_quantile(h, 0.99), 50 * US, 0.01);
+	assert_within(hist_quantile(h, 0.999), 2 * SEC, 0.01);
+	assert_int_equal(hist_quantile(h, 1.0), 2 * SEC);
+	free(h);
+}
+
+/* Wide spread: 1,000 values from each of d .. 2d, d = 1 us, 10 us .. 10 s. */
+static void test_decades(void **state)
+{
+	struct hist *h = new_hist();
+	uint64_t d;
+	unsigned i, k = 0;
+
+	(void)state;
+	for (d = US; d <= 10 * SEC; d *= 10, k++)
+		for (i = 0; i < 1000; i++)
+			hist_record(h, d + d * i / 1000);
+	assert_int_equal(h->count, 1000ull * k);
+	/* the median is the last value of the 4th group (1 ms .. 2 ms) */
+	assert_within(hist_quantile(h, 0.5), 1999 * US, 0.01);
+	assert_within(hist_quantile(h, 0.125), 2 * US - 1, 0.01);
+	free(h);
+}
+
+static void test_empty_and_merge(void **state)
+{
+	struct hist *a = new_hist(), *b = new_hist();
+
+	(void)state;
+	assert_int_equal(hist_quantile(a, 0.5), 0);
+	assert_true(hist_mean(a) == 0);
+	hist_record(a, 10 * US);
+	hist_record(b, 30 * US);
+	hist_record(b, 20 * US);
+	hist_merge(a, b);
+	assert_int_equal(a->count, 3);
+	assert_int_equal(a->min, 10 * US);
+	assert_int_equal(a->max, 30 * US);
+	assert_within(hist_quantile(a, 0.5), 20 * US, 0.01);
+	free(a);
+	free(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_buckets_tile_the_range),
+	        cmocka_unit_test(test_error_bound_1us_to_60s),
+	        cmocka_unit_test(test_bucket_width_bound),
+	        cmocka_unit_test(test_uniform_percentiles),
+	        cmocka_unit_test(test_bimodal_tail),
+	        cmocka_unit_test(test_decades),
+	        cmocka_unit_test(test_empty_and_merge),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
