@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "forkloop/num.h"
 
@@ -82,6 +83,9 @@ int num_parse_seconds(const char *s, double min, double max, double *out)
 	double v;
 
 	if (s == NULL || !(isdigit((unsigned char)*s) || *s == '.'))
+		return -1;
+	/* strtod would also take hex ("0x10") and exponents. */
+	if (s[strspn(s, "0123456789.")] != '\0')
 		return -1;
 	errno = 0;
 	v = strtod(s, &end);

@@ -1,0 +1,577 @@
+/*
+ * test_echo_opts.c - echo_opts_parse: defaults, every option, and every kind
+ * of bad usage, with what it prints on each stream.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "forkloop/echo.h"
+#include "forkloop/log.h"
+
+#define MAX_ARGS 64
+
+struct run {
+	enum opts_result res;
+	struct echo_opts o;
+	char *out;
+	char *err;
+};
+
+/* Parse a NULL-terminated argument list (without argv[0]). */
+static void parse(struct run *r, ...)
+{
+	char *argv[MAX_ARGS + 2];
+	const char *a;
+	int argc = 0, i;
+	size_t outlen, errlen;
+	FILE *out, *errout;
+	va_list ap;
+
+	argv[argc++] = strdup("forkloop-echo");
+	va_start(ap, r);
+	while ((a = va_arg(ap, const char *)) != NULL) {
+		assert_true(argc < MAX_ARGS);
+		argv[argc++] = strdup(a);
+	}
+	va_end(ap);
+	argv[argc] = NULL;
+
+	out = open_memstream(&r->out, &outlen);
+	errout = open_memstream(&r->err, &errlen);
+	assert_non_null(out);
+	assert_non_null(errout);
+	memset(&r->o, 0x5a, sizeof r->o);
+	r->res = echo_opts_parse(argc, argv, &r->o, out, errout);
+	fclose(out);
+	fclose(errout);
+	for (i = 0; i < argc; i++)
+		free(argv[i]);
+}
+
+static void run_free(struct run *r)
+{
+	free(r->out);
+	free(r->err);
+}
+
+/* Bad usage: exit 2, nothing on out, the message and the usage on errout. */
+static void assert_usage(struct run *r, const char *needle)
+{
+	assert_int_equal(r->res, OPTS_USAGE);
+	assert_string_equal(r->out, "");
+	if (strncmp(r->err, "forkloop-echo: ", 15) != 0)
+		fail_msg("error not prefixed: '%s'", r->err);
+	if (needle != NULL && strstr(r->err, needle) == NULL)
+		fail_msg("'%s' not in '%s'", needle, r->err);
+	if (strstr(r->err, "usage: forkloop-echo") == NULL)
+		fail_msg("no usage in '%s'", r->err);
+}
+
+static void assert_ok(struct run *r)
+{
+	if (r->res != OPTS_OK)
+		fail_msg("rejected: %s", r->err);
+	assert_string_equal(r->out, "");
+	assert_string_equal(r->err, "");
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	log_init("forkloop-echo", LOG_NORMAL);
+	return 0;
+}
+
+static void test_defaults(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_EVENT);
+	assert_int_equal(r.o.nlisten, 1);
+	assert_string_equal(r.o.listen[0].host, "0.0.0.0");
+	assert_string_equal(r.o.listen[0].port, "6666");
+	assert_true(r.o.max_pending == 256 * 1024);
+	assert_true(r.o.max_conns == 0);
+	assert_true(r.o.idle_timeout == 0.0);
+	assert_true(r.o.drain_timeout == 5.0);
+	assert_int_equal(r.o.log_level, LOG_NORMAL);
+	run_free(&r);
+}
+
+static void test_mode(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--mode", "fork", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_FORK);
+	run_free(&r);
+	parse(&r, "-m", "event", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_EVENT);
+	run_free(&r);
+	parse(&r, "--mode=fork", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_FORK);
+	run_free(&r);
+	parse(&r, "-mfork", "-m", "event", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_EVENT);
+	run_free(&r);
+	assert_string_equal(echo_mode_name(ECHO_MODE_EVENT), "event");
+	assert_string_equal(echo_mode_name(ECHO_MODE_FORK), "fork");
+}
+
+static void test_mode_bad(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--mode", "bogus", NULL);
+	assert_usage(&r, "bogus");
+	assert_non_null(strstr(r.err, "event, fork"));
+	run_free(&r);
+	parse(&r, "--mode", "", NULL);
+	assert_usage(&r, "event, fork");
+	run_free(&r);
+	parse(&r, "-m", "Fork", NULL);
+	assert_usage(&r, "event, fork");
+	run_free(&r);
+}
+
+static void test_listen(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--listen", "127.0.0.1:0", "-l", "[::1]:7",
+	      "--listen=localhost:6666", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.nlisten, 3);
+	assert_string_equal(r.o.listen[0].host, "127.0.0.1");
+	assert_string_equal(r.o.listen[0].port, "0");
+	assert_string_equal(r.o.listen[1].host, "::1");
+	assert_string_equal(r.o.listen[1].port, "7");
+	assert_string_equal(r.o.listen[2].host, "localhost");
+	assert_string_equal(r.o.listen[2].port, "6666");
+	run_free(&r);
+}
+
+static void test_listen_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "",
+	        "6666",
+	        "1.2.3.4",
+	        ":80",
+	        "::1:80",
+	        "[::1]80",
+	        "[]:80",
+	        "[1.2.3.4]:80",
+	        "127.0.0.1:65536",
+	        "127.0.0.1:-1",
+	        "127.0.0.1:80x",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--listen", bad[i], NULL);
+		assert_usage(&r, "--listen");
+		run_free(&r);
+	}
+}
+
+static void test_listen_limit(void **state)
+{
+	char *argv[2 * (ECHO_MAX_LISTEN + 1) + 2];
+	char *outbuf, *errbuf;
+	size_t outlen, errlen;
+	struct echo_opts o;
+	FILE *out, *errout;
+	int argc, i, n;
+
+	(void)state;
+	for (n = ECHO_MAX_LISTEN; n <= ECHO_MAX_LISTEN + 1; n++) {
+		argc = 0;
+		argv[argc++] = strdup("forkloop-echo");
+		for (i = 0; i < n; i++) {
+			char spec[32];
+
+			snprintf(spec, sizeof spec, "127.0.0.1:%d", 7000 + i);
+			argv[argc++] = strdup("--listen");
+			argv[argc++] = strdup(spec);
+		}
+		argv[argc] = NULL;
+		out = open_memstream(&outbuf, &outlen);
+		errout = open_memstream(&errbuf, &errlen);
+		if (n == ECHO_MAX_LISTEN) {
+			assert_int_equal(
+			        echo_opts_parse(argc, argv, &o, out, errout),
+			        OPTS_OK);
+			assert_int_equal(o.nlisten, ECHO_MAX_LISTEN);
+			assert_string_equal(o.listen[ECHO_MAX_LISTEN - 1].port,
+			                    "7015");
+		} else {
+			assert_int_equal(
+			        echo_opts_parse(argc, argv, &o, out, errout),
+			        OPTS_USAGE);
+		}
+		fclose(out);
+		fclose(errout);
+		if (n > ECHO_MAX_LISTEN)
+			assert_non_null(strstr(errbuf, "--listen"));
+		free(outbuf);
+		free(errbuf);
+		for (i = 0; i < argc; i++)
+			free(argv[i]);
+	}
+}
+
+static void test_max_pending(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--max-pending", "1", NULL);
+	assert_ok(&r);
+	assert_true(r.o.max_pending == 1);
+	run_free(&r);
+	parse(&r, "--max-pending", "64K", NULL);
+	assert_ok(&r);
+	assert_true(r.o.max_pending == 64 * 1024);
+	run_free(&r);
+	parse(&r, "--max-pending=2M", NULL);
+	assert_ok(&r);
+	assert_true(r.o.max_pending == 2 * 1024 * 1024);
+	run_free(&r);
+}
+
+static void test_max_pending_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "",
+	        "0",
+	        "0K",
+	        "-1",
+	        "1T",
+	        "1KB",
+	        "abc",
+	        "18446744073709551616",
+	        "17179869184G",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--max-pending", bad[i], NULL);
+		assert_usage(&r, "--max-pending");
+		run_free(&r);
+	}
+}
+
+static void test_max_conns(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--max-conns", "2", NULL);
+	assert_ok(&r);
+	assert_true(r.o.max_conns == 2);
+	run_free(&r);
+	parse(&r, "--max-conns=1", NULL);
+	assert_ok(&r);
+	assert_true(r.o.max_conns == 1);
+	run_free(&r);
+}
+
+static void test_max_conns_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "", "0", "-1", "+2", "2x", "1K", "1.5", "99999999999999999999",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--max-conns", bad[i], NULL);
+		assert_usage(&r, "--max-conns");
+		run_free(&r);
+	}
+}
+
+static void test_timeouts(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--idle-timeout", "0.5", "--drain-timeout", "1", NULL);
+	assert_ok(&r);
+	assert_true(r.o.idle_timeout == 0.5);
+	assert_true(r.o.drain_timeout == 1.0);
+	run_free(&r);
+	parse(&r, "--idle-timeout=30", "--drain-timeout=0", NULL);
+	assert_ok(&r);
+	assert_true(r.o.idle_timeout == 30.0);
+	assert_true(r.o.drain_timeout == 0.0);
+	run_free(&r);
+}
+
+static void test_timeouts_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "", "-1", "1s", "abc", "inf", "nan", "1e400", "0x10", "1,5",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--idle-timeout", bad[i], NULL);
+		assert_usage(&r, "--idle-timeout");
+		run_free(&r);
+		parse(&r, "--drain-timeout", bad[i], NULL);
+		assert_usage(&r, "--drain-timeout");
+		run_free(&r);
+	}
+}
+
+static void test_verbosity(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-v", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.log_level, LOG_VERBOSE);
+	run_free(&r);
+	parse(&r, "--quiet", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.log_level, LOG_QUIET);
+	run_free(&r);
+	parse(&r, "--verbose", "-v", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.log_level, LOG_VERBOSE);
+	run_free(&r);
+	parse(&r, "-v", "-q", NULL);
+	assert_usage(&r, "-q");
+	run_free(&r);
+	parse(&r, "-qv", NULL);
+	assert_usage(&r, "-v");
+	run_free(&r);
+}
+
+static void test_all_options(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-m", "fork", "-l", "127.0.0.1:1", "--listen", "[::1]:2",
+	      "--max-pending", "4K", "--max-conns", "10", "--idle-timeout",
+	      "2.5", "--drain-timeout", "0.25", "-q", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_FORK);
+	assert_int_equal(r.o.nlisten, 2);
+	assert_true(r.o.max_pending == 4096);
+	assert_true(r.o.max_conns == 10);
+	assert_true(r.o.idle_timeout == 2.5);
+	assert_true(r.o.drain_timeout == 0.25);
+	assert_int_equal(r.o.log_level, LOG_QUIET);
+	run_free(&r);
+}
+
+static void test_unknown_options(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--bogus", NULL);
+	assert_usage(&r, "--bogus");
+	run_free(&r);
+	parse(&r, "-x", NULL);
+	assert_usage(&r, "-x");
+	run_free(&r);
+	parse(&r, "-vx", NULL);
+	assert_usage(&r, "-x");
+	run_free(&r);
+	parse(&r, "--mode", "fork", "--max-pendingx", "1", NULL);
+	assert_usage(&r, "--max-pendingx");
+	run_free(&r);
+	/* --max is a prefix of two options. */
+	parse(&r, "--max", "1", NULL);
+	assert_usage(&r, NULL);
+	run_free(&r);
+	parse(&r, "--verbose=yes", NULL);
+	assert_usage(&r, NULL);
+	run_free(&r);
+}
+
+static void test_missing_values(void **state)
+{
+	static const char *const opts[] = {
+	        "--mode",         "-m",
+	        "--listen",       "-l",
+	        "--max-pending",  "--max-conns",
+	        "--idle-timeout", "--drain-timeout",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+		parse(&r, opts[i], NULL);
+		assert_usage(&r, opts[i]);
+		run_free(&r);
+		parse(&r, "-v", opts[i], NULL);
+		assert_usage(&r, opts[i]);
+		run_free(&r);
+	}
+}
+
+static void test_stray_arguments(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "extra", NULL);
+	assert_usage(&r, "extra");
+	run_free(&r);
+	parse(&r, "--mode", "fork", "extra", NULL);
+	assert_usage(&r, "extra");
+	run_free(&r);
+	parse(&r, "extra", "--mode", "fork", NULL);
+	assert_usage(&r, "extra");
+	run_free(&r);
+	parse(&r, "--", "-v", NULL);
+	assert_usage(&r, "-v");
+	run_free(&r);
+}
+
+static void test_help(void **state)
+{
+	static const char *const names[] = {"-h", "--help"};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		parse(&r, names[i], NULL);
+		assert_int_equal(r.res, OPTS_EXIT);
+		assert_string_equal(r.err, "");
+		assert_non_null(strstr(r.out, "usage: forkloop-echo"));
+		assert_non_null(strstr(r.out, "--mode"));
+		assert_non_null(strstr(r.out, "--listen"));
+		assert_non_null(strstr(r.out, "--max-pending"));
+		assert_non_null(strstr(r.out, "--max-conns"));
+		assert_non_null(strstr(r.out, "--idle-timeout"));
+		assert_non_null(strstr(r.out, "--drain-timeout"));
+		run_free(&r);
+	}
+	/* Help wins over a bad value that comes after it. */
+	parse(&r, "--help", "--mode", "bogus", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	run_free(&r);
+}
+
+static void test_version(void **state)
+{
+	static const char *const names[] = {"-V", "--version"};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		parse(&r, names[i], NULL);
+		assert_int_equal(r.res, OPTS_EXIT);
+		assert_string_equal(r.err, "");
+		assert_string_equal(r.out,
+		                    "forkloop-echo " FORKLOOP_VERSION "\n");
+		run_free(&r);
+	}
+}
+
+static void test_reparse(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--mode", "bogus", NULL);
+	assert_int_equal(r.res, OPTS_USAGE);
+	run_free(&r);
+	parse(&r, "--max-conns", "3", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, ECHO_MODE_EVENT);
+	assert_true(r.o.max_conns == 3);
+	assert_int_equal(r.o.nlisten, 1);
+	run_free(&r);
+}
+
+static void test_stats_log(void **state)
+{
+	struct echo_stats s = {1, 2, 3, 4, UINT64_MAX};
+	char buf[256];
+	FILE *tmp;
+	ssize_t n;
+	int saved;
+
+	(void)state;
+	tmp = tmpfile();
+	assert_non_null(tmp);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	echo_stats_log(&s);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	n = pread(fileno(tmp), buf, sizeof buf - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	fclose(tmp);
+	assert_string_equal(buf, "forkloop-echo: stats: open=1 accepted=2 "
+	                         "refused=3 bytes_in=4 "
+	                         "bytes_out=18446744073709551615\n");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_defaults),
+	        cmocka_unit_test(test_mode),
+	        cmocka_unit_test(test_mode_bad),
+	        cmocka_unit_test(test_listen),
+	        cmocka_unit_test(test_listen_bad),
+	        cmocka_unit_test(test_listen_limit),
+	        cmocka_unit_test(test_max_pending),
+	        cmocka_unit_test(test_max_pending_bad),
+	        cmocka_unit_test(test_max_conns),
+	        cmocka_unit_test(test_max_conns_bad),
+	        cmocka_unit_test(test_timeouts),
+	        cmocka_unit_test(test_timeouts_bad),
+	        cmocka_unit_test(test_verbosity),
+	        cmocka_unit_test(test_all_options),
+	        cmocka_unit_test(test_unknown_options),
+	        cmocka_unit_test(test_missing_values),
+	        cmocka_unit_test(test_stray_arguments),
+	        cmocka_unit_test(test_help),
+	        cmocka_unit_test(test_version),
+	        cmocka_unit_test(test_reparse),
+	        cmocka_unit_test(test_stats_log),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
