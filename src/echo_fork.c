@@ -1,9 +1,600 @@
-/* placeholder until the fork design lands */
+/*
+ * echo_fork.c - forkloop-echo's fork design: the parent accepts connections
+ * with libevent and forks one child per connection, which echoes with
+ * blocking read(2) and write(2) through a bounded 64 KiB buffer.
+ *
+ * The child never touches the parent's event_base: the epoll descriptor and
+ * the signal pipe are shared across fork(2), so an epoll_ctl or a signal
+ * delivered through libevent's handler in the child would change the parent.
+ * Signals are blocked around fork(2); the child resets the parent's handlers,
+ * installs its own and closes every inherited descriptor but its connection
+ * and standard I/O before unblocking them.
+ *
+ * Byte counters live in a shared anonymous mapping that children add to, so
+ * the parent's statistics include live connections.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
 #include "forkloop/echo.h"
+#include "forkloop/listener.h"
+#include "forkloop/sock.h"
+
+#define FORK_MAX_FDS     64
+#define FORK_BUFSIZE     (64 * 1024)
+#define FORK_RETRY_USEC  100000 /* pause after accept or fork fails */
+#define FORK_LINGER_MSEC 1000   /* wait for the peer's FIN after ours */
+
+/* Counters every process adds to. */
+struct fork_shared {
+	_Atomic uint64_t bytes_in;
+	_Atomic uint64_t bytes_out;
+};
+
+struct server {
+	const struct echo_opts *o;
+	struct event_base *base;
+	struct evconnlistener *lev[FORK_MAX_FDS];
+	size_t nlev;
+	struct event *sigev[4];
+	struct event *resume_ev; /* accept again after a failure */
+	struct event *kill_ev;   /* drain deadline */
+	struct fork_shared *shared;
+	pid_t *pids; /* live children */
+	size_t npids, pidcap;
+	uint64_t accepted, refused;
+	int stopping;
+	int failing; /* accept or fork failed, error already reported */
+};
+
+/* One connection, in the child. */
+struct child {
+	int fd;
+	const char *peer;
+	struct fork_shared *shared;
+	double idle_timeout;
+	sigset_t waitmask; /* while blocked in ppoll: SIGTERM, SIGINT let in */
+	uint64_t in, out;
+};
+
+static volatile sig_atomic_t child_stop;
+
+static void child_sighandler(int sig)
+{
+	(void)sig;
+	child_stop = 1;
+}
+
+/*
+ * Handlers the parent installed (through libevent) reset to the default, a
+ * flag for SIGTERM and SIGINT. Those two stay blocked except inside ppoll, so
+ * one cannot slip in between checking the flag and blocking in read(2).
+ * SIGPIPE stays ignored; SIGUSR1 is ignored, so a statistics request sent to
+ * the whole process group does not end connections.
+ */
+static void child_signals(struct child *c, const sigset_t *parentmask)
+{
+	struct sigaction sa;
+	sigset_t mask;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = child_sighandler;
+	sigfillset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: ppoll returns EINTR */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	c->waitmask = *parentmask;
+	sigdelset(&c->waitmask, SIGTERM);
+	sigdelset(&c->waitmask, SIGINT);
+	mask = *parentmask;
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_SETMASK, &mask, NULL);
+}
+
+/* Everything but standard I/O and the connection: listeners, epoll, pipes. */
+static void child_close_inherited(int fd)
+{
+	if (fd > 3)
+		close_range(3, (unsigned)fd - 1, 0);
+	close_range((unsigned)fd + 1, ~0U, 0);
+}
+
+static void child_sockopts(const struct child *c)
+{
+	struct timeval tv;
+
+	sock_set_blocking(c->fd, 1);
+	sock_nodelay(c->fd);
+	if (c->idle_timeout <= 0)
+		return;
+	/* A write that makes no progress this long counts as idle too. */
+	tv.tv_sec = (time_t)c->idle_timeout;
+	tv.tv_usec = (suseconds_t)((c->idle_timeout - (double)tv.tv_sec) * 1e6);
+	if (tv.tv_sec == 0 && tv.tv_usec == 0)
+		tv.tv_usec = 1;
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* Wait until readable: 1, idle timeout: 0, stop signal or error: -1. */
+static int child_wait(const struct child *c, int msec)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+	struct timespec ts, *tsp = NULL;
+	int r;
+
+	if (msec >= 0) {
+		ts.tv_sec = msec / 1000;
+		ts.tv_nsec = (long)(msec % 1000) * 1000000;
+		tsp = &ts;
+	}
+	do {
+		r = ppoll(&pfd, 1, tsp, &c->waitmask);
+	} while (r < 0 && errno == EINTR && !child_stop);
+	return r < 0 ? -1 : r;
+}
+
+static int child_idle_msec(const struct child *c)
+{
+	double ms = c->idle_timeout * 1000;
+
+	if (c->idle_timeout <= 0)
+		return -1;
+	if (ms > INT32_MAX)
+		return INT32_MAX;
+	return ms < 1 ? 1 : (int)ms;
+}
+
+/*
+ * Echo until EOF, an error, the idle timeout or a stop signal; return why.
+ * Every byte read is written back before the next read, so a stop signal
+ * arriving during a write lets the write finish: the client is owed it.
+ */
+static const char *child_echo(struct child *c, char *buf, size_t len)
+{
+	ssize_t n;
+	int r;
+
+	for (;;) {
+		r = child_wait(c, child_idle_msec(c));
+		if (child_stop)
+			return "shutdown";
+		if (r == 0)
+			return "idle";
+		if (r < 0)
+			return strerror(errno);
+		n = sock_read(c->fd, buf, len, NULL);
+		if (n == 0)
+			return "eof";
+		if (n < 0)
+			return strerror(errno);
+		atomic_fetch_add_explicit(&c->shared->bytes_in, (uint64_t)n,
+		                          memory_order_relaxed);
+		c->in += (uint64_t)n;
+		if (sock_write_all(c->fd, buf, (size_t)n, NULL) < 0)
+			return errno == EAGAIN ? "idle" : strerror(errno);
+		atomic_fetch_add_explicit(&c->shared->bytes_out, (uint64_t)n,
+		                          memory_order_relaxed);
+		c->out += (uint64_t)n;
+	}
+}
+
+/*
+ * Closing with unread input sends a reset, which can destroy echo still in
+ * flight to the peer. After a stop signal with input pending, send our FIN
+ * and discard input until the peer's FIN; the parent's drain deadline bounds
+ * the wait.
+ */
+static void child_linger(struct child *c, char *buf, size_t len)
+{
+	int pending = 0;
+
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		return;
+	if (ioctl(c->fd, FIONREAD, &pending) == 0 && pending == 0)
+		return;
+	while (child_wait(c, FORK_LINGER_MSEC) > 0)
+		if (sock_read(c->fd, buf, len, NULL) <= 0)
+			return;
+}
+
+static void __attribute__((noreturn))
+child_run(struct server *srv, int fd, const char *peer,
+          const sigset_t *parentmask)
+{
+	static char buf[FORK_BUFSIZE];
+	struct child c;
+	const char *why;
+
+	memset(&c, 0, sizeof c);
+	c.fd = fd;
+	c.peer = peer;
+	c.shared = srv->shared;
+	c.idle_timeout = srv->o->idle_timeout;
+	child_signals(&c, parentmask);
+	child_close_inherited(fd);
+	child_sockopts(&c);
+	why = child_echo(&c, buf, sizeof buf);
+	if (strcmp(why, "shutdown") == 0)
+		child_linger(&c, buf, sizeof buf);
+	else if (strcmp(why, "eof") == 0)
+		shutdown(fd, SHUT_WR);
+	close(fd);
+	log_verbose("closed %s: %" PRIu64 " bytes in, %" PRIu64
+	            " bytes out (%s)",
+	            peer, c.in, c.out, why);
+	_exit(0);
+}
+
+static void server_kill_all(struct server *srv, int sig)
+{
+	size_t i;
+
+	for (i = 0; i < srv->npids; i++)
+		kill(srv->pids[i], sig);
+}
+
+static int server_reserve_pid(struct server *srv)
+{
+	pid_t *p;
+	size_t cap;
+
+	if (srv->npids < srv->pidcap)
+		return 0;
+	cap = srv->pidcap == 0 ? 64 : srv->pidcap * 2;
+	p = realloc(srv->pids, cap * sizeof *p);
+	if (p == NULL)
+		return -1;
+	srv->pids = p;
+	srv->pidcap = cap;
+	return 0;
+}
+
+static void server_forget_pid(struct server *srv, pid_t pid)
+{
+	size_t i;
+
+	for (i = 0; i < srv->npids; i++) {
+		if (srv->pids[i] == pid) {
+			srv->pids[i] = srv->pids[--srv->npids];
+			return;
+		}
+	}
+}
+
+static void server_set_accepting(struct server *srv, int on)
+{
+	size_t i;
+
+	for (i = 0; i < srv->nlev; i++) {
+		if (on)
+			evconnlistener_enable(srv->lev[i]);
+		else
+			evconnlistener_disable(srv->lev[i]);
+	}
+}
+
+/* Out of descriptors or processes: stop accepting for a while, no spinning. */
+static void server_pause(struct server *srv, const char *what, int err)
+{
+	struct timeval tv = {0, FORK_RETRY_USEC};
+
+	if (!srv->failing)
+		log_error("%s: %s; pausing accepts", what, strerror(err));
+	else
+		log_verbose("%s: %s; pausing accepts", what, strerror(err));
+	srv->failing = 1;
+	server_set_accepting(srv, 0);
+	evtimer_add(srv->resume_ev, &tv);
+}
+
+static void server_resumecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	if (!srv->stopping)
+		server_set_accepting(srv, 1);
+}
+
+static void server_spawn(struct server *srv, int fd, const char *peer)
+{
+	sigset_t all, old;
+	pid_t pid;
+	int err;
+
+	if (server_reserve_pid(srv) < 0) {
+		close(fd);
+		srv->refused++;
+		server_pause(srv, "cannot track a child", ENOMEM);
+		return;
+	}
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		child_run(srv, fd, peer, &old);
+	err = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(fd);
+	if (pid < 0) {
+		srv->refused++;
+		server_pause(srv, "cannot fork", err);
+		return;
+	}
+	srv->pids[srv->npids++] = pid;
+	srv->accepted++;
+	srv->failing = 0;
+	log_verbose("accepted from %s (pid %ld)", peer, (long)pid);
+}
+
+static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
+                            struct sockaddr *sa, int salen, void *arg)
+{
+	struct server *srv = arg;
+	char peer[ADDR_STRLEN];
+
+	(void)lev;
+	addr_format(sa, (socklen_t)salen, peer, sizeof peer);
+	if (srv->o->max_conns != 0 && srv->npids >= srv->o->max_conns) {
+		close(fd);
+		srv->refused++;
+		log_verbose("refused %s: %zu connections open", peer,
+		            srv->npids);
+		return;
+	}
+	server_spawn(srv, fd, peer);
+}
+
+static void server_accepterrcb(struct evconnlistener *lev, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)lev;
+	server_pause(arg, "accept", err);
+}
+
+static void server_reap(struct server *srv)
+{
+	pid_t pid;
+	int st;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		server_forget_pid(srv, pid);
+		if (WIFSIGNALED(st) &&
+		    !(srv->stopping && WTERMSIG(st) == SIGKILL))
+			log_error("child %ld killed by signal %d", (long)pid,
+			          WTERMSIG(st));
+	}
+	if (srv->stopping && srv->npids == 0)
+		event_base_loopbreak(srv->base);
+}
+
+static void server_killcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	if (srv->npids > 0)
+		log_verbose("drain timeout: killing %zu connections",
+		            srv->npids);
+	server_kill_all(srv, SIGKILL);
+}
+
+static void server_close_listeners(struct server *srv)
+{
+	while (srv->nlev > 0)
+		evconnlistener_free(srv->lev[--srv->nlev]);
+}
+
+/*
+ * Stop accepting and free the ports at once, ask every child to finish what
+ * it owes, and kill those still there after the drain timeout. A second
+ * signal kills them now.
+ */
+static void server_stop(struct server *srv)
+{
+	struct timeval tv;
+	double d = srv->o->drain_timeout;
+
+	if (srv->stopping) {
+		server_kill_all(srv, SIGKILL);
+		return;
+	}
+	srv->stopping = 1;
+	server_close_listeners(srv);
+	evtimer_del(srv->resume_ev);
+	if (srv->npids == 0) {
+		event_base_loopbreak(srv->base);
+		return;
+	}
+	log_verbose("shutting down: draining %zu connections", srv->npids);
+	server_kill_all(srv, SIGTERM);
+	tv.tv_sec = (time_t)d;
+	tv.tv_usec = (suseconds_t)((d - (double)tv.tv_sec) * 1e6);
+	evtimer_add(srv->kill_ev, &tv);
+}
+
+static void server_stats(const struct server *srv)
+{
+	struct echo_stats s;
+
+	s.open = srv->npids;
+	s.accepted = srv->accepted;
+	s.refused = srv->refused;
+	s.bytes_in = atomic_load(&srv->shared->bytes_in);
+	s.bytes_out = atomic_load(&srv->shared->bytes_out);
+	echo_stats_log(&s);
+}
+
+static void server_signalcb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	switch (sig) {
+	case SIGCHLD:
+		server_reap(arg);
+		break;
+	case SIGUSR1:
+		server_stats(arg);
+		break;
+	default:
+		server_stop(arg);
+		break;
+	}
+}
+
+static int server_listen(struct server *srv)
+{
+	int fds[FORK_MAX_FDS];
+	char err[512], name[ADDR_STRLEN];
+	size_t i, n = 0;
+	int got;
+
+	for (i = 0; i < srv->o->nlisten; i++) {
+		got = listener_bind(&srv->o->listen[i], SOCK_STREAM, fds + n,
+		                    FORK_MAX_FDS - n, err, sizeof err);
+		if (got < 0) {
+			log_error("%s", err);
+			goto fail;
+		}
+		n += (size_t)got;
+	}
+	for (i = 0; i < n; i++) {
+		/* Backlog 0: listener_bind has called listen(2) already. */
+		srv->lev[i] = evconnlistener_new(
+		        srv->base, server_acceptcb, srv,
+		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+		                LEV_OPT_LEAVE_SOCKETS_BLOCKING,
+		        0, fds[i]);
+		if (srv->lev[i] == NULL) {
+			log_error(
+			        "cannot watch %s",
+			        listener_local_name(fds[i], name, sizeof name));
+			goto fail;
+		}
+		evconnlistener_set_error_cb(srv->lev[i], server_accepterrcb);
+		srv->nlev++;
+	}
+	for (i = 0; i < n; i++)
+		log_info("listening on %s (fork mode)",
+		         listener_local_name(fds[i], name, sizeof name));
+	return 0;
+fail:
+	for (i = srv->nlev; i < n; i++)
+		close(fds[i]);
+	server_close_listeners(srv);
+	return -1;
+}
+
+static int server_events(struct server *srv)
+{
+	static const int sigs[] = {SIGCHLD, SIGUSR1, SIGINT, SIGTERM};
+	size_t i;
+
+	for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		srv->sigev[i] =
+		        evsignal_new(srv->base, sigs[i], server_signalcb, srv);
+		if (srv->sigev[i] == NULL || evsignal_add(srv->sigev[i], NULL))
+			return -1;
+	}
+	srv->resume_ev = evtimer_new(srv->base, server_resumecb, srv);
+	srv->kill_ev = evtimer_new(srv->base, server_killcb, srv);
+	if (srv->resume_ev == NULL || srv->kill_ev == NULL)
+		return -1;
+	return 0;
+}
+
+static int server_init(struct server *srv, const struct echo_opts *o)
+{
+	void *p;
+
+	memset(srv, 0, sizeof *srv);
+	srv->o = o;
+	p = mmap(NULL, sizeof *srv->shared, PROT_READ | PROT_WRITE,
+	         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		log_error("cannot map shared counters: %s", strerror(errno));
+		return -1;
+	}
+	srv->shared = p;
+	srv->base = event_base_new();
+	if (srv->base == NULL || server_events(srv) < 0) {
+		log_error("cannot set up the event loop");
+		return -1;
+	}
+	return 0;
+}
+
+static void server_free(struct server *srv)
+{
+	size_t i;
+
+	server_close_listeners(srv);
+	for (i = 0; i < sizeof srv->sigev / sizeof srv->sigev[0]; i++)
+		if (srv->sigev[i] != NULL)
+			event_free(srv->sigev[i]);
+	if (srv->resume_ev != NULL)
+		event_free(srv->resume_ev);
+	if (srv->kill_ev != NULL)
+		event_free(srv->kill_ev);
+	if (srv->base != NULL)
+		event_base_free(srv->base);
+	if (srv->shared != NULL)
+		munmap(srv->shared, sizeof *srv->shared);
+	free(srv->pids);
+}
+
+/* Only if the loop itself failed: leave nothing behind. */
+static void server_abandon(struct server *srv)
+{
+	server_kill_all(srv, SIGKILL);
+	while (srv->npids > 0) {
+		pid_t pid = waitpid(-1, NULL, 0);
+
+		if (pid < 0)
+			break;
+		server_forget_pid(srv, pid);
+	}
+}
 
 int echo_fork_run(const struct echo_opts *o)
 {
-	(void)o;
-	log_error("fork mode is not built yet");
-	return 1;
+	struct server srv;
+	int status = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (server_init(&srv, o) < 0 || server_listen(&srv) < 0)
+		goto out;
+	if (event_base_dispatch(srv.base) < 0) {
+		log_error("event loop failed");
+		server_abandon(&srv);
+		goto out;
+	}
+	status = 0;
+out:
+	server_free(&srv);
+	return status;
 }
