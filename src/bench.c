@@ -1,0 +1,755 @@
+/*
+ * bench.c - forkloop-bench's load: one process, one event loop, a plain
+ * event per connection. Messages are written with send(2) straight from a
+ * pattern table and echoes read into one shared buffer, so the client costs
+ * about what a raw epoll loop costs: one read and one write per message.
+ *
+ * Every connection's byte stream is the pattern table started at an offset
+ * of its own, so each echoed byte is checked with memcmp and another
+ * connection's bytes (or a stale message) do not pass.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "forkloop/bench.h"
+#include "forkloop/log.h"
+#include "forkloop/sock.h"
+
+/* Prime, so connection ids spread their start offsets over the table. */
+#define PAT_LEN  65521u
+#define RBUF_LEN 65536u
+#define NSEC     1000000000ull
+
+enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
+
+struct bench;
+
+/* One connection; its slot in bench.conns is reused by --churn. */
+struct conn {
+	struct bench *b;
+	enum conn_state state;
+	int fd;
+	uint64_t shift;     /* start of this stream in the pattern */
+	uint64_t queued;    /* stream bytes due to be sent */
+	uint64_t sent;      /* stream bytes written */
+	uint64_t rcvd;      /* stream bytes echoed and checked */
+	uint64_t done;      /* messages completed */
+	uint64_t t_connect; /* when connect(2) was called */
+	uint64_t *ts;       /* ring of in-flight messages' send times */
+	size_t tcap, thead, tlen;
+	struct event rev, wev;
+};
+
+struct bench {
+	const struct bench_opts *o;
+	struct bench_result *r;
+	struct event_base *base;
+	struct evutil_addrinfo *ai;
+	char target[ADDR_STRLEN];
+	struct conn *conns;
+	unsigned char *pat; /* 2 * PAT_LEN: any PAT_LEN run is contiguous */
+	unsigned char *rbuf;
+	uint64_t next_id;
+	uint64_t opened, up, down; /* connect phase */
+	uint64_t live;
+	uint64_t dead; /* slots whose connection failed: never reopened */
+	uint64_t inflight;
+	int ever_connected;
+	int started, measuring, stopping, fatal, progress;
+	uint64_t t_open, t_start, t_measure, t_end;
+	uint64_t rate_next; /* open loop: next message's global index */
+	double connect_credit;
+	uint64_t connect_ns;
+	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev, *tick_ev;
+	struct event *sigint_ev, *sigterm_ev;
+};
+
+static void conn_open(struct conn *c);
+static void conn_flush(struct conn *c);
+static void bench_stop(struct bench *b);
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC + (uint64_t)ts.tv_nsec;
+}
+
+static struct timeval ns_tv(uint64_t ns)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ns / NSEC);
+	tv.tv_usec = (suseconds_t)(ns % NSEC / 1000);
+	return tv;
+}
+
+int bench_nofile(uint64_t conns)
+{
+	struct rlimit rl;
+	uint64_t need = conns + BENCH_SPARE_FDS;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_error("getrlimit: %s", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		log_error("%llu connections need %llu file descriptors but the "
+		          "limit is %llu: run 'ulimit -n %llu' first",
+		          (unsigned long long)conns, (unsigned long long)need,
+		          (unsigned long long)rl.rlim_max,
+		          (unsigned long long)need);
+		return -1;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_error("cannot raise the open file limit to %llu: %s",
+		          (unsigned long long)need, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void ts_push(struct conn *c, uint64_t t)
+{
+	if (c->tlen == c->tcap) {
+		size_t ncap = c->tcap * 2, i;
+		uint64_t *n = malloc(ncap * sizeof *n);
+
+		if (n == NULL) {
+			log_error("out of memory");
+			abort();
+		}
+		for (i = 0; i < c->tlen; i++)
+			n[i] = c->ts[(c->thead + i) % c->tcap];
+		free(c->ts);
+		c->ts = n;
+		c->tcap = ncap;
+		c->thead = 0;
+	}
+	c->ts[(c->thead + c->tlen) % c->tcap] = t;
+	c->tlen++;
+}
+
+static uint64_t ts_pop(struct conn *c)
+{
+	uint64_t t = c->ts[c->thead];
+
+	c->thead = (c->thead + 1) % c->tcap;
+	c->tlen--;
+	return t;
+}
+
+/* Close c and forget what it had in flight. */
+static void conn_close(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	if (c->state == CONN_IDLE || c->state == CONN_DEAD)
+		return;
+	event_del(&c->rev);
+	event_del(&c->wev);
+	close(c->fd);
+	c->fd = -1;
+	if (c->state == CONN_OPEN)
+		b->live--;
+	b->inflight -= c->tlen;
+	c->tlen = 0;
+	c->thead = 0;
+	c->state = CONN_DEAD;
+}
+
+static void bench_error(struct bench *b, uint64_t *counter)
+{
+	(*counter)++;
+	b->r->errors++;
+}
+
+/*
+ * A broken connection: count it, close it for good, and end the run once
+ * no connection is left to carry load.
+ */
+static void conn_fail(struct conn *c, uint64_t *counter)
+{
+	struct bench *b = c->b;
+
+	bench_error(b, counter);
+	conn_close(c);
+	b->dead++;
+	if (b->dead == b->o->conns && b->started)
+		bench_stop(b);
+}
+
+static int bench_may_issue(struct bench *b)
+{
+	const struct bench_opts *o = b->o;
+
+	if (b->stopping)
+		return 0;
+	if (o->messages > 0 && b->measuring &&
+	    b->r->messages + b->inflight >= o->messages)
+		return 0;
+	return 1;
+}
+
+static void conn_queue(struct conn *c, uint64_t t)
+{
+	ts_push(c, t);
+	c->queued += c->b->o->size;
+	c->b->inflight++;
+}
+
+/* Closed loop: keep the pipeline full. */
+static void conn_refill(struct conn *c, uint64_t now)
+{
+	struct bench *b = c->b;
+
+	if (c->tlen < b->o->pipeline && bench_may_issue(b)) {
+		while (c->tlen < b->o->pipeline && bench_may_issue(b))
+			conn_queue(c, now);
+		conn_flush(c);
+	}
+}
+
+static void conn_flush(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	while (c->sent < c->queued) {
+		uint64_t left = c->queued - c->sent;
+		size_t off = (size_t)((c->sent + c->shift) % PAT_LEN);
+		size_t n = left < PAT_LEN ? (size_t)left : PAT_LEN;
+		ssize_t w = send(c->fd, b->pat + off, n, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				event_add(&c->wev, NULL);
+				return;
+			}
+			conn_fail(c, &b->r->err.reset);
+			return;
+		}
+		c->sent += (uint64_t)w;
+	}
+}
+
+static void conn_writecb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush(arg);
+}
+
+static void bench_count(struct bench *b, uint64_t t0, uint64_t now)
+{
+	if (!b->measuring)
+		return;
+	b->r->messages++;
+	b->r->bytes += b->o->size;
+	hist_record(&b->r->latency, now > t0 ? now - t0 : 0);
+	if (b->o->messages > 0 && b->r->messages >= b->o->messages)
+		bench_stop(b);
+}
+
+/* After the one message of a --churn connection: the next connection. */
+static void conn_churn(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	conn_close(c);
+	if (!b->stopping && bench_may_issue(b)) {
+		c->state = CONN_IDLE;
+		conn_open(c);
+	}
+}
+
+static void conn_complete(struct conn *c, uint64_t now)
+{
+	struct bench *b = c->b;
+	uint64_t size = b->o->size;
+
+	while (c->tlen > 0 && c->rcvd >= (c->done + 1) * size) {
+		uint64_t t0 = ts_pop(c);
+
+		c->done++;
+		b->inflight--;
+		bench_count(b, t0, now);
+	}
+	if (c->state != CONN_OPEN)
+		return;
+	if (b->o->churn) {
+		if (c->tlen == 0)
+			conn_churn(c);
+	} else if (b->o->rate == 0) {
+		conn_refill(c, now);
+	}
+}
+
+static int conn_check(struct conn *c, size_t n)
+{
+	struct bench *b = c->b;
+	size_t off = (size_t)((c->rcvd + c->shift) % PAT_LEN);
+
+	if (n > c->sent - c->rcvd)
+		return -1;
+	return memcmp(b->rbuf, b->pat + off, n) == 0 ? 0 : -1;
+}
+
+static void conn_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct bench *b = c->b;
+	ssize_t n;
+
+	(void)what;
+	n = read(fd, b->rbuf, RBUF_LEN);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		conn_fail(c, &b->r->err.reset);
+		return;
+	}
+	if (n == 0) {
+		conn_fail(c, &b->r->err.closed);
+		return;
+	}
+	if (conn_check(c, (size_t)n) < 0) {
+		conn_fail(c, &b->r->err.mismatch);
+		return;
+	}
+	c->rcvd += (uint64_t)n;
+	conn_complete(c, now_ns());
+}
+
+static void bench_start(struct bench *b);
+
+static void bench_connected_all(struct bench *b)
+{
+	if (b->o->churn || b->started || b->up + b->down < b->o->conns)
+		return;
+	b->r->setup_ms = (double)(now_ns() - b->t_open) / 1e6;
+	bench_start(b);
+}
+
+static void conn_connect_failed(struct conn *c, int err)
+{
+	struct bench *b = c->b;
+
+	if (!b->ever_connected) {
+		log_error("cannot connect to %s: %s", b->target, strerror(err));
+		b->fatal = 1;
+		event_base_loopbreak(b->base);
+		return;
+	}
+	bench_error(b, &b->r->err.connect);
+	conn_close(c);
+	b->down++;
+	b->dead++;
+	bench_connected_all(b);
+	if (b->dead == b->o->conns && b->started)
+		bench_stop(b);
+}
+
+static void conn_up(struct conn *c)
+{
+	struct bench *b = c->b;
+	uint64_t now = now_ns();
+
+	event_assign(&c->wev, b->base, c->fd, EV_WRITE, conn_writecb, c);
+	event_add(&c->rev, NULL);
+	c->state = CONN_OPEN;
+	b->live++;
+	b->ever_connected = 1;
+	b->r->connects++;
+	b->connect_ns += now - c->t_connect;
+	if (b->o->churn) {
+		conn_queue(c, c->t_connect);
+		conn_flush(c);
+		return;
+	}
+	b->up++;
+	if (b->started && b->o->rate == 0)
+		conn_refill(c, now);
+	bench_connected_all(b);
+}
+
+static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	(void)what;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		conn_connect_failed(c, err);
+		return;
+	}
+	conn_up(c);
+}
+
+static void conn_open(struct conn *c)
+{
+	struct bench *b = c->b;
+	struct evutil_addrinfo *ai = b->ai;
+	int fd;
+
+	c->shift = (b->next_id++ * 7919u) % PAT_LEN;
+	c->queued = c->sent = c->rcvd = c->done = 0;
+	c->t_connect = now_ns();
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	            0);
+	if (fd < 0) {
+		c->state = CONN_DEAD;
+		if (!b->ever_connected) {
+			log_error("socket: %s", strerror(errno));
+			b->fatal = 1;
+			event_base_loopbreak(b->base);
+			return;
+		}
+		bench_error(b, &b->r->err.connect);
+		b->down++;
+		b->dead++;
+		bench_connected_all(b);
+		if (b->dead == b->o->conns && b->started)
+			bench_stop(b);
+		return;
+	}
+	sock_nodelay(fd);
+	c->fd = fd;
+	c->state = CONN_CONNECTING;
+	event_assign(&c->rev, b->base, fd, EV_READ | EV_PERSIST, conn_readcb,
+	             c);
+	event_assign(&c->wev, b->base, fd, EV_WRITE, conn_connectcb, c);
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+		conn_up(c);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		conn_connect_failed(c, errno);
+		return;
+	}
+	event_add(&c->wev, NULL);
+}
+
+/* --connect-rate: open what the elapsed time allows, every 10 ms. */
+static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)fd;
+	(void)what;
+	b->connect_credit += (double)b->o->connect_rate / 100.0;
+	while (b->connect_credit >= 1.0 && b->opened < b->o->conns &&
+	       !b->fatal) {
+		b->connect_credit -= 1.0;
+		conn_open(&b->conns[b->opened++]);
+	}
+	if (b->opened == b->o->conns)
+		event_del(b->connect_ev);
+}
+
+static void bench_open_all(struct bench *b)
+{
+	struct timeval tick = {0, 10000};
+
+	b->t_open = now_ns();
+	if (b->o->connect_rate == 0) {
+		while (b->opened < b->o->conns && !b->fatal)
+			conn_open(&b->conns[b->opened++]);
+		return;
+	}
+	b->connect_credit = 1.0;
+	b->connect_ev = event_new(b->base, -1, EV_PERSIST, bench_connectcb, b);
+	if (b->connect_ev == NULL || event_add(b->connect_ev, &tick) < 0) {
+		log_error("cannot create a timer");
+		b->fatal = 1;
+		return;
+	}
+	bench_connectcb(-1, 0, b);
+}
+
+static void bench_stop(struct bench *b)
+{
+	if (b->stopping)
+		return;
+	b->stopping = 1;
+	b->t_end = now_ns();
+	event_base_loopbreak(b->base);
+}
+
+static void bench_measure(struct bench *b, uint64_t now)
+{
+	b->measuring = 1;
+	b->t_measure = now;
+}
+
+static void bench_warmcb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bench_measure(arg, now_ns());
+}
+
+static void bench_stopcb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bench_stop(arg);
+}
+
+static void bench_sigcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)fd;
+	(void)what;
+	b->r->interrupted = 1;
+	bench_stop(b);
+}
+
+/*
+ * Open loop: message j is due at t_start + j / rate, on connection j mod
+ * conns, and its latency runs from that time, however late it is sent.
+ */
+static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	double per = 1e9 / b->o->rate;
+	uint64_t now = now_ns(), due;
+	struct timeval tv;
+
+	(void)fd;
+	(void)what;
+	for (;;) {
+		struct conn *c;
+
+		due = b->t_start + (uint64_t)((double)b->rate_next * per);
+		if (due > now || !bench_may_issue(b))
+			break;
+		c = &b->conns[b->rate_next++ % b->o->conns];
+		if (c->state != CONN_OPEN)
+			continue;
+		conn_queue(c, due);
+		conn_flush(c);
+	}
+	if (b->stopping || !bench_may_issue(b))
+		return;
+	tv = ns_tv(due - now);
+	evtimer_add(b->rate_ev, &tv);
+}
+
+static void bench_tickcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	uint64_t now = now_ns();
+	double el;
+
+	(void)fd;
+	(void)what;
+	if (!b->started) {
+		fprintf(stderr, "\r%s: connecting %llu/%llu\033[K",
+		        log_progname(), (unsigned long long)b->up,
+		        (unsigned long long)b->o->conns);
+		return;
+	}
+	if (!b->measuring) {
+		fprintf(stderr, "\r%s: warming up, errors %llu\033[K",
+		        log_progname(), (unsigned long long)b->r->errors);
+		return;
+	}
+	el = (double)(now - b->t_measure) / 1e9;
+	fprintf(stderr, "\r%s: %.0f msgs/s, errors %llu, elapsed %.0f s\033[K",
+	        log_progname(), el > 0 ? (double)b->r->messages / el : 0.0,
+	        (unsigned long long)b->r->errors, el);
+}
+
+static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
+                       double secs, int flags)
+{
+	struct timeval tv = ns_tv((uint64_t)(secs * 1e9));
+
+	*ev = event_new(b->base, -1, flags, cb, b);
+	if (*ev == NULL || event_add(*ev, &tv) < 0) {
+		log_error("cannot create a timer");
+		b->fatal = 1;
+		event_base_loopbreak(b->base);
+		return -1;
+	}
+	return 0;
+}
+
+/* All connections up (or, for --churn, none yet): start the load. */
+static void bench_start(struct bench *b)
+{
+	const struct bench_opts *o = b->o;
+	uint64_t i, now = now_ns();
+
+	b->started = 1;
+	b->t_start = now;
+	if (o->warmup > 0) {
+		if (bench_timer(b, &b->warm_ev, bench_warmcb, o->warmup, 0) < 0)
+			return;
+	} else {
+		bench_measure(b, now);
+	}
+	if (o->duration > 0 && bench_timer(b, &b->stop_ev, bench_stopcb,
+	                                   o->warmup + o->duration, 0) < 0)
+		return;
+	if (b->dead == o->conns) {
+		bench_stop(b);
+		return;
+	}
+	if (o->rate > 0) {
+		bench_timer(b, &b->rate_ev, bench_ratecb, 0, 0);
+		return;
+	}
+	for (i = 0; i < o->conns && !o->churn; i++)
+		if (b->conns[i].state == CONN_OPEN)
+			conn_refill(&b->conns[i], now);
+}
+
+static int bench_signals(struct bench *b)
+{
+	b->sigint_ev = evsignal_new(b->base, SIGINT, bench_sigcb, b);
+	b->sigterm_ev = evsignal_new(b->base, SIGTERM, bench_sigcb, b);
+	if (b->sigint_ev == NULL || b->sigterm_ev == NULL ||
+	    evsignal_add(b->sigint_ev, NULL) < 0 ||
+	    evsignal_add(b->sigterm_ev, NULL) < 0) {
+		log_error("cannot watch signals");
+		return -1;
+	}
+	return 0;
+}
+
+static int bench_init(struct bench *b)
+{
+	struct event_config *cfg;
+	uint64_t i;
+	int gai_err;
+
+	b->ai = addr_resolve(&b->o->target, SOCK_STREAM, 0, &gai_err);
+	addr_spec_format(&b->o->target, b->target, sizeof b->target);
+	if (b->ai == NULL) {
+		log_error("cannot resolve %s: %s", b->target,
+		          evutil_gai_strerror(gai_err));
+		return -1;
+	}
+	addr_format(b->ai->ai_addr, (socklen_t)b->ai->ai_addrlen, b->target,
+	            sizeof b->target);
+	b->conns = calloc(b->o->conns, sizeof *b->conns);
+	b->pat = malloc(2 * PAT_LEN);
+	b->rbuf = malloc(RBUF_LEN);
+	if (b->conns == NULL || b->pat == NULL || b->rbuf == NULL) {
+		log_error("out of memory for %llu connections",
+		          (unsigned long long)b->o->conns);
+		return -1;
+	}
+	srandom(1);
+	for (i = 0; i < PAT_LEN; i++)
+		b->pat[i] = b->pat[i + PAT_LEN] = (unsigned char)random();
+	for (i = 0; i < b->o->conns; i++) {
+		struct conn *c = &b->conns[i];
+
+		c->b = b;
+		c->fd = -1;
+		c->tcap = b->o->pipeline > 4 ? b->o->pipeline : 4;
+		c->ts = malloc(c->tcap * sizeof *c->ts);
+		if (c->ts == NULL) {
+			log_error("out of memory");
+			return -1;
+		}
+	}
+	/* Open loop needs send times to the microsecond: timerfd, not
+	 * epoll_wait's milliseconds. */
+	cfg = event_config_new();
+	if (cfg != NULL && b->o->rate > 0)
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	b->base = cfg != NULL ? event_base_new_with_config(cfg) : NULL;
+	if (cfg != NULL)
+		event_config_free(cfg);
+	if (b->base == NULL) {
+		log_error("cannot create an event base");
+		return -1;
+	}
+	return bench_signals(b);
+}
+
+static void bench_free(struct bench *b)
+{
+	struct event *evs[] = {b->connect_ev, b->warm_ev, b->stop_ev,
+	                       b->rate_ev,    b->tick_ev, b->sigint_ev,
+	                       b->sigterm_ev};
+	uint64_t i;
+
+	for (i = 0; b->conns != NULL && i < b->o->conns; i++) {
+		conn_close(&b->conns[i]);
+		free(b->conns[i].ts);
+	}
+	for (i = 0; i < sizeof evs / sizeof evs[0]; i++)
+		if (evs[i] != NULL)
+			event_free(evs[i]);
+	if (b->base != NULL)
+		event_base_free(b->base);
+	if (b->ai != NULL)
+		evutil_freeaddrinfo(b->ai);
+	free(b->conns);
+	free(b->pat);
+	free(b->rbuf);
+}
+
+static void bench_finish(struct bench *b)
+{
+	struct bench_result *r = b->r;
+
+	if (!b->stopping)
+		b->t_end = now_ns();
+	if (b->progress)
+		fprintf(stderr, "\r\033[K");
+	r->elapsed = b->measuring ? (double)(b->t_end - b->t_measure) / 1e9 : 0;
+	r->connect_ms =
+	        r->connects > 0 ? (double)b->connect_ns / 1e6 / r->connects : 0;
+}
+
+int bench_run(const struct bench_opts *o, struct bench_result *r)
+{
+	struct bench b;
+	int rc = -1;
+
+	memset(&b, 0, sizeof b);
+	memset(r, 0, sizeof *r);
+	hist_init(&r->latency);
+	b.o = o;
+	b.r = r;
+	if (bench_init(&b) < 0)
+		goto out;
+	b.progress = isatty(STDERR_FILENO);
+	if (b.progress &&
+	    bench_timer(&b, &b.tick_ev, bench_tickcb, 1.0, EV_PERSIST) < 0)
+		goto out;
+	if (o->churn)
+		bench_start(&b);
+	bench_open_all(&b);
+	if (!b.fatal && !b.stopping)
+		event_base_dispatch(b.base);
+	bench_finish(&b);
+	rc = b.fatal ? -1 : 0;
+out:
+	bench_free(&b);
+	return rc;
+}

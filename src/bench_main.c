@@ -1,0 +1,47 @@
+/*
+ * forkloop-bench - echo load generator: parse options, run, report.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "forkloop/bench.h"
+#include "forkloop/log.h"
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o;
+	struct bench_result *r;
+	int status;
+
+	log_init(argv[0], LOG_NORMAL);
+	switch (bench_opts_parse(argc, argv, &o, stdout, stderr)) {
+	case OPTS_EXIT:
+		return 0;
+	case OPTS_USAGE:
+		return 2;
+	case OPTS_OK:
+		break;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (bench_nofile(o.conns) < 0)
+		return 1;
+	if ((r = malloc(sizeof *r)) == NULL) {
+		log_error("out of memory");
+		return 1;
+	}
+	if (bench_run(&o, r) < 0) {
+		free(r);
+		return 1;
+	}
+	if (o.json)
+		bench_report_json(stdout, &o, r);
+	else
+		bench_report_text(stdout, &o, r);
+	fflush(stdout);
+	status = r->errors > 0 ? 1 : 0;
+	if (status != 0)
+		log_error("%llu errors", (unsigned long long)r->errors);
+	free(r);
+	return status;
+}

@@ -1,0 +1,241 @@
+/*
+ * bench_opts.c - forkloop-bench's command line.
+ */
+#include <getopt.h>
+#include <string.h>
+
+#include "forkloop/bench.h"
+#include "forkloop/num.h"
+
+static const char bench_usage_text[] =
+        "usage: %s [-hV] [-c CONNS] [-s BYTES] [-d SECONDS | -n MESSAGES]\n"
+        "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
+        "       [--churn] [--json] HOST:PORT\n";
+
+static const char bench_help_text[] =
+        "Load an echo server at HOST:PORT and measure its throughput and\n"
+        "latency; every echoed byte is checked.\n"
+        "\n"
+        "  -c, --conns N            connections (default 50)\n"
+        "  -s, --size BYTES         message size; K, M suffixes (default 64)\n"
+        "  -d, --duration SECONDS   measure this long (default 10)\n"
+        "  -n, --messages N         stop after N echoes instead (with -d too:\n"
+        "                           whichever comes first)\n"
+        "  -p, --pipeline K         messages in flight per connection (default "
+        "1)\n"
+        "      --warmup SECONDS     run this long before measuring (default "
+        "0)\n"
+        "      --connect-rate N     open at most N connections per second\n"
+        "                           (default: all at once)\n"
+        "      --rate R             open loop: R messages per second in "
+        "total,\n"
+        "                           latency from each message's intended send "
+        "time\n"
+        "      --churn              a new connection for every message: "
+        "connect,\n"
+        "                           send, receive the echo, close\n"
+        "      --json               print one JSON object on standard output\n"
+        "  -h, --help               show this help and exit\n"
+        "  -V, --version            show the version and exit\n"
+        "\n"
+        "Exit status: 0 if every echo came back intact, 1 on any error "
+        "(mismatch,\n"
+        "reset, short echo, failed connect) or if the run could not start, 2 "
+        "on\n"
+        "bad usage.\n";
+
+enum {
+	OPT_WARMUP = 256,
+	OPT_CONNECT_RATE,
+	OPT_RATE,
+	OPT_CHURN,
+	OPT_JSON,
+};
+
+static const struct option bench_longopts[] = {
+        {"conns", required_argument, NULL, 'c'},
+        {"size", required_argument, NULL, 's'},
+        {"duration", required_argument, NULL, 'd'},
+        {"messages", required_argument, NULL, 'n'},
+        {"pipeline", required_argument, NULL, 'p'},
+        {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"connect-rate", required_argument, NULL, OPT_CONNECT_RATE},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"churn", no_argument, NULL, OPT_CHURN},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+};
+
+static enum opts_result bench_bad(FILE *errout, const char *fmt,
+                                  const char *arg)
+{
+	const char *prog = log_progname();
+
+	fprintf(errout, "%s: ", prog);
+	fprintf(errout, fmt, arg);
+	fputc('\n', errout);
+	fprintf(errout, bench_usage_text, prog);
+	return OPTS_USAGE;
+}
+
+static void bench_opts_defaults(struct bench_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->conns = BENCH_DEFAULT_CONNS;
+	o->size = BENCH_DEFAULT_SIZE;
+	o->pipeline = 1;
+}
+
+/* One option with a value; returns OPTS_OK or reports the bad value. */
+static enum opts_result bench_opt_value(int c, const char *arg,
+                                        struct bench_opts *o, int *have_d,
+                                        FILE *errout)
+{
+	switch (c) {
+	case 'c':
+		if (num_parse_u64(arg, 1, 1000000, &o->conns) < 0)
+			return bench_bad(
+			        errout, "bad --conns '%s' (1 to 1000000)", arg);
+		break;
+	case 's':
+		if (num_parse_size(arg, 1, BENCH_MAX_SIZE, &o->size) < 0)
+			return bench_bad(errout,
+			                 "bad --size '%s' (bytes, 1 to 16M)",
+			                 arg);
+		break;
+	case 'd':
+		if (num_parse_seconds(arg, 0.001, 1e6, &o->duration) < 0)
+			return bench_bad(errout,
+			                 "bad --duration '%s' (seconds, more "
+			                 "than 0)",
+			                 arg);
+		*have_d = 1;
+		break;
+	case 'n':
+		if (num_parse_u64(arg, 1, UINT64_MAX / 2, &o->messages) < 0)
+			return bench_bad(errout,
+			                 "bad --messages '%s' (at least 1)",
+			                 arg);
+		break;
+	case 'p':
+		if (num_parse_u64(arg, 1, BENCH_MAX_PIPELINE, &o->pipeline) < 0)
+			return bench_bad(
+			        errout, "bad --pipeline '%s' (1 to 4096)", arg);
+		break;
+	case OPT_WARMUP:
+		if (num_parse_seconds(arg, 0, 1e6, &o->warmup) < 0)
+			return bench_bad(errout, "bad --warmup '%s' (seconds)",
+			                 arg);
+		break;
+	case OPT_CONNECT_RATE:
+		if (num_parse_u64(arg, 1, 10000000, &o->connect_rate) < 0)
+			return bench_bad(errout,
+			                 "bad --connect-rate '%s' (connections "
+			                 "per second, at least 1)",
+			                 arg);
+		break;
+	case OPT_RATE:
+		if (num_parse_seconds(arg, 0.001, 1e9, &o->rate) < 0)
+			return bench_bad(errout,
+			                 "bad --rate '%s' (messages per "
+			                 "second, more than 0)",
+			                 arg);
+		break;
+	}
+	return OPTS_OK;
+}
+
+static enum opts_result bench_opts_check(struct bench_opts *o, int have_d,
+                                         FILE *errout)
+{
+	if (o->churn && o->pipeline > 1)
+		return bench_bad(errout, "%s",
+		                 "--churn sends one message per connection; "
+		                 "drop --pipeline");
+	if (o->churn && o->rate > 0)
+		return bench_bad(errout, "%s",
+		                 "--churn and --rate cannot be used together");
+	if (o->rate > 0 && o->pipeline > 1)
+		return bench_bad(errout, "%s",
+		                 "--rate sets the send times itself; drop "
+		                 "--pipeline");
+	if (!have_d)
+		o->duration = o->messages > 0 ? 0 : BENCH_DEFAULT_DURATION;
+	return OPTS_OK;
+}
+
+static enum opts_result bench_target(const char *spec, struct bench_opts *o,
+                                     FILE *errout)
+{
+	const char *prog = log_progname(), *why;
+
+	if (addr_parse(spec, 0, &o->target, &why) < 0) {
+		fprintf(errout, "%s: bad HOST:PORT '%s': %s\n", prog, spec,
+		        why);
+		fprintf(errout, bench_usage_text, prog);
+		return OPTS_USAGE;
+	}
+	if (strcmp(o->target.port, "0") == 0)
+		return bench_bad(errout, "bad HOST:PORT '%s': port 0", spec);
+	return OPTS_OK;
+}
+
+static enum opts_result bench_unknown(FILE *errout, char **argv)
+{
+	if (optopt != 0) {
+		char opt[3] = {'-', (char)optopt, '\0'};
+
+		return bench_bad(errout, "unknown option '%s'", opt);
+	}
+	return bench_bad(errout, "unknown option '%s'", argv[optind - 1]);
+}
+
+enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
+                                  FILE *out, FILE *errout)
+{
+	const char *prog = log_progname();
+	enum opts_result r;
+	int c, have_d = 0;
+
+	bench_opts_defaults(o);
+	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:s:d:n:p:hV", bench_longopts,
+	                        NULL)) != -1) {
+		switch (c) {
+		case OPT_CHURN:
+			o->churn = 1;
+			break;
+		case OPT_JSON:
+			o->json = 1;
+			break;
+		case 'h':
+			fprintf(out, bench_usage_text, prog);
+			fputc('\n', out);
+			fputs(bench_help_text, out);
+			return OPTS_EXIT;
+		case 'V':
+			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
+			return OPTS_EXIT;
+		case ':':
+			return bench_bad(errout, "option '%s' needs a value",
+			                 argv[optind - 1]);
+		case '?':
+			return bench_unknown(errout, argv);
+		default:
+			r = bench_opt_value(c, optarg, o, &have_d, errout);
+			if (r != OPTS_OK)
+				return r;
+		}
+	}
+	if (optind == argc)
+		return bench_bad(errout, "%s", "missing HOST:PORT");
+	if (argc - optind > 1)
+		return bench_bad(errout, "unexpected argument '%s'",
+		                 argv[optind + 1]);
+	if ((r = bench_target(argv[optind], o, errout)) != OPTS_OK)
+		return r;
+	return bench_opts_check(o, have_d, errout);
+}
