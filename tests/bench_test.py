@@ -199,6 +199,17 @@ class BenchTest(fltest.ProcTestCase):
             self.assertIn("bad HOST:PORT", p.stderr.decode())
             self.assertIn("usage:", p.stderr.decode())
 
+    def test_silent_server_is_an_error(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        self.addCleanup(s.close)
+        p = self.bench("-c", 2, "-d", "0.5", "127.0.0.1:%d"
+                       % s.getsockname()[1])
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stdout.decode(), r"(?m)^messages +0$")
+        self.assertIn("no echo came back", p.stderr.decode())
+
     def test_flipped_byte_is_a_mismatch(self):
         j, err = self.bench_json("-c", 2, "-s", 64, "-d", 2,
                                  self.pyecho("flip"), status=1)
