@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fltest  # noqa: E402
@@ -46,7 +47,9 @@ class EchoHandler(socketserver.BaseRequestHandler):
 
     def misbehave(self, s, seen, data):
         how = self.server.how
-        if how == "echo" or seen + len(data) <= 100:
+        if how == "stall" and seen == 0:
+            time.sleep(0.3)
+        if how in ("echo", "stall") or seen + len(data) <= 100:
             return data
         k = 100 - seen if seen < 100 else 0
         if how == "flip":
@@ -248,6 +251,23 @@ class BenchTest(fltest.ProcTestCase):
         # messages are due at 0, 5 ms, 10 ms ...: never more than scheduled
         self.assertLessEqual(j["messages"], 201)
         self.assertEqual(j["load"], "open")
+
+    def test_rate_counts_a_stall_in_the_tail(self):
+        # The server sits on its first message for 0.3 s. Messages due in
+        # that time are late from their intended send times, so the tail
+        # shows the stall instead of one slow message hiding it.
+        j, _ = self.bench_json("--rate", 100, "-c", 1, "-d", 1,
+                               self.pyecho("stall"))
+        self.assertEqual(j["errors"], 0)
+        self.assertGreaterEqual(j["latency_us"]["max"], 280000)
+        self.assertGreaterEqual(j["latency_us"]["p90"], 100000)
+
+    def test_connect_rate_opens_every_connection(self):
+        j, _ = self.bench_json("-c", 20, "--connect-rate", 200, "-n", 100,
+                               self.pyecho())
+        self.assertEqual(j["connects"], 20)
+        self.assertEqual(j["messages"], 100)
+        self.assertEqual(j["errors"], 0)
 
     def test_fd_limit_too_low_says_what_is_needed(self):
         p = self.bench("-c", 1000, "-d", 1, self.pyecho(),
