@@ -550,6 +550,7 @@ static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (b->stopping || !bench_may_issue(b))
 		return;
+	event_base_update_cache_time(b->base);
 	tv = ns_tv(due - now);
 	evtimer_add(b->rate_ev, &tv);
 }
@@ -598,8 +599,12 @@ static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
 static void bench_start(struct bench *b)
 {
 	const struct bench_opts *o = b->o;
-	uint64_t i, now = now_ns();
+	uint64_t i, now;
 
+	/* Timers count from the loop's cached time, which is stale by however
+	 * long connecting took in this iteration. */
+	event_base_update_cache_time(b->base);
+	now = now_ns();
 	b->started = 1;
 	b->t_start = now;
 	if (o->warmup > 0) {
