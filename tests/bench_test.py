@@ -5,6 +5,7 @@ the exit status non-zero."""
 import json
 import os
 import resource
+import signal
 import socket
 import socketserver
 import struct
@@ -268,6 +269,21 @@ class BenchTest(fltest.ProcTestCase):
         self.assertEqual(j["connects"], 20)
         self.assertEqual(j["messages"], 100)
         self.assertEqual(j["errors"], 0)
+
+    def test_sigint_reports_what_was_measured(self):
+        target = self.pyecho()
+        p = self.start(fltest.Proc, [fltest.binary("bench"), "--json", "-c",
+                                     "2", "-d", "60", target],
+                       stdout=subprocess.PIPE)
+        self.assertTrue(fltest.wait_until(lambda: self.servers[0].accepted
+                                          >= 2, 10))
+        time.sleep(0.3)
+        p.signal(signal.SIGINT)
+        self.assertEqual(p.wait(10), 0, p.stderr_text())
+        j = json.loads(p.p.stdout.read())
+        self.assertTrue(j["interrupted"])
+        self.assertGreater(j["messages"], 0)
+        self.assertLess(j["duration_s"], 30)
 
     def test_fd_limit_too_low_says_what_is_needed(self):
         p = self.bench("-c", 1000, "-d", 1, self.pyecho(),
