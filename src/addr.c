@@ -27,7 +27,7 @@ int addr_port_valid(const char *s)
 }
 
 int addr_set(const char *host, const char *port, struct addr *out,
-	     const char **why)
+             const char **why)
 {
 	if (strlen(host) >= sizeof out->host) {
 		*why = "host name too long";
@@ -43,8 +43,7 @@ int addr_set(const char *host, const char *port, struct addr *out,
 	return 0;
 }
 
-int addr_parse(const char *spec, int flags, struct addr *out,
-	       const char **why)
+int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 {
 	char host[ADDR_HOSTLEN];
 	const char *colon, *port;
@@ -102,7 +101,7 @@ int addr_parse(const char *spec, int flags, struct addr *out,
 }
 
 struct evutil_addrinfo *addr_resolve(const struct addr *a, int socktype,
-				     int passive, int *gai_err)
+                                     int passive, int *gai_err)
 {
 	struct evutil_addrinfo hints, *res = NULL;
 
@@ -113,19 +112,19 @@ struct evutil_addrinfo *addr_resolve(const struct addr *a, int socktype,
 	if (passive)
 		hints.ai_flags |= EVUTIL_AI_PASSIVE;
 	*gai_err = evutil_getaddrinfo(a->host[0] != '\0' ? a->host : NULL,
-				      a->port, &hints, &res);
+	                              a->port, &hints, &res);
 	if (*gai_err != 0)
 		return NULL;
 	return res;
 }
 
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
-		  size_t buflen)
+                  size_t buflen)
 {
 	char host[NI_MAXHOST], serv[NI_MAXSERV];
 
 	if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
-			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		snprintf(buf, buflen, "?");
 		return buf;
 	}

@@ -9,36 +9,46 @@
 #include "forkloop/echo.h"
 #include "forkloop/num.h"
 
-static const char echo_usage_text[] =
-	"usage: %s [-qvhV] [-m event|fork] [-l ADDR:PORT]... [--max-pending BYTES]\n"
-	"       [--max-conns N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]\n";
+static const char echo_usage_text[] = "usage: %s [-qvhV] [-m event|fork] [-l "
+                                      "ADDR:PORT]... [--max-pending BYTES]\n"
+                                      "       [--max-conns N] [--idle-timeout "
+                                      "SECONDS] [--drain-timeout SECONDS]\n";
 
 static const char echo_help_text[] =
-	"Echo every byte each client sends back to it, in order (RFC 862).\n"
-	"\n"
-	"  -m, --mode MODE          event: one process, one libevent loop (default);\n"
-	"                           fork: one child process per connection\n"
-	"  -l, --listen ADDR:PORT   listen here; repeatable; [IPv6]:PORT and host\n"
-	"                           names work; port 0 picks a free port\n"
-	"                           (default " ECHO_DEFAULT_LISTEN ")\n"
-	"      --max-pending BYTES  stop reading a client whose unsent echo passes\n"
-	"                           BYTES, resume once it drains; K, M, G suffixes\n"
-	"                           (default 256K)\n"
-	"      --max-conns N        close connections past N at once (default: no\n"
-	"                           limit)\n"
-	"      --idle-timeout SECONDS\n"
-	"                           close a connection idle this long (default: never)\n"
-	"      --drain-timeout SECONDS\n"
-	"                           on SIGINT/SIGTERM, give connections this long to\n"
-	"                           receive what they are owed (default 5)\n"
-	"  -v, --verbose            log every connection\n"
-	"  -q, --quiet              log errors only\n"
-	"  -h, --help               show this help and exit\n"
-	"  -V, --version            show the version and exit\n"
-	"\n"
-	"Prints 'listening on ADDR:PORT' on standard error for each socket once\n"
-	"ready. SIGUSR1 logs a statistics line. Exit status: 0 after SIGINT or\n"
-	"SIGTERM, 1 on a runtime error, 2 on bad usage.\n";
+        "Echo every byte each client sends back to it, in order (RFC 862).\n"
+        "\n"
+        "  -m, --mode MODE          event: one process, one libevent loop "
+        "(default);\n"
+        "                           fork: one child process per connection\n"
+        "  -l, --listen ADDR:PORT   listen here; repeatable; [IPv6]:PORT and "
+        "host\n"
+        "                           names work; port 0 picks a free port\n"
+        "                           (default " ECHO_DEFAULT_LISTEN ")\n"
+        "      --max-pending BYTES  stop reading a client whose unsent echo "
+        "passes\n"
+        "                           BYTES, resume once it drains; K, M, G "
+        "suffixes\n"
+        "                           (default 256K)\n"
+        "      --max-conns N        close connections past N at once (default: "
+        "no\n"
+        "                           limit)\n"
+        "      --idle-timeout SECONDS\n"
+        "                           close a connection idle this long "
+        "(default: never)\n"
+        "      --drain-timeout SECONDS\n"
+        "                           on SIGINT/SIGTERM, give connections this "
+        "long to\n"
+        "                           receive what they are owed (default 5)\n"
+        "  -v, --verbose            log every connection\n"
+        "  -q, --quiet              log errors only\n"
+        "  -h, --help               show this help and exit\n"
+        "  -V, --version            show the version and exit\n"
+        "\n"
+        "Prints 'listening on ADDR:PORT' on standard error for each socket "
+        "once\n"
+        "ready. SIGUSR1 logs a statistics line. Exit status: 0 after SIGINT "
+        "or\n"
+        "SIGTERM, 1 on a runtime error, 2 on bad usage.\n";
 
 enum {
 	OPT_MAX_PENDING = 256,
@@ -48,17 +58,17 @@ enum {
 };
 
 static const struct option echo_longopts[] = {
-	{"mode", required_argument, NULL, 'm'},
-	{"listen", required_argument, NULL, 'l'},
-	{"max-pending", required_argument, NULL, OPT_MAX_PENDING},
-	{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
-	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-	{"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
-	{"verbose", no_argument, NULL, 'v'},
-	{"quiet", no_argument, NULL, 'q'},
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{NULL, 0, NULL, 0},
+        {"mode", required_argument, NULL, 'm'},
+        {"listen", required_argument, NULL, 'l'},
+        {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
+        {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
 };
 
 const char *echo_mode_name(enum echo_mode m)
@@ -69,13 +79,13 @@ const char *echo_mode_name(enum echo_mode m)
 void echo_stats_log(const struct echo_stats *s)
 {
 	log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
-		  " refused=%" PRIu64 " bytes_in=%" PRIu64
-		  " bytes_out=%" PRIu64,
-		  s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out);
+	          " refused=%" PRIu64 " bytes_in=%" PRIu64
+	          " bytes_out=%" PRIu64,
+	          s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out);
 }
 
 static enum opts_result echo_bad(FILE *errout, const char *prog,
-				 const char *fmt, const char *arg)
+                                 const char *fmt, const char *arg)
 {
 	fprintf(errout, "%s: ", prog);
 	fprintf(errout, fmt, arg);
@@ -94,7 +104,7 @@ static void echo_opts_defaults(struct echo_opts *o)
 }
 
 enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
-				 FILE *out, FILE *errout)
+                                 FILE *out, FILE *errout)
 {
 	const char *prog = log_progname();
 	const char *why;
@@ -104,7 +114,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:l:vqhV", echo_longopts,
-				NULL)) != -1) {
+	                        NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (strcmp(optarg, "event") == 0)
@@ -113,20 +123,20 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				o->mode = ECHO_MODE_FORK;
 			else
 				return echo_bad(errout, prog,
-						"unknown mode '%s' (modes: "
-						"event, fork)",
-						optarg);
+				                "unknown mode '%s' (modes: "
+				                "event, fork)",
+				                optarg);
 			break;
 		case 'l':
 			if (o->nlisten == ECHO_MAX_LISTEN)
 				return echo_bad(errout, prog,
-						"too many --listen (at most "
-						"%s)",
-						"16");
+				                "too many --listen (at most "
+				                "%s)",
+				                "16");
 			if (addr_parse(optarg, 0, &o->listen[o->nlisten],
-				       &why) < 0) {
+			               &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
-					prog, optarg, why);
+				        prog, optarg, why);
 				fprintf(errout, echo_usage_text, prog);
 				return OPTS_USAGE;
 			}
@@ -134,35 +144,35 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			break;
 		case OPT_MAX_PENDING:
 			if (num_parse_size(optarg, 1, UINT64_C(1) << 40,
-					   &o->max_pending) < 0)
+			                   &o->max_pending) < 0)
 				return echo_bad(errout, prog,
-						"bad --max-pending '%s' "
-						"(bytes, at least 1)",
-						optarg);
+				                "bad --max-pending '%s' "
+				                "(bytes, at least 1)",
+				                optarg);
 			break;
 		case OPT_MAX_CONNS:
 			if (num_parse_u64(optarg, 1, UINT32_MAX,
-					  &o->max_conns) < 0)
+			                  &o->max_conns) < 0)
 				return echo_bad(errout, prog,
-						"bad --max-conns '%s' (a "
-						"number, at least 1)",
-						optarg);
+				                "bad --max-conns '%s' (a "
+				                "number, at least 1)",
+				                optarg);
 			break;
 		case OPT_IDLE_TIMEOUT:
 			if (num_parse_seconds(optarg, 0, 1e7,
-					      &o->idle_timeout) < 0)
+			                      &o->idle_timeout) < 0)
 				return echo_bad(errout, prog,
-						"bad --idle-timeout '%s' "
-						"(seconds)",
-						optarg);
+				                "bad --idle-timeout '%s' "
+				                "(seconds)",
+				                optarg);
 			break;
 		case OPT_DRAIN_TIMEOUT:
 			if (num_parse_seconds(optarg, 0, 1e7,
-					      &o->drain_timeout) < 0)
+			                      &o->drain_timeout) < 0)
 				return echo_bad(errout, prog,
-						"bad --drain-timeout '%s' "
-						"(seconds)",
-						optarg);
+				                "bad --drain-timeout '%s' "
+				                "(seconds)",
+				                optarg);
 			break;
 		case 'v':
 			verbose = 1;
@@ -179,25 +189,26 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
 			return OPTS_EXIT;
 		case ':':
-			return echo_bad(errout, prog, "option '%s' needs a value",
-					argv[optind - 1]);
+			return echo_bad(errout, prog,
+			                "option '%s' needs a value",
+			                argv[optind - 1]);
 		default:
 			if (optopt != 0) {
 				char opt[3] = {'-', (char)optopt, '\0'};
 
 				return echo_bad(errout, prog,
-						"unknown option '%s'", opt);
+				                "unknown option '%s'", opt);
 			}
 			return echo_bad(errout, prog, "unknown option '%s'",
-					argv[optind - 1]);
+			                argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
 		return echo_bad(errout, prog, "unexpected argument '%s'",
-				argv[optind]);
+		                argv[optind]);
 	if (verbose && quiet)
 		return echo_bad(errout, prog, "%s",
-				"-v and -q cannot be used together");
+		                "-v and -q cannot be used together");
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
 	if (o->nlisten == 0) {
 		addr_parse(ECHO_DEFAULT_LISTEN, 0, &o->listen[0], &why);

@@ -19,7 +19,7 @@ static int listener_open_one(const struct evutil_addrinfo *ai, int socktype)
 	int fd, one = 1, saved;
 
 	fd = socket(ai->ai_family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+	            ai->ai_protocol);
 	if (fd < 0)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
@@ -41,7 +41,7 @@ fail:
 }
 
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
-		  char *err, size_t errlen)
+                  char *err, size_t errlen)
 {
 	struct evutil_addrinfo *res, *ai;
 	char name[ADDR_STRLEN];
@@ -51,8 +51,8 @@ int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
 	res = addr_resolve(a, socktype, 1, &gai_err);
 	if (res == NULL) {
 		snprintf(err, errlen, "cannot listen on %s: %s",
-			 addr_spec_format(a, name, sizeof name),
-			 evutil_gai_strerror(gai_err));
+		         addr_spec_format(a, name, sizeof name),
+		         evutil_gai_strerror(gai_err));
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -60,16 +60,16 @@ int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
 
 		if (n == max) {
 			snprintf(err, errlen, "cannot listen on %s: %s",
-				 addr_spec_format(a, name, sizeof name),
-				 "too many addresses");
+			         addr_spec_format(a, name, sizeof name),
+			         "too many addresses");
 			goto fail;
 		}
 		fd = listener_open_one(ai, socktype);
 		if (fd < 0) {
 			snprintf(err, errlen, "cannot listen on %s: %s",
-				 addr_format(ai->ai_addr, ai->ai_addrlen, name,
-					     sizeof name),
-				 strerror(errno));
+			         addr_format(ai->ai_addr, ai->ai_addrlen, name,
+			                     sizeof name),
+			         strerror(errno));
 			goto fail;
 		}
 		fds[n++] = fd;

@@ -12,7 +12,7 @@
 #include "forkloop/sock.h"
 
 ssize_t sock_write_all(int fd, const void *buf, size_t n,
-		       volatile const int *stop)
+                       volatile const int *stop)
 {
 	const char *p = buf;
 	size_t left = n;
@@ -55,7 +55,7 @@ int sock_set_blocking(int fd, int blocking)
 	if (flags < 0)
 		return -1;
 	if (fcntl(fd, F_SETFL,
-		  blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK) < 0)
+	          blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK) < 0)
 		return -1;
 	return flags;
 }

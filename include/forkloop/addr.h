@@ -26,12 +26,11 @@ struct addr {
  * Parse "HOST:PORT", "[IPV6]:PORT" or, with ADDR_PORT_ONLY, "PORT".
  * Returns 0, or -1 with *why set to a static explanation.
  */
-int addr_parse(const char *spec, int flags, struct addr *out,
-	       const char **why);
+int addr_parse(const char *spec, int flags, struct addr *out, const char **why);
 
 /* Fill out from separate host and port strings; same checks as addr_parse. */
 int addr_set(const char *host, const char *port, struct addr *out,
-	     const char **why);
+             const char **why);
 
 /* Is s a decimal port number 0..65535? */
 int addr_port_valid(const char *s);
@@ -42,11 +41,11 @@ int addr_port_valid(const char *s);
  * (print it with evutil_gai_strerror).
  */
 struct evutil_addrinfo *addr_resolve(const struct addr *a, int socktype,
-				     int passive, int *gai_err);
+                                     int passive, int *gai_err);
 
 /* "127.0.0.1:40123" or "[::1]:40123" into buf; returns buf. */
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
-		  size_t buflen);
+                  size_t buflen);
 
 /* "host:port" or "[host]:port" for a struct addr, for messages. */
 char *addr_spec_format(const struct addr *a, char *buf, size_t buflen);

@@ -11,10 +11,10 @@
 #include "forkloop/addr.h"
 #include "forkloop/log.h"
 
-#define ECHO_MAX_LISTEN 16
-#define ECHO_DEFAULT_LISTEN "0.0.0.0:6666"
+#define ECHO_MAX_LISTEN          16
+#define ECHO_DEFAULT_LISTEN      "0.0.0.0:6666"
 #define ECHO_DEFAULT_MAX_PENDING (256 * 1024)
-#define ECHO_DEFAULT_DRAIN 5.0
+#define ECHO_DEFAULT_DRAIN       5.0
 
 enum echo_mode { ECHO_MODE_EVENT, ECHO_MODE_FORK };
 
@@ -22,10 +22,10 @@ struct echo_opts {
 	enum echo_mode mode;
 	struct addr listen[ECHO_MAX_LISTEN];
 	size_t nlisten;
-	uint64_t max_pending;  /* bytes of pending output per connection */
-	uint64_t max_conns;    /* 0: no limit */
-	double idle_timeout;   /* seconds; 0: none */
-	double drain_timeout;  /* seconds */
+	uint64_t max_pending; /* bytes of pending output per connection */
+	uint64_t max_conns;   /* 0: no limit */
+	double idle_timeout;  /* seconds; 0: none */
+	double drain_timeout; /* seconds */
 	enum log_level log_level;
 };
 
@@ -39,8 +39,8 @@ struct echo_stats {
 };
 
 enum opts_result {
-	OPTS_OK = 0,	/* run */
-	OPTS_EXIT = 1,	/* --help or --version printed; exit 0 */
+	OPTS_OK = 0,    /* run */
+	OPTS_EXIT = 1,  /* --help or --version printed; exit 0 */
 	OPTS_USAGE = 2, /* bad usage reported; exit 2 */
 };
 
@@ -49,7 +49,7 @@ enum opts_result {
  * usage to errout.
  */
 enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
-				 FILE *out, FILE *errout);
+                                 FILE *out, FILE *errout);
 
 const char *echo_mode_name(enum echo_mode m);
 

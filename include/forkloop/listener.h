@@ -19,7 +19,7 @@
  * in err.
  */
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
-		  char *err, size_t errlen);
+                  char *err, size_t errlen);
 
 /* The local address of fd, formatted by addr_format, into buf. */
 char *listener_local_name(int fd, char *buf, size_t buflen);

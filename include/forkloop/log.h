@@ -5,8 +5,8 @@
 #define FORKLOOP_LOG_H
 
 enum log_level {
-	LOG_QUIET = -1,	 /* -q: errors only */
-	LOG_NORMAL = 0,	 /* default */
+	LOG_QUIET = -1,  /* -q: errors only */
+	LOG_NORMAL = 0,  /* default */
 	LOG_VERBOSE = 1, /* -v: per-connection lines */
 };
 

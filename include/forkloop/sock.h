@@ -12,7 +12,7 @@
  * errno set. If *stop becomes non-zero during an EINTR, gives up with EINTR.
  */
 ssize_t sock_write_all(int fd, const void *buf, size_t n,
-		       volatile const int *stop);
+                       volatile const int *stop);
 
 /* read(2) retried on EINTR unless *stop is set. */
 ssize_t sock_read(int fd, void *buf, size_t n, volatile const int *stop);
