@@ -38,13 +38,14 @@ struct conn {
 	struct bench *b;
 	enum conn_state state;
 	int fd;
-	uint64_t shift;     /* start of this stream in the pattern */
-	uint64_t queued;    /* stream bytes due to be sent */
-	uint64_t sent;      /* stream bytes written */
-	uint64_t rcvd;      /* stream bytes echoed and checked */
-	uint64_t done;      /* messages completed */
-	uint64_t t_connect; /* when connect(2) was called */
-	uint64_t *ts;       /* ring of in-flight messages' send times */
+	uint64_t shift;             /* start of this stream in the pattern */
+	uint64_t queued;            /* stream bytes due to be sent */
+	uint64_t sent;              /* stream bytes written */
+	uint64_t rcvd;              /* stream bytes echoed and checked */
+	uint64_t done;              /* messages completed */
+	uint64_t t_connect;         /* when connect(2) was called */
+	struct evutil_addrinfo *ai; /* the address it dialled */
+	uint64_t *ts;               /* ring of in-flight messages' send times */
 	size_t tcap, thead, tlen;
 	struct event rev, wev;
 };
@@ -53,7 +54,8 @@ struct bench {
 	const struct bench_opts *o;
 	struct bench_result *r;
 	struct event_base *base;
-	struct evutil_addrinfo *ai;
+	struct evutil_addrinfo *ai;  /* every address of the target */
+	struct evutil_addrinfo *cur; /* the one in use */
 	char target[ADDR_STRLEN];
 	struct conn *conns;
 	unsigned char *pat; /* 2 * PAT_LEN: any PAT_LEN run is contiguous */
@@ -345,14 +347,39 @@ static void bench_connected_all(struct bench *b)
 	bench_start(b);
 }
 
+/*
+ * Until one connection has worked, a failure moves on to the target's next
+ * address ("localhost" may be ::1, then 127.0.0.1); past the last, nothing
+ * is listening and the run cannot start.
+ */
+static void conn_retry(struct conn *c, int err)
+{
+	struct bench *b = c->b;
+
+	if (c->ai == b->cur) {
+		if (b->cur->ai_next == NULL) {
+			addr_format(b->cur->ai_addr,
+			            (socklen_t)b->cur->ai_addrlen, b->target,
+			            sizeof b->target);
+			log_error("cannot connect to %s: %s", b->target,
+			          strerror(err));
+			b->fatal = 1;
+			event_base_loopbreak(b->base);
+			return;
+		}
+		b->cur = b->cur->ai_next;
+	}
+	conn_close(c);
+	c->state = CONN_IDLE;
+	conn_open(c);
+}
+
 static void conn_connect_failed(struct conn *c, int err)
 {
 	struct bench *b = c->b;
 
 	if (!b->ever_connected) {
-		log_error("cannot connect to %s: %s", b->target, strerror(err));
-		b->fatal = 1;
-		event_base_loopbreak(b->base);
+		conn_retry(c, err);
 		return;
 	}
 	bench_error(b, &b->r->err.connect);
@@ -406,12 +433,13 @@ static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
 static void conn_open(struct conn *c)
 {
 	struct bench *b = c->b;
-	struct evutil_addrinfo *ai = b->ai;
+	struct evutil_addrinfo *ai = b->cur;
 	int fd;
 
 	c->shift = (b->next_id++ * 7919u) % PAT_LEN;
 	c->queued = c->sent = c->rcvd = c->done = 0;
 	c->t_connect = now_ns();
+	c->ai = ai;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	            0);
 	if (fd < 0) {
@@ -655,8 +683,7 @@ static int bench_init(struct bench *b)
 		          evutil_gai_strerror(gai_err));
 		return -1;
 	}
-	addr_format(b->ai->ai_addr, (socklen_t)b->ai->ai_addrlen, b->target,
-	            sizeof b->target);
+	b->cur = b->ai;
 	b->conns = calloc(b->o->conns, sizeof *b->conns);
 	b->pat = malloc(2 * PAT_LEN);
 	b->rbuf = malloc(RBUF_LEN);

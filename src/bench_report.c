@@ -40,11 +40,12 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
 	struct bench_rates x;
+	char target[ADDR_STRLEN];
 
 	bench_rates(r, &x);
-	fprintf(f, "%-16s %s:%s, %s loop%s\n", "target", o->target.host,
-	        o->target.port, bench_load_name(o),
-	        r->interrupted ? ", interrupted" : "");
+	fprintf(f, "%-16s %s, %s loop%s\n", "target",
+	        addr_spec_format(&o->target, target, sizeof target),
+	        bench_load_name(o), r->interrupted ? ", interrupted" : "");
 	fprintf(f, "%-16s %" PRIu64 "\n", "conns", o->conns);
 	fprintf(f, "%-16s %" PRIu64 "\n", "size", o->size);
 	fprintf(f, "%-16s %" PRIu64 "\n", "pipeline", o->pipeline);
@@ -69,14 +70,16 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
 	struct bench_rates x;
+	char target[ADDR_STRLEN];
 
 	bench_rates(r, &x);
 	fprintf(f,
-	        "{\"target\": \"%s:%s\", \"load\": \"%s\", \"conns\": %" PRIu64
+	        "{\"target\": \"%s\", \"load\": \"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
 	        ", \"rate\": %.3f, \"warmup_s\": %.3f",
-	        o->target.host, o->target.port, bench_load_name(o), o->conns,
-	        o->size, o->pipeline, o->rate, o->warmup);
+	        addr_spec_format(&o->target, target, sizeof target),
+	        bench_load_name(o), o->conns, o->size, o->pipeline, o->rate,
+	        o->warmup);
 	fprintf(f,
 	        ", \"duration_s\": %.6f, \"messages\": %" PRIu64
 	        ", \"bytes\": %" PRIu64

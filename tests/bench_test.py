@@ -196,6 +196,13 @@ class BenchTest(fltest.ProcTestCase):
         self.assertIn("forkloop-bench: cannot connect to 127.0.0.1:%d: "
                       "Connection refused" % port, p.stderr.decode())
 
+    def test_host_name_tries_each_address(self):
+        # localhost may resolve to ::1 first; the server is on 127.0.0.1.
+        port = self.pyecho().split(":")[1]
+        j, _ = self.bench_json("-c", 3, "-n", 30, "localhost:" + port)
+        self.assertEqual(j["messages"], 30)
+        self.assertEqual(j["errors"], 0)
+
     def test_bad_address_is_usage(self):
         for spec in ["localhost", "127.0.0.1:99999", "6666", "[::1"]:
             p = self.bench(spec)
