@@ -34,7 +34,7 @@ struct chat_opts {
  * usage to errout.
  */
 enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
-				 FILE *out, FILE *errout);
+                                 FILE *out, FILE *errout);
 
 const char *chat_mode_name(enum chat_mode m);
 

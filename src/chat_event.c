@@ -1,0 +1,394 @@
+/*
+ * chat_event.c - the event design: one process, one event_base. The socket
+ * is a bufferevent; stdin is a second event source feeding its output buffer;
+ * what the peer sends waits in an evbuffer until stdout takes it.
+ *
+ * Backpressure both ways: stdin is not read while the socket's output holds
+ * CHAT_HIGH_WATER bytes, the socket is not read while stdout's does; each
+ * resumes at CHAT_LOW_WATER. epoll refuses regular files, /dev/null and some
+ * other devices (EPERM); such a stdin is read in chunks whenever the socket's
+ * output drains to its low-water mark, and such a stdout is written directly
+ * (it never blocks for long).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "forkloop/chat.h"
+#include "forkloop/sock.h"
+
+struct chat_ev {
+	const struct chat_opts *o;
+	struct event_base *base;
+	int fd;
+	struct bufferevent *peer;
+	struct event *in_ev;  /* stdin readable; NULL if epoll refuses it */
+	struct event *out_ev; /* stdout writable; NULL if epoll refuses it */
+	struct event *sigint_ev;
+	struct event *sigterm_ev;
+	struct evbuffer *out; /* from the peer, not yet on stdout */
+	int in_paused;
+	int in_eof;
+	int fin_sent;
+	int peer_paused;
+	int peer_eof;
+	int peer_gone;
+	int status; /* -1 while the session runs */
+};
+
+/*
+ * Can epoll watch fd? Asked of epoll itself, since the answer depends on the
+ * file type and driver, not only on S_ISREG.
+ */
+static int chat_pollable(int fd, unsigned events)
+{
+	struct epoll_event ev;
+	struct stat st;
+	int ep, ok;
+
+	if (fstat(fd, &st) < 0 || S_ISREG(st.st_mode))
+		return 0;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return 0;
+	memset(&ev, 0, sizeof ev);
+	ev.events = events;
+	ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+	close(ep);
+	return ok;
+}
+
+static void chat_ev_finish(struct chat_ev *c, int status)
+{
+	if (c->status >= 0)
+		return;
+	c->status = status;
+	event_base_loopbreak(c->base);
+}
+
+/*
+ * Done once the peer has closed and stdout has everything. A listening
+ * endpoint takes the peer's FIN as a half-close and also waits for its own
+ * FIN to go out, or for the peer to be gone.
+ */
+static void chat_ev_check_done(struct chat_ev *c)
+{
+	if (!c->peer_eof || evbuffer_get_length(c->out) > 0)
+		return;
+	if (c->o->listen && !c->fin_sent && !c->peer_gone)
+		return;
+	chat_ev_finish(c, 0);
+}
+
+static void chat_ev_send_fin(struct chat_ev *c)
+{
+	if (!c->in_eof || c->fin_sent ||
+	    evbuffer_get_length(bufferevent_get_output(c->peer)) > 0)
+		return;
+	if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+		log_error("cannot shut down the connection: %s",
+		          strerror(errno));
+		chat_ev_finish(c, 1);
+		return;
+	}
+	c->fin_sent = 1;
+	log_verbose("end of standard input; sent FIN");
+	chat_ev_check_done(c);
+}
+
+static void chat_ev_in_eof(struct chat_ev *c)
+{
+	c->in_eof = 1;
+	if (c->in_ev != NULL)
+		event_del(c->in_ev);
+	/* Now the write callback fires only once the output is empty. */
+	bufferevent_setwatermark(c->peer, EV_WRITE, 0, 0);
+	chat_ev_send_fin(c);
+}
+
+/* One read(2) of stdin into the socket's output: 1, 0 at EOF, -1. */
+static int chat_ev_in_read(struct chat_ev *c)
+{
+	struct evbuffer *dst = bufferevent_get_output(c->peer);
+	struct evbuffer_iovec v;
+	ssize_t n;
+
+	if (evbuffer_reserve_space(dst, CHAT_CHUNK, &v, 1) < 1) {
+		log_error("out of memory");
+		chat_ev_finish(c, 1);
+		return -1;
+	}
+	n = read(STDIN_FILENO, v.iov_base,
+	         v.iov_len < CHAT_CHUNK ? v.iov_len : CHAT_CHUNK);
+	if (n > 0) {
+		v.iov_len = (size_t)n;
+		evbuffer_commit_space(dst, &v, 1);
+		return 1;
+	}
+	if (n == 0) {
+		chat_ev_in_eof(c);
+		return 0;
+	}
+	if (errno == EAGAIN || errno == EINTR)
+		return -1;
+	log_error("cannot read standard input: %s", strerror(errno));
+	chat_ev_finish(c, 1);
+	return -1;
+}
+
+/* A stdin epoll refuses: read until the socket's output is full or EOF. */
+static void chat_ev_in_fill(struct chat_ev *c)
+{
+	struct evbuffer *dst = bufferevent_get_output(c->peer);
+
+	while (!c->in_eof && c->status < 0 &&
+	       evbuffer_get_length(dst) < CHAT_HIGH_WATER) {
+		if (chat_ev_in_read(c) < 0 && errno != EINTR)
+			return;
+	}
+}
+
+static void chat_ev_in_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct chat_ev *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (chat_ev_in_read(c) <= 0)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(c->peer)) >=
+	    CHAT_HIGH_WATER) {
+		event_del(c->in_ev);
+		c->in_paused = 1;
+	}
+}
+
+static void chat_ev_out_flush(struct chat_ev *c)
+{
+	size_t left;
+
+	while ((left = evbuffer_get_length(c->out)) > 0) {
+		if (evbuffer_write(c->out, STDOUT_FILENO) >= 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN && c->out_ev != NULL) {
+			event_add(c->out_ev, NULL);
+			break;
+		}
+		log_error("cannot write standard output: %s", strerror(errno));
+		chat_ev_finish(c, 1);
+		return;
+	}
+	if (left > CHAT_HIGH_WATER && !c->peer_paused) {
+		bufferevent_disable(c->peer, EV_READ);
+		c->peer_paused = 1;
+	} else if (left <= CHAT_LOW_WATER && c->peer_paused) {
+		c->peer_paused = 0;
+		if (!c->peer_eof)
+			bufferevent_enable(c->peer, EV_READ);
+	}
+	chat_ev_check_done(c);
+}
+
+static void chat_ev_out_writecb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	chat_ev_out_flush(arg);
+}
+
+static void chat_ev_peer_readcb(struct bufferevent *bev, void *arg)
+{
+	struct chat_ev *c = arg;
+
+	evbuffer_add_buffer(c->out, bufferevent_get_input(bev));
+	chat_ev_out_flush(c);
+}
+
+/* The socket's output drained to its low-water mark. */
+static void chat_ev_peer_writecb(struct bufferevent *bev, void *arg)
+{
+	struct chat_ev *c = arg;
+
+	(void)bev;
+	if (c->in_eof) {
+		chat_ev_send_fin(c);
+		return;
+	}
+	if (c->in_ev == NULL) {
+		chat_ev_in_fill(c);
+	} else if (c->in_paused) {
+		c->in_paused = 0;
+		event_add(c->in_ev, NULL);
+	}
+}
+
+static void chat_ev_peer_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct chat_ev *c = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)bev;
+	if (what & BEV_EVENT_EOF) {
+		c->peer_eof = 1;
+		log_info("peer closed the connection");
+	} else if ((what & BEV_EVENT_ERROR) &&
+	           (err == ECONNRESET || err == EPIPE)) {
+		if (!c->peer_eof)
+			log_info("peer closed the connection: %s",
+			         strerror(err));
+		c->peer_eof = 1;
+		c->peer_gone = 1;
+		bufferevent_disable(c->peer, EV_READ | EV_WRITE);
+	} else if (what & BEV_EVENT_ERROR) {
+		log_error("connection to the peer: %s", strerror(err));
+		chat_ev_finish(c, 1);
+		return;
+	}
+	chat_ev_check_done(c);
+}
+
+static void chat_ev_sigcb(evutil_socket_t sig, short what, void *arg)
+{
+	struct chat_ev *c = arg;
+
+	(void)what;
+	chat_sig_caught = (int)sig;
+	chat_ev_finish(c, chat_sig_status());
+}
+
+static int chat_ev_setup_peer(struct chat_ev *c)
+{
+	if (evutil_make_socket_nonblocking(c->fd) < 0)
+		return -1;
+	c->peer = bufferevent_socket_new(c->base, c->fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->peer == NULL)
+		return -1;
+	bufferevent_setcb(c->peer, chat_ev_peer_readcb, chat_ev_peer_writecb,
+	                  chat_ev_peer_eventcb, c);
+	/* libevent 2.1 reads 4 KiB per call unless told otherwise. */
+	bufferevent_set_max_single_read(c->peer, CHAT_CHUNK);
+	bufferevent_set_max_single_write(c->peer, CHAT_CHUNK);
+	bufferevent_setwatermark(c->peer, EV_WRITE, CHAT_LOW_WATER, 0);
+	return bufferevent_enable(c->peer, EV_READ | EV_WRITE);
+}
+
+static int chat_ev_setup_stdio(struct chat_ev *c)
+{
+	if (chat_pollable(STDOUT_FILENO, EPOLLOUT)) {
+		if (sock_set_blocking(STDOUT_FILENO, 0) < 0)
+			return -1;
+		c->out_ev = event_new(c->base, STDOUT_FILENO, EV_WRITE,
+		                      chat_ev_out_writecb, c);
+		if (c->out_ev == NULL)
+			return -1;
+	}
+	if (!chat_pollable(STDIN_FILENO, EPOLLIN))
+		return 0;
+	if (sock_set_blocking(STDIN_FILENO, 0) < 0)
+		return -1;
+	c->in_ev = event_new(c->base, STDIN_FILENO, EV_READ | EV_PERSIST,
+	                     chat_ev_in_readcb, c);
+	if (c->in_ev == NULL)
+		return -1;
+	return event_add(c->in_ev, NULL);
+}
+
+static int chat_ev_setup(struct chat_ev *c)
+{
+	c->base = event_base_new();
+	c->out = evbuffer_new();
+	if (c->base == NULL || c->out == NULL)
+		return -1;
+	if (chat_ev_setup_peer(c) < 0 || chat_ev_setup_stdio(c) < 0)
+		return -1;
+	c->sigint_ev = evsignal_new(c->base, SIGINT, chat_ev_sigcb, c);
+	c->sigterm_ev = evsignal_new(c->base, SIGTERM, chat_ev_sigcb, c);
+	if (c->sigint_ev == NULL || c->sigterm_ev == NULL ||
+	    evsignal_add(c->sigint_ev, NULL) < 0 ||
+	    evsignal_add(c->sigterm_ev, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * A SIGINT or SIGTERM that libevent caught after the loop stopped would be
+ * lost with its signal events: block both, let the loop deliver anything it
+ * already holds, free the events (our handler is back) and unblock, so a
+ * pending signal reaches chat_sig_handler.
+ */
+static void chat_ev_free_signals(struct chat_ev *c)
+{
+	sigset_t set, old;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	if (c->sigint_ev != NULL && c->sigterm_ev != NULL)
+		event_base_loop(c->base, EVLOOP_NONBLOCK);
+	if (c->sigint_ev != NULL)
+		event_free(c->sigint_ev);
+	if (c->sigterm_ev != NULL)
+		event_free(c->sigterm_ev);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+static void chat_ev_teardown(struct chat_ev *c)
+{
+	chat_ev_free_signals(c);
+	if (c->in_ev != NULL)
+		event_free(c->in_ev);
+	if (c->out_ev != NULL)
+		event_free(c->out_ev);
+	/* Whatever happened, the peer sees a FIN. */
+	shutdown(c->fd, SHUT_WR);
+	if (c->peer != NULL)
+		bufferevent_free(c->peer);
+	else
+		close(c->fd);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	if (c->base != NULL)
+		event_base_free(c->base);
+}
+
+int chat_event_session(const struct chat_opts *o, int fd)
+{
+	struct chat_ev c;
+
+	memset(&c, 0, sizeof c);
+	c.o = o;
+	c.fd = fd;
+	c.status = -1;
+	if (chat_sig_caught) {
+		close(fd);
+		return chat_sig_status();
+	}
+	if (chat_ev_setup(&c) < 0) {
+		log_error("cannot set up the event loop: %s", strerror(errno));
+		c.status = 1;
+	} else {
+		/* A signal caught by chat_sig_handler during the set-up. */
+		if (chat_sig_caught)
+			chat_ev_finish(&c, chat_sig_status());
+		if (c.in_ev == NULL)
+			chat_ev_in_fill(&c);
+		if (c.status < 0)
+			event_base_dispatch(c.base);
+	}
+	chat_ev_teardown(&c);
+	if (chat_sig_caught)
+		return chat_sig_status();
+	return c.status < 0 ? 1 : c.status;
+}

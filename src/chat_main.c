@@ -1,0 +1,22 @@
+/*
+ * forkloop-chat - point-to-point chat endpoint: parse options, run it.
+ */
+#include "forkloop/chat.h"
+#include "forkloop/log.h"
+
+int main(int argc, char **argv)
+{
+	struct chat_opts o;
+
+	log_init(argv[0], LOG_NORMAL);
+	switch (chat_opts_parse(argc, argv, &o, stdout, stderr)) {
+	case OPTS_EXIT:
+		return 0;
+	case OPTS_USAGE:
+		return 2;
+	case OPTS_OK:
+		break;
+	}
+	log_init(argv[0], o.log_level);
+	return chat_run(&o);
+}

@@ -1,0 +1,409 @@
+/*
+ * chat_opts.c - forkloop-chat's command line, and what both designs share:
+ * signal flags, stdio flags, and setting up the connection (listen and
+ * accept, or connect).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "forkloop/chat.h"
+#include "forkloop/listener.h"
+#include "forkloop/sock.h"
+
+volatile sig_atomic_t chat_sig_caught;
+volatile sig_atomic_t chat_sig_wake_fd = -1;
+volatile sig_atomic_t chat_sig_child;
+volatile sig_atomic_t chat_sig_exit;
+
+static int chat_saved_flags[2] = {-1, -1};
+
+static const char chat_usage_text[] =
+        "usage: %s [-kqvhV] [-m event|fork] -l [ADDR:]PORT\n"
+        "       %s [-qvhV] [-m event|fork] HOST PORT\n";
+
+static const char chat_help_text[] =
+        "Send standard input to one peer over TCP and print what it sends.\n"
+        "\n"
+        "  -m, --mode MODE          event: one process, one libevent loop "
+        "(default);\n"
+        "                           fork: one process per direction\n"
+        "  -l, --listen [ADDR:]PORT wait for one peer here rather than "
+        "connect;\n"
+        "                           port 0 picks a free port\n"
+        "  -k, --keep-open          with --listen: after a peer leaves, wait "
+        "for\n"
+        "                           the next one\n"
+        "  -v, --verbose            log more\n"
+        "  -q, --quiet              log errors only\n"
+        "  -h, --help               show this help and exit\n"
+        "  -V, --version            show the version and exit\n"
+        "\n"
+        "At end of standard input the endpoint sends what is pending, shuts "
+        "down\n"
+        "its sending side and prints what the peer sends until the peer "
+        "closes.\n"
+        "Status messages go to standard error. Exit status: 0 when the peer\n"
+        "closes, 1 on a runtime error, 2 on bad usage, 130 or 143 after "
+        "SIGINT\n"
+        "or SIGTERM.\n";
+
+static const struct option chat_longopts[] = {
+        {"mode", required_argument, NULL, 'm'},
+        {"listen", required_argument, NULL, 'l'},
+        {"keep-open", no_argument, NULL, 'k'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+};
+
+const char *chat_mode_name(enum chat_mode m)
+{
+	return m == CHAT_MODE_FORK ? "fork" : "event";
+}
+
+static enum opts_result chat_bad(FILE *errout, const char *prog,
+                                 const char *fmt, const char *arg)
+{
+	fprintf(errout, "%s: ", prog);
+	fprintf(errout, fmt, arg);
+	fputc('\n', errout);
+	fprintf(errout, chat_usage_text, prog, prog);
+	return OPTS_USAGE;
+}
+
+static enum opts_result chat_bad_option(FILE *errout, const char *prog,
+                                        char **argv)
+{
+	char opt[3] = {'-', (char)optopt, '\0'};
+
+	if (optopt != 0)
+		return chat_bad(errout, prog, "unknown option '%s'", opt);
+	return chat_bad(errout, prog, "unknown option '%s'", argv[optind - 1]);
+}
+
+static enum opts_result chat_opts_addr(int argc, char **argv,
+                                       struct chat_opts *o, FILE *errout,
+                                       const char *prog)
+{
+	const char *why;
+	int left = argc - optind;
+
+	if (o->listen) {
+		if (left > 0)
+			return chat_bad(
+			        errout, prog,
+			        "unexpected argument '%s' with --listen",
+			        argv[optind]);
+		return OPTS_OK;
+	}
+	if (o->keep_open)
+		return chat_bad(errout, prog, "%s",
+		                "--keep-open needs --listen");
+	if (left < 2)
+		return chat_bad(errout, prog, "%s",
+		                left == 0 ? "missing HOST and PORT"
+		                          : "missing PORT");
+	if (left > 2)
+		return chat_bad(errout, prog, "unexpected argument '%s'",
+		                argv[optind + 2]);
+	if (addr_set(argv[optind], argv[optind + 1], &o->addr, &why) < 0) {
+		fprintf(errout, "%s: bad address '%s %s': %s\n", prog,
+		        argv[optind], argv[optind + 1], why);
+		fprintf(errout, chat_usage_text, prog, prog);
+		return OPTS_USAGE;
+	}
+	if (o->addr.host[0] == '\0' || strcmp(o->addr.port, "0") == 0)
+		return chat_bad(errout, prog, "%s",
+		                "connecting needs a host and a port other "
+		                "than 0");
+	return OPTS_OK;
+}
+
+enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
+                                 FILE *out, FILE *errout)
+{
+	const char *prog = log_progname();
+	const char *why;
+	int c, verbose = 0, quiet = 0;
+
+	memset(o, 0, sizeof *o);
+	o->mode = CHAT_MODE_EVENT;
+	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":m:l:kvqhV", chat_longopts,
+	                        NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			if (strcmp(optarg, "event") == 0)
+				o->mode = CHAT_MODE_EVENT;
+			else if (strcmp(optarg, "fork") == 0)
+				o->mode = CHAT_MODE_FORK;
+			else
+				return chat_bad(errout, prog,
+				                "unknown mode '%s' (modes: "
+				                "event, fork)",
+				                optarg);
+			break;
+		case 'l':
+			if (o->listen)
+				return chat_bad(errout, prog, "%s",
+				                "only one --listen");
+			if (addr_parse(optarg, ADDR_PORT_ONLY, &o->addr, &why) <
+			    0) {
+				fprintf(errout, "%s: bad --listen '%s': %s\n",
+				        prog, optarg, why);
+				fprintf(errout, chat_usage_text, prog, prog);
+				return OPTS_USAGE;
+			}
+			o->listen = 1;
+			break;
+		case 'k':
+			o->keep_open = 1;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		case 'h':
+			fprintf(out, chat_usage_text, prog, prog);
+			fputc('\n', out);
+			fputs(chat_help_text, out);
+			return OPTS_EXIT;
+		case 'V':
+			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
+			return OPTS_EXIT;
+		case ':':
+			return chat_bad(errout, prog,
+			                "option '%s' needs a value",
+			                argv[optind - 1]);
+		default:
+			return chat_bad_option(errout, prog, argv);
+		}
+	}
+	if (verbose && quiet)
+		return chat_bad(errout, prog, "%s",
+		                "-v and -q cannot be used together");
+	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
+	return chat_opts_addr(argc, argv, o, errout, prog);
+}
+
+void chat_sig_handler(int sig)
+{
+	int saved = errno;
+	int fd = chat_sig_wake_fd;
+	pid_t child = chat_sig_child;
+
+	if (chat_sig_exit)
+		_exit(0);
+	chat_sig_caught = sig;
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	if (child > 0)
+		kill(child, SIGTERM);
+	errno = saved;
+}
+
+void chat_sig_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = chat_sig_handler;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+int chat_sig_status(void)
+{
+	return 128 + chat_sig_caught;
+}
+
+static void chat_stdio_restore(void)
+{
+	int fd;
+
+	for (fd = 0; fd < 2; fd++) {
+		if (chat_saved_flags[fd] >= 0)
+			fcntl(fd, F_SETFL, chat_saved_flags[fd]);
+	}
+}
+
+void chat_stdio_save(void)
+{
+	int fd;
+
+	/* Read both first: 0 and 1 often share one open file description. */
+	for (fd = 0; fd < 2; fd++)
+		chat_saved_flags[fd] = fcntl(fd, F_GETFL);
+	atexit(chat_stdio_restore);
+}
+
+int chat_listen(const struct chat_opts *o)
+{
+	char err[512], name[ADDR_STRLEN];
+	int fd;
+
+	if (listener_bind(&o->addr, SOCK_STREAM, &fd, 1, err, sizeof err) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (sock_set_blocking(fd, 1) < 0) {
+		log_error("cannot listen on %s: %s",
+		          listener_local_name(fd, name, sizeof name),
+		          strerror(errno));
+		close(fd);
+		return -1;
+	}
+	log_info("listening on %s", listener_local_name(fd, name, sizeof name));
+	return fd;
+}
+
+int chat_accept(int lfd)
+{
+	struct sockaddr_storage ss;
+	char name[ADDR_STRLEN];
+	socklen_t len;
+	int fd;
+
+	chat_sig_wake_fd = lfd;
+	for (;;) {
+		len = sizeof ss;
+		fd = chat_sig_caught ? -1
+		                     : accept4(lfd, (struct sockaddr *)&ss,
+		                               &len, SOCK_CLOEXEC);
+		if (fd >= 0 || chat_sig_caught)
+			break;
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		log_error("cannot accept on %s: %s",
+		          listener_local_name(lfd, name, sizeof name),
+		          strerror(errno));
+		break;
+	}
+	chat_sig_wake_fd = -1;
+	if (fd >= 0 && chat_sig_caught) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd >= 0) {
+		sock_nodelay(fd);
+		log_info("connected to %s",
+		         addr_format((struct sockaddr *)&ss, len, name,
+		                     sizeof name));
+	}
+	return fd;
+}
+
+/* A blocking connect; returns the socket or -1 with errno set. */
+static int chat_connect_one(const struct evutil_addrinfo *ai)
+{
+	int fd, saved;
+
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	chat_sig_wake_fd = fd;
+	if (!chat_sig_caught && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+	    !chat_sig_caught) {
+		chat_sig_wake_fd = -1;
+		return fd;
+	}
+	saved = chat_sig_caught ? EINTR : errno;
+	chat_sig_wake_fd = -1;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+int chat_connect(const struct chat_opts *o)
+{
+	struct evutil_addrinfo *res, *ai;
+	char name[ADDR_STRLEN];
+	int fd = -1, gai_err;
+
+	res = addr_resolve(&o->addr, SOCK_STREAM, 0, &gai_err);
+	if (res == NULL) {
+		log_error("cannot connect to %s: %s",
+		          addr_spec_format(&o->addr, name, sizeof name),
+		          evutil_gai_strerror(gai_err));
+		return -1;
+	}
+	for (ai = res; ai != NULL && !chat_sig_caught; ai = ai->ai_next) {
+		addr_format(ai->ai_addr, ai->ai_addrlen, name, sizeof name);
+		fd = chat_connect_one(ai);
+		if (fd >= 0 || chat_sig_caught)
+			break;
+		if (ai->ai_next != NULL)
+			log_verbose("cannot connect to %s: %s", name,
+			            strerror(errno));
+		else
+			log_error("cannot connect to %s: %s", name,
+			          strerror(errno));
+	}
+	evutil_freeaddrinfo(res);
+	if (fd >= 0) {
+		sock_nodelay(fd);
+		log_info("connected to %s", name);
+	}
+	return fd;
+}
+
+static int chat_session(const struct chat_opts *o, int fd, int lfd)
+{
+	if (o->mode == CHAT_MODE_FORK)
+		return chat_fork_session(o, fd, lfd);
+	return chat_event_session(o, fd);
+}
+
+static int chat_serve(const struct chat_opts *o)
+{
+	int lfd, fd, status = 0;
+
+	lfd = chat_listen(o);
+	if (lfd < 0)
+		return 1;
+	for (;;) {
+		fd = chat_accept(lfd);
+		if (fd < 0) {
+			status = chat_sig_caught ? chat_sig_status() : 1;
+			break;
+		}
+		if (!o->keep_open) {
+			close(lfd);
+			lfd = -1;
+		}
+		status = chat_session(o, fd, lfd);
+		if (!o->keep_open || status != 0)
+			break;
+	}
+	if (lfd >= 0)
+		close(lfd);
+	return status;
+}
+
+int chat_run(const struct chat_opts *o)
+{
+	int fd;
+
+	chat_sig_install();
+	chat_stdio_save();
+	if (o->listen)
+		return chat_serve(o);
+	fd = chat_connect(o);
+	if (fd < 0)
+		return chat_sig_caught ? chat_sig_status() : 1;
+	return chat_session(o, fd, -1);
+}

@@ -1,0 +1,245 @@
+/*
+ * test_chat_opts.c - chat_opts_parse: both roles, every option, and every
+ * kind of bad usage, with what it prints on each stream.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "forkloop/chat.h"
+#include "forkloop/log.h"
+
+#define MAX_ARGS 32
+
+struct run {
+	enum opts_result res;
+	struct chat_opts o;
+	char *out;
+	char *err;
+};
+
+/* Parse a NULL-terminated argument list (without argv[0]). */
+static void parse(struct run *r, ...)
+{
+	char *argv[MAX_ARGS + 2];
+	const char *a;
+	int argc = 0, i;
+	size_t outlen, errlen;
+	FILE *out, *errout;
+	va_list ap;
+
+	argv[argc++] = strdup("forkloop-chat");
+	va_start(ap, r);
+	while ((a = va_arg(ap, const char *)) != NULL) {
+		assert_true(argc < MAX_ARGS);
+		argv[argc++] = strdup(a);
+	}
+	va_end(ap);
+	argv[argc] = NULL;
+
+	out = open_memstream(&r->out, &outlen);
+	errout = open_memstream(&r->err, &errlen);
+	assert_non_null(out);
+	assert_non_null(errout);
+	memset(&r->o, 0x5a, sizeof r->o);
+	r->res = chat_opts_parse(argc, argv, &r->o, out, errout);
+	fclose(out);
+	fclose(errout);
+	for (i = 0; i < argc; i++)
+		free(argv[i]);
+}
+
+static void run_free(struct run *r)
+{
+	free(r->out);
+	free(r->err);
+}
+
+/* Bad usage: exit 2, nothing on out, the message and the usage on errout. */
+static void assert_usage(struct run *r, const char *needle)
+{
+	if (r->res != OPTS_USAGE)
+		fail_msg("accepted, expected usage error '%s'", needle);
+	assert_string_equal(r->out, "");
+	if (strncmp(r->err, "forkloop-chat: ", 15) != 0)
+		fail_msg("error not prefixed: '%s'", r->err);
+	if (needle != NULL && strstr(r->err, needle) == NULL)
+		fail_msg("'%s' not in '%s'", needle, r->err);
+	if (strstr(r->err, "usage: forkloop-chat") == NULL)
+		fail_msg("no usage in '%s'", r->err);
+	run_free(r);
+}
+
+static void assert_ok(struct run *r)
+{
+	if (r->res != OPTS_OK)
+		fail_msg("rejected: %s", r->err);
+	assert_string_equal(r->out, "");
+	assert_string_equal(r->err, "");
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	log_init("forkloop-chat", LOG_NORMAL);
+	return 0;
+}
+
+static void test_connect_defaults(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "localhost", "6666", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, CHAT_MODE_EVENT);
+	assert_int_equal(r.o.listen, 0);
+	assert_int_equal(r.o.keep_open, 0);
+	assert_string_equal(r.o.addr.host, "localhost");
+	assert_string_equal(r.o.addr.port, "6666");
+	assert_int_equal(r.o.log_level, LOG_NORMAL);
+	run_free(&r);
+}
+
+static void test_connect_ipv6_and_options_after(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "::1", "7", "-q", "--mode", "fork", NULL);
+	assert_ok(&r);
+	assert_string_equal(r.o.addr.host, "::1");
+	assert_string_equal(r.o.addr.port, "7");
+	assert_int_equal(r.o.mode, CHAT_MODE_FORK);
+	assert_int_equal(r.o.log_level, LOG_QUIET);
+	run_free(&r);
+}
+
+static void test_listen_forms(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--listen", "127.0.0.1:0", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.listen, 1);
+	assert_string_equal(r.o.addr.host, "127.0.0.1");
+	assert_string_equal(r.o.addr.port, "0");
+	run_free(&r);
+	parse(&r, "-l", "6666", "-k", NULL);
+	assert_ok(&r);
+	assert_string_equal(r.o.addr.host, "");
+	assert_string_equal(r.o.addr.port, "6666");
+	assert_int_equal(r.o.keep_open, 1);
+	run_free(&r);
+	parse(&r, "--listen=[::1]:9", "--keep-open", "-v", NULL);
+	assert_ok(&r);
+	assert_string_equal(r.o.addr.host, "::1");
+	assert_string_equal(r.o.addr.port, "9");
+	assert_int_equal(r.o.log_level, LOG_VERBOSE);
+	run_free(&r);
+}
+
+static void test_mode(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-mfork", "-m", "event", "-l", "0", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, CHAT_MODE_EVENT);
+	run_free(&r);
+	parse(&r, "--mode=fork", "-l", "0", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.mode, CHAT_MODE_FORK);
+	run_free(&r);
+	assert_string_equal(chat_mode_name(CHAT_MODE_EVENT), "event");
+	assert_string_equal(chat_mode_name(CHAT_MODE_FORK), "fork");
+}
+
+static void test_missing_and_extra_arguments(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, NULL);
+	assert_usage(&r, "missing HOST and PORT");
+	parse(&r, "localhost", NULL);
+	assert_usage(&r, "missing PORT");
+	parse(&r, "localhost", "1", "2", NULL);
+	assert_usage(&r, "unexpected argument '2'");
+	parse(&r, "-l", "0", "localhost", NULL);
+	assert_usage(&r, "unexpected argument 'localhost'");
+	parse(&r, "-l", "0", "-l", "1", NULL);
+	assert_usage(&r, "only one --listen");
+	parse(&r, "-k", "localhost", "1", NULL);
+	assert_usage(&r, "--keep-open needs --listen");
+}
+
+static void test_bad_values(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--mode", "thread", "-l", "0", NULL);
+	assert_usage(&r, "unknown mode 'thread'");
+	parse(&r, "-l", "65536", NULL);
+	assert_usage(&r, "bad --listen '65536'");
+	parse(&r, "-l", "host:", NULL);
+	assert_usage(&r, "bad --listen 'host:'");
+	parse(&r, "-l", "::1:5", NULL);
+	assert_usage(&r, "[ADDR]:PORT");
+	parse(&r, "localhost", "http", NULL);
+	assert_usage(&r, "port must be a number");
+	parse(&r, "localhost", "0", NULL);
+	assert_usage(&r, "other than 0");
+	parse(&r, "", "7", NULL);
+	assert_usage(&r, "needs a host");
+	parse(&r, "-l", NULL);
+	assert_usage(&r, "option '-l' needs a value");
+	parse(&r, "-x", "localhost", "1", NULL);
+	assert_usage(&r, "unknown option '-x'");
+	parse(&r, "--bogus", "localhost", "1", NULL);
+	assert_usage(&r, "unknown option '--bogus'");
+	parse(&r, "-q", "-v", "localhost", "1", NULL);
+	assert_usage(&r, "-v and -q");
+}
+
+static void test_help_and_version(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--help", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	assert_non_null(strstr(r.out, "usage: forkloop-chat"));
+	assert_non_null(strstr(r.out, "--keep-open"));
+	assert_string_equal(r.err, "");
+	run_free(&r);
+	parse(&r, "-V", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	assert_string_equal(r.out, "forkloop-chat " FORKLOOP_VERSION "\n");
+	assert_string_equal(r.err, "");
+	run_free(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_connect_defaults),
+	        cmocka_unit_test(test_connect_ipv6_and_options_after),
+	        cmocka_unit_test(test_listen_forms),
+	        cmocka_unit_test(test_mode),
+	        cmocka_unit_test(test_missing_and_extra_arguments),
+	        cmocka_unit_test(test_bad_values),
+	        cmocka_unit_test(test_help_and_version),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
