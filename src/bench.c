@@ -62,7 +62,6 @@ struct bench {
 	unsigned char *rbuf;
 	uint64_t next_id;
 	uint64_t opened, up, down; /* connect phase */
-	uint64_t live;
 	uint64_t dead; /* slots whose connection failed: never reopened */
 	uint64_t inflight;
 	int ever_connected;
@@ -165,8 +164,6 @@ static void conn_close(struct conn *c)
 	event_del(&c->wev);
 	close(c->fd);
 	c->fd = -1;
-	if (c->state == CONN_OPEN)
-		b->live--;
 	b->inflight -= c->tlen;
 	c->tlen = 0;
 	c->thead = 0;
@@ -399,7 +396,6 @@ static void conn_up(struct conn *c)
 	event_assign(&c->wev, b->base, c->fd, EV_WRITE, conn_writecb, c);
 	event_add(&c->rev, NULL);
 	c->state = CONN_OPEN;
-	b->live++;
 	b->ever_connected = 1;
 	b->r->connects++;
 	b->connect_ns += now - c->t_connect;
