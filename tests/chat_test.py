@@ -206,6 +206,7 @@ class ChatTest(fltest.ProcTestCase):
             rc = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.fail("still running; stderr:\n" + p.stderr_text())
+        p.t.join(5)  # all of stderr is in
         self.assertEqual(rc, code, "exit status; stderr:\n" + p.stderr_text())
         self.assertGroupGone(p)
 
