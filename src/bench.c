@@ -24,10 +24,14 @@
 #include "forkloop/log.h"
 #include "forkloop/sock.h"
 
-/* Prime, so connection ids spread their start offsets over the table. */
-#define PAT_LEN  65521u
+/*
+ * Prime, so connection ids spread their start offsets over the table, and
+ * not below RBUF_LEN: one read is checked against one contiguous run.
+ */
+#define PAT_LEN  65537u
 #define RBUF_LEN 65536u
-#define NSEC     1000000000ull
+_Static_assert(PAT_LEN >= RBUF_LEN, "a read must fit one run of the table");
+#define NSEC 1000000000ull
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 

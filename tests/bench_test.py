@@ -179,6 +179,21 @@ class BenchTest(fltest.ProcTestCase):
         self.assertEqual(j["messages"], 501)
         self.assertEqual(j["errors"], 0)
 
+    def test_large_pipelined_messages(self):
+        # A deep pipeline of 64 KiB messages makes reads of a full 64 KiB
+        # at any offset of the stream; each must check against the right
+        # bytes. Three rounds, as read sizes vary from run to run.
+        target = self.pyecho()
+        for _ in range(3):
+            j, _ = self.bench_json("-c", 1, "-p", 256, "-s", "64K", "-n",
+                                   3000, target)
+            self.assertEqual(j["messages"], 3000)
+            self.assertEqual(j["errors"], 0)
+        j, _ = self.bench_json("-c", 3, "-p", 7, "-s", 100000, "-n", 200,
+                               target)
+        self.assertEqual(j["messages"], 200)
+        self.assertEqual(j["errors"], 0)
+
     def test_against_forkloop_echo(self):
         srv = self.start(fltest.Server, [fltest.binary("echo"), "--mode",
                                          "fork", "--listen", "127.0.0.1:0"])
