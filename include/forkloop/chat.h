@@ -50,8 +50,7 @@ extern volatile sig_atomic_t chat_sig_exit;
 extern volatile sig_atomic_t chat_sig_wake_fd;
 extern volatile sig_atomic_t chat_sig_child;
 
-/* Catch SIGINT and SIGTERM with chat_sig_handler (no SA_RESTART); ignore
- * SIGPIPE. */
+/* SIGINT and SIGTERM to chat_sig_handler, without SA_RESTART; SIGPIPE off. */
 void chat_sig_install(void);
 void chat_sig_handler(int sig);
 
