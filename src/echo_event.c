@@ -25,9 +25,11 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
+#include "forkloop/activation.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
+#include "forkloop/udp.h"
 
 /*
  * Bytes asked of the kernel per read. An evbuffer chain holds its header in
@@ -65,6 +67,7 @@ struct echo_server {
 	TAILQ_HEAD(, conn) conns;
 	struct echo_stats closed; /* bytes of closed connections, counters */
 	int draining;
+	struct udp_echo *udp; /* NULL unless UDP is served */
 };
 
 static void conn_readcb(evutil_socket_t fd, short what, void *arg);
@@ -328,6 +331,7 @@ static void server_stats(struct echo_server *srv)
 		s.bytes_in += c->in;
 		s.bytes_out += c->in - conn_pending(c);
 	}
+	udp_echo_stats(srv->udp, &s);
 	echo_stats_log(&s);
 }
 
@@ -355,6 +359,7 @@ static void server_drain(struct echo_server *srv)
 	for (size_t i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]); /* frees the port at once */
 	srv->nlev = 0;
+	udp_echo_stop(srv->udp);
 	evtimer_del(srv->resume_ev);
 	log_info("shutting down: %llu connections to drain",
 	         (unsigned long long)srv->closed.open);
@@ -387,6 +392,8 @@ static int server_listen(struct echo_server *srv)
 	int fds[ECHO_MAX_LISTEN * 4];
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
 
+	if (srv->opts->udp == ECHO_UDP_ONLY)
+		return 0;
 	for (size_t i = 0; i < srv->opts->nlisten; i++) {
 		size_t room = sizeof srv->lev / sizeof srv->lev[0] - srv->nlev;
 		int n = listener_bind(&srv->opts->listen[i], SOCK_STREAM, fds,
@@ -414,6 +421,101 @@ static int server_listen(struct echo_server *srv)
 		log_info("listening on %s (event mode)",
 		         listener_local_name(evconnlistener_get_fd(srv->lev[i]),
 		                             name, sizeof name));
+	return 0;
+}
+
+static int server_udp(struct echo_server *srv)
+{
+	if (srv->udp == NULL)
+		srv->udp = udp_echo_new(srv->base, srv->opts->udp_rate);
+	if (srv->udp == NULL)
+		log_error("cannot serve udp: out of memory");
+	return srv->udp != NULL ? 0 : -1;
+}
+
+/* UDP on the addresses TCP listens on, or on --listen with --udp-only. */
+static int server_listen_udp(struct echo_server *srv)
+{
+	const char *how = "udp, event mode";
+	int fds[ECHO_MAX_LISTEN * 4];
+	char err[512];
+	size_t i;
+	int r = 0;
+
+	if (srv->opts->udp == ECHO_UDP_OFF)
+		return 0;
+	if (server_udp(srv) < 0)
+		return -1;
+	for (i = 0; i < srv->nlev; i++)
+		fds[i] = evconnlistener_get_fd(srv->lev[i]);
+	if (srv->opts->udp == ECHO_UDP_ON)
+		r = udp_echo_bind_like(srv->udp, fds, srv->nlev, how, err,
+		                       sizeof err);
+	else
+		for (i = 0; r == 0 && i < srv->opts->nlisten; i++)
+			r = udp_echo_bind(srv->udp, &srv->opts->listen[i], how,
+			                  err, sizeof err);
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
+/* Serve one socket from socket activation. */
+static int server_adopt(struct echo_server *srv, const struct activation_fd *f)
+{
+	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+	char how[64], err[512], name[ADDR_STRLEN];
+	struct evconnlistener *lev;
+
+	if (sock_set_blocking(f->fd, 0) < 0) {
+		log_error("socket activation: fd %d: %s", f->fd,
+		          strerror(errno));
+		return -1;
+	}
+	if (f->socktype == SOCK_DGRAM) {
+		snprintf(how, sizeof how, "udp, activated fd %d, event mode",
+		         f->fd);
+		if (server_udp(srv) < 0)
+			return -1;
+		if (udp_echo_add(srv->udp, f->fd, how, err, sizeof err) < 0) {
+			log_error("%s", err);
+			return -1;
+		}
+		return 0;
+	}
+	if (srv->nlev == sizeof srv->lev / sizeof srv->lev[0])
+		return -1;
+	lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags, 0,
+	                         f->fd);
+	if (lev == NULL) {
+		log_error("cannot listen: out of memory");
+		return -1;
+	}
+	evconnlistener_set_error_cb(lev, server_accept_errorcb);
+	srv->lev[srv->nlev++] = lev;
+	log_info("listening on %s (activated fd %d, event mode)",
+	         listener_local_name(f->fd, name, sizeof name), f->fd);
+	return 0;
+}
+
+/* Listen (or take the sockets systemd passed), then report readiness. */
+static int server_start(struct echo_server *srv)
+{
+	struct activation act;
+	char err[512];
+	int n;
+
+	n = activation_get(&act, err, sizeof err);
+	if (n < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		if (server_adopt(srv, &act.fds[i]) < 0)
+			return -1;
+	if (n == 0 && (server_listen(srv) < 0 || server_listen_udp(srv) < 0))
+		return -1;
+	activation_notify("READY=1");
 	return 0;
 }
 
@@ -458,6 +560,7 @@ static void server_free(struct echo_server *srv)
 		conn_free(c, "exit");
 	for (size_t i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]);
+	udp_echo_free(srv->udp);
 	for (size_t i = 0; i < 3; i++)
 		if (srv->sigs[i] != NULL)
 			event_free(srv->sigs[i]);
@@ -475,7 +578,7 @@ int echo_event_run(const struct echo_opts *o)
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (server_init(&srv, o) == 0 && server_listen(&srv) == 0) {
+	if (server_init(&srv, o) == 0 && server_start(&srv) == 0) {
 		if (event_base_dispatch(srv.base) == 0)
 			status = 0;
 		else

@@ -31,9 +31,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "forkloop/activation.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
+#include "forkloop/udp.h"
 
 #define FORK_MAX_FDS     64
 #define FORK_BUFSIZE     (64 * 1024)
@@ -60,6 +62,7 @@ struct server {
 	uint64_t accepted, refused;
 	int stopping;
 	int failing; /* accept or fork failed, error already reported */
+	struct udp_echo *udp; /* served by the parent; NULL unless UDP */
 };
 
 /* One connection, in the child. */
@@ -426,6 +429,7 @@ static void server_stop(struct server *srv)
 	}
 	srv->stopping = 1;
 	server_close_listeners(srv);
+	udp_echo_stop(srv->udp);
 	evtimer_del(srv->resume_ev);
 	if (srv->npids == 0) {
 		event_base_loopbreak(srv->base);
@@ -442,11 +446,13 @@ static void server_stats(const struct server *srv)
 {
 	struct echo_stats s;
 
+	memset(&s, 0, sizeof s);
 	s.open = srv->npids;
 	s.accepted = srv->accepted;
 	s.refused = srv->refused;
 	s.bytes_in = atomic_load(&srv->shared->bytes_in);
 	s.bytes_out = atomic_load(&srv->shared->bytes_out);
+	udp_echo_stats(srv->udp, &s);
 	echo_stats_log(&s);
 }
 
@@ -473,6 +479,8 @@ static int server_listen(struct server *srv)
 	size_t i, n = 0;
 	int got;
 
+	if (srv->o->udp == ECHO_UDP_ONLY)
+		return 0;
 	for (i = 0; i < srv->o->nlisten; i++) {
 		got = listener_bind(&srv->o->listen[i], SOCK_STREAM, fds + n,
 		                    FORK_MAX_FDS - n, err, sizeof err);
@@ -507,6 +515,105 @@ fail:
 		close(fds[i]);
 	server_close_listeners(srv);
 	return -1;
+}
+
+static int server_udp(struct server *srv)
+{
+	if (srv->udp == NULL)
+		srv->udp = udp_echo_new(srv->base, srv->o->udp_rate);
+	if (srv->udp == NULL)
+		log_error("cannot serve udp: out of memory");
+	return srv->udp != NULL ? 0 : -1;
+}
+
+/*
+ * UDP on the addresses TCP listens on, or on --listen with --udp-only, in
+ * the parent's event loop: a datagram needs no process of its own.
+ */
+static int server_listen_udp(struct server *srv)
+{
+	const char *how = "udp, fork mode";
+	int fds[FORK_MAX_FDS];
+	char err[512];
+	size_t i;
+	int r = 0;
+
+	if (srv->o->udp == ECHO_UDP_OFF)
+		return 0;
+	if (server_udp(srv) < 0)
+		return -1;
+	for (i = 0; i < srv->nlev; i++)
+		fds[i] = evconnlistener_get_fd(srv->lev[i]);
+	if (srv->o->udp == ECHO_UDP_ON)
+		r = udp_echo_bind_like(srv->udp, fds, srv->nlev, how, err,
+		                       sizeof err);
+	else
+		for (i = 0; r == 0 && i < srv->o->nlisten; i++)
+			r = udp_echo_bind(srv->udp, &srv->o->listen[i], how,
+			                  err, sizeof err);
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
+/* Serve one socket from socket activation. */
+static int server_adopt(struct server *srv, const struct activation_fd *f)
+{
+	char how[64], err[512], name[ADDR_STRLEN];
+	struct evconnlistener *lev;
+
+	if (sock_set_blocking(f->fd, 0) < 0) {
+		log_error("socket activation: fd %d: %s", f->fd,
+		          strerror(errno));
+		return -1;
+	}
+	if (f->socktype == SOCK_DGRAM) {
+		snprintf(how, sizeof how, "udp, activated fd %d, fork mode",
+		         f->fd);
+		if (server_udp(srv) < 0)
+			return -1;
+		if (udp_echo_add(srv->udp, f->fd, how, err, sizeof err) < 0) {
+			log_error("%s", err);
+			return -1;
+		}
+		return 0;
+	}
+	if (srv->nlev == FORK_MAX_FDS)
+		return -1;
+	lev = evconnlistener_new(srv->base, server_acceptcb, srv,
+	                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                                 LEV_OPT_LEAVE_SOCKETS_BLOCKING,
+	                         0, f->fd);
+	if (lev == NULL) {
+		log_error("cannot watch activated fd %d", f->fd);
+		return -1;
+	}
+	evconnlistener_set_error_cb(lev, server_accepterrcb);
+	srv->lev[srv->nlev++] = lev;
+	log_info("listening on %s (activated fd %d, fork mode)",
+	         listener_local_name(f->fd, name, sizeof name), f->fd);
+	return 0;
+}
+
+/* Listen (or take the sockets systemd passed), then report readiness. */
+static int server_start(struct server *srv)
+{
+	struct activation act;
+	char err[512];
+	int n;
+
+	n = activation_get(&act, err, sizeof err);
+	if (n < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		if (server_adopt(srv, &act.fds[i]) < 0)
+			return -1;
+	if (n == 0 && (server_listen(srv) < 0 || server_listen_udp(srv) < 0))
+		return -1;
+	activation_notify("READY=1");
+	return 0;
 }
 
 static int server_events(struct server *srv)
@@ -553,6 +660,7 @@ static void server_free(struct server *srv)
 	size_t i;
 
 	server_close_listeners(srv);
+	udp_echo_free(srv->udp);
 	for (i = 0; i < sizeof srv->sigev / sizeof srv->sigev[0]; i++)
 		if (srv->sigev[i] != NULL)
 			event_free(srv->sigev[i]);
@@ -586,7 +694,7 @@ int echo_fork_run(const struct echo_opts *o)
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (server_init(&srv, o) < 0 || server_listen(&srv) < 0)
+	if (server_init(&srv, o) < 0 || server_start(&srv) < 0)
 		goto out;
 	if (event_base_dispatch(srv.base) < 0) {
 		log_error("event loop failed");

@@ -12,7 +12,9 @@
 static const char echo_usage_text[] = "usage: %s [-qvhV] [-m event|fork] [-l "
                                       "ADDR:PORT]... [--max-pending BYTES]\n"
                                       "       [--max-conns N] [--idle-timeout "
-                                      "SECONDS] [--drain-timeout SECONDS]\n";
+                                      "SECONDS] [--drain-timeout SECONDS]\n"
+                                      "       [--udp | --udp-only] "
+                                      "[--udp-rate N]\n";
 
 static const char echo_help_text[] =
         "Echo every byte each client sends back to it, in order (RFC 862).\n"
@@ -39,6 +41,12 @@ static const char echo_help_text[] =
         "                           on SIGINT/SIGTERM, give connections this "
         "long to\n"
         "                           receive what they are owed (default 5)\n"
+        "      --udp                also echo UDP datagrams on the same "
+        "addresses\n"
+        "      --udp-only           echo UDP datagrams only, no TCP\n"
+        "      --udp-rate N         answer at most N datagrams per second "
+        "per source\n"
+        "                           address (default: no limit)\n"
         "  -v, --verbose            log every connection\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -48,13 +56,23 @@ static const char echo_help_text[] =
         "once\n"
         "ready. SIGUSR1 logs a statistics line. Exit status: 0 after SIGINT "
         "or\n"
-        "SIGTERM, 1 on a runtime error, 2 on bad usage.\n";
+        "SIGTERM, 1 on a runtime error, 2 on bad usage.\n"
+        "\n"
+        "Datagrams from port 0, from ports 7, 13, 17, 19 and 37, or from the\n"
+        "server's own address and port get no reply. Started by systemd "
+        "socket\n"
+        "activation (LISTEN_FDS), it serves the sockets it is given instead "
+        "of\n"
+        "--listen, stream and datagram alike.\n";
 
 enum {
 	OPT_MAX_PENDING = 256,
 	OPT_MAX_CONNS,
 	OPT_IDLE_TIMEOUT,
 	OPT_DRAIN_TIMEOUT,
+	OPT_UDP,
+	OPT_UDP_ONLY,
+	OPT_UDP_RATE,
 };
 
 static const struct option echo_longopts[] = {
@@ -64,6 +82,9 @@ static const struct option echo_longopts[] = {
         {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+        {"udp", no_argument, NULL, OPT_UDP},
+        {"udp-only", no_argument, NULL, OPT_UDP_ONLY},
+        {"udp-rate", required_argument, NULL, OPT_UDP_RATE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -78,6 +99,15 @@ const char *echo_mode_name(enum echo_mode m)
 
 void echo_stats_log(const struct echo_stats *s)
 {
+	if (s->udp) {
+		log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
+		          " refused=%" PRIu64 " bytes_in=%" PRIu64
+		          " bytes_out=%" PRIu64 " udp_in=%" PRIu64
+		          " udp_out=%" PRIu64 " udp_dropped=%" PRIu64,
+		          s->open, s->accepted, s->refused, s->bytes_in,
+		          s->bytes_out, s->udp_in, s->udp_out, s->udp_dropped);
+		return;
+	}
 	log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
 	          " refused=%" PRIu64 " bytes_in=%" PRIu64
 	          " bytes_out=%" PRIu64,
@@ -173,6 +203,22 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				                "bad --drain-timeout '%s' "
 				                "(seconds)",
 				                optarg);
+			break;
+		case OPT_UDP:
+			if (o->udp != ECHO_UDP_ONLY)
+				o->udp = ECHO_UDP_ON;
+			break;
+		case OPT_UDP_ONLY:
+			o->udp = ECHO_UDP_ONLY;
+			break;
+		case OPT_UDP_RATE:
+			if (num_parse_u64(optarg, 0, UINT32_MAX, &o->udp_rate) <
+			    0)
+				return echo_bad(
+				        errout, prog,
+				        "bad --udp-rate '%s' (datagrams "
+				        "per second, 0 for no limit)",
+				        optarg);
 			break;
 		case 'v':
 			verbose = 1;

@@ -523,7 +523,11 @@ static void test_reparse(void **state)
 
 static void test_stats_log(void **state)
 {
-	struct echo_stats s = {1, 2, 3, 4, UINT64_MAX};
+	struct echo_stats s = {.open = 1,
+	                       .accepted = 2,
+	                       .refused = 3,
+	                       .bytes_in = 4,
+	                       .bytes_out = UINT64_MAX};
 	char buf[256];
 	FILE *tmp;
 	ssize_t n;
@@ -545,6 +549,122 @@ static void test_stats_log(void **state)
 	assert_string_equal(buf, "forkloop-echo: stats: open=1 accepted=2 "
 	                         "refused=3 bytes_in=4 "
 	                         "bytes_out=18446744073709551615\n");
+}
+
+static void test_udp(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.udp, ECHO_UDP_OFF);
+	assert_true(r.o.udp_rate == 0);
+	run_free(&r);
+	parse(&r, "--udp", "-l", "127.0.0.1:0", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.udp, ECHO_UDP_ON);
+	run_free(&r);
+	parse(&r, "--udp-only", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
+	run_free(&r);
+	/* --udp-only wins whichever comes first. */
+	parse(&r, "--udp-only", "--udp", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
+	run_free(&r);
+	parse(&r, "--udp", "--udp-only", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
+	run_free(&r);
+	parse(&r, "--udp", "--udp-rate", "100", NULL);
+	assert_ok(&r);
+	assert_true(r.o.udp_rate == 100);
+	run_free(&r);
+	parse(&r, "--udp-rate=0", "--udp", NULL);
+	assert_ok(&r);
+	assert_true(r.o.udp_rate == 0);
+	run_free(&r);
+	parse(&r, "--udp-rate", "4294967295", NULL);
+	assert_ok(&r);
+	assert_true(r.o.udp_rate == UINT32_MAX);
+	run_free(&r);
+}
+
+static void test_udp_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "", "-1", "+2", "2x", "1K", "1.5", "4294967296",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--udp", "--udp-rate", bad[i], NULL);
+		assert_usage(&r, "--udp-rate");
+		run_free(&r);
+	}
+	parse(&r, "--udp-rate", NULL);
+	assert_usage(&r, "--udp-rate");
+	run_free(&r);
+	parse(&r, "--udp=yes", NULL);
+	assert_usage(&r, NULL);
+	run_free(&r);
+	/* A prefix of both --udp-only and --udp-rate. */
+	parse(&r, "--udp-", NULL);
+	assert_usage(&r, NULL);
+	run_free(&r);
+}
+
+static void test_udp_help(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--help", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	assert_non_null(strstr(r.out, "--udp "));
+	assert_non_null(strstr(r.out, "--udp-only"));
+	assert_non_null(strstr(r.out, "--udp-rate N"));
+	assert_non_null(strstr(r.out, "[--udp | --udp-only] [--udp-rate N]"));
+	run_free(&r);
+}
+
+static void test_stats_log_udp(void **state)
+{
+	struct echo_stats s = {.open = 1,
+	                       .accepted = 2,
+	                       .refused = 3,
+	                       .bytes_in = 4,
+	                       .bytes_out = 5,
+	                       .udp = 1,
+	                       .udp_in = 6,
+	                       .udp_out = 7,
+	                       .udp_dropped = UINT64_MAX};
+	char buf[256];
+	FILE *tmp;
+	ssize_t n;
+	int saved;
+
+	(void)state;
+	tmp = tmpfile();
+	assert_non_null(tmp);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	echo_stats_log(&s);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	n = pread(fileno(tmp), buf, sizeof buf - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	fclose(tmp);
+	assert_string_equal(buf,
+	                    "forkloop-echo: stats: open=1 accepted=2 "
+	                    "refused=3 bytes_in=4 bytes_out=5 udp_in=6 "
+	                    "udp_out=7 udp_dropped=18446744073709551615\n");
 }
 
 int main(void)
@@ -571,6 +691,10 @@ int main(void)
 	        cmocka_unit_test(test_version),
 	        cmocka_unit_test(test_reparse),
 	        cmocka_unit_test(test_stats_log),
+	        cmocka_unit_test(test_udp),
+	        cmocka_unit_test(test_udp_bad),
+	        cmocka_unit_test(test_udp_help),
+	        cmocka_unit_test(test_stats_log_udp),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -18,6 +18,9 @@
 
 enum echo_mode { ECHO_MODE_EVENT, ECHO_MODE_FORK };
 
+/* --udp: UDP beside TCP; --udp-only: UDP alone. */
+enum echo_udp { ECHO_UDP_OFF, ECHO_UDP_ON, ECHO_UDP_ONLY };
+
 struct echo_opts {
 	enum echo_mode mode;
 	struct addr listen[ECHO_MAX_LISTEN];
@@ -27,6 +30,8 @@ struct echo_opts {
 	double idle_timeout;  /* seconds; 0: none */
 	double drain_timeout; /* seconds */
 	enum log_level log_level;
+	enum echo_udp udp;
+	uint64_t udp_rate; /* replies per second per source address; 0: none */
 };
 
 /* What SIGUSR1 prints. */
@@ -36,6 +41,10 @@ struct echo_stats {
 	uint64_t refused;
 	uint64_t bytes_in;
 	uint64_t bytes_out;
+	int udp;              /* UDP served: print the udp_ counters */
+	uint64_t udp_in;      /* datagrams received */
+	uint64_t udp_out;     /* datagrams echoed */
+	uint64_t udp_dropped; /* guards, rate cap, send errors */
 };
 
 enum opts_result {

@@ -1,0 +1,603 @@
+/*
+ * udp_echo.c - UDP echo (RFC 862) on an event_base shared with TCP.
+ *
+ * Datagrams are read in batches with recvmmsg(2) into 64 KiB buffers, so any
+ * datagram IPv4 or IPv6 can carry (65,507 or 65,527 bytes) comes back whole;
+ * MSG_TRUNC would mean one did not fit, and such a datagram is dropped rather
+ * than echoed cut. Each reply is one sendmsg(2), never blocking: a reply the
+ * kernel refuses is dropped and counted, as UDP allows.
+ *
+ * Echo over UDP is a reflector: a forged source address turns it against a
+ * third party, or against another echo, chargen or daytime service (or itself)
+ * in a loop that never ends. Datagrams from port 0, from those services' ports
+ * and from this socket's own address and port get no reply; a token bucket
+ * per source address, in a fixed table, caps the replies each may draw.
+ *
+ * A socket bound to a wildcard address asks for the destination of each
+ * datagram (IP_PKTINFO, IPV6_RECVPKTINFO) and replies from it, so that a
+ * client hears back from the address it wrote to.
+ */
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "forkloop/listener.h"
+#include "forkloop/log.h"
+#include "forkloop/udp.h"
+
+#define UDP_BUFSIZE 65536
+#define UDP_BATCH   8
+/* Batches per readable event, so TCP connections get their turn. */
+#define UDP_ROUNDS 8
+/* Local addresses remembered for the own-address guard. */
+#define UDP_MAX_SELF 64
+/* Buckets searched for a source address; the oldest of them is replaced. */
+#define UDP_RATE_WAYS 4
+
+/* An address reduced to what the guards compare; IPv4-mapped is IPv4. */
+struct udp_key {
+	int family;
+	unsigned char addr[16];
+	unsigned port;
+};
+
+struct udp_bucket {
+	struct udp_key key;
+	double tokens;
+	double last;
+	int used;
+};
+
+struct udp_rate {
+	double rate;
+	uint32_t seed;
+	struct udp_bucket b[UDP_RATE_SLOTS];
+};
+
+struct udp_sock {
+	struct udp_echo *u;
+	struct event *ev;
+	int fd;
+	int wildcard; /* bound to 0.0.0.0 or :: */
+	struct sockaddr_storage local;
+	socklen_t locallen;
+};
+
+struct udp_ctl {
+	_Alignas(struct cmsghdr) char buf
+	        [CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+	         CMSG_SPACE(sizeof(struct in_pktinfo))];
+};
+
+struct udp_echo {
+	struct event_base *base;
+	struct udp_rate *rate;
+	struct udp_sock socks[UDP_MAX_SOCKS];
+	size_t nsocks;
+	struct udp_key self[UDP_MAX_SELF];
+	size_t nself;
+	int self_loaded;
+	uint64_t in, out, dropped;
+	struct mmsghdr msgs[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sockaddr_storage names[UDP_BATCH];
+	struct udp_ctl ctl[UDP_BATCH];
+	unsigned char *bufs;
+};
+
+static const struct {
+	unsigned port;
+	const char *why;
+} udp_reflectors[] = {
+        {7, "source port 7 (echo)"},   {13, "source port 13 (daytime)"},
+        {17, "source port 17 (qotd)"}, {19, "source port 19 (chargen)"},
+        {37, "source port 37 (time)"},
+};
+
+static int udp_key(const struct sockaddr *sa, struct udp_key *k)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	memset(k, 0, sizeof *k);
+	if (sa->sa_family == AF_INET) {
+		k->family = AF_INET;
+		memcpy(k->addr, &sin->sin_addr, 4);
+		k->port = ntohs(sin->sin_port);
+		return 0;
+	}
+	if (sa->sa_family != AF_INET6)
+		return -1;
+	k->port = ntohs(sin6->sin6_port);
+	if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+		k->family = AF_INET;
+		memcpy(k->addr, sin6->sin6_addr.s6_addr + 12, 4);
+		return 0;
+	}
+	k->family = AF_INET6;
+	memcpy(k->addr, &sin6->sin6_addr, 16);
+	return 0;
+}
+
+static int udp_key_same_addr(const struct udp_key *a, const struct udp_key *b)
+{
+	return a->family == b->family && memcmp(a->addr, b->addr, 16) == 0;
+}
+
+static int udp_key_wildcard(const struct udp_key *k)
+{
+	static const unsigned char zero[16];
+
+	return memcmp(k->addr, zero, sizeof zero) == 0;
+}
+
+static int udp_key_loopback(const struct udp_key *k)
+{
+	static const unsigned char v6[16] = {[15] = 1};
+
+	if (k->family == AF_INET)
+		return k->addr[0] == 127;
+	return memcmp(k->addr, v6, sizeof v6) == 0;
+}
+
+const char *udp_guard(const struct sockaddr *src, const struct sockaddr *local,
+                      const struct sockaddr *dst)
+{
+	struct udp_key s, l, d;
+	size_t i;
+
+	if (udp_key(src, &s) < 0)
+		return "unknown address family";
+	if (s.port == 0)
+		return "source port 0";
+	for (i = 0; i < sizeof udp_reflectors / sizeof udp_reflectors[0]; i++)
+		if (s.port == udp_reflectors[i].port)
+			return udp_reflectors[i].why;
+	if (local == NULL || udp_key(local, &l) < 0 || s.port != l.port)
+		return NULL;
+	if (!udp_key_wildcard(&l))
+		return udp_key_same_addr(&s, &l) ? "own address" : NULL;
+	if (udp_key_loopback(&s))
+		return "own address";
+	if (dst != NULL && udp_key(dst, &d) == 0 && udp_key_same_addr(&s, &d))
+		return "own address";
+	return NULL;
+}
+
+/* -- rate cap --------------------------------------------------------- */
+
+struct udp_rate *udp_rate_new(uint64_t rate)
+{
+	struct udp_rate *r = calloc(1, sizeof *r);
+
+	if (r == NULL)
+		return NULL;
+	r->rate = (double)rate;
+	/* Unpredictable slots: a sender cannot aim at another's bucket. */
+	evutil_secure_rng_get_bytes(&r->seed, sizeof r->seed);
+	return r;
+}
+
+void udp_rate_free(struct udp_rate *r)
+{
+	free(r);
+}
+
+static uint32_t udp_rate_hash(const struct udp_rate *r, const struct udp_key *k)
+{
+	uint32_t h = 2166136261u ^ r->seed;
+	size_t len = k->family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ k->addr[i]) * 16777619u;
+	return h;
+}
+
+static struct udp_bucket *udp_rate_find(struct udp_rate *r,
+                                        const struct udp_key *k, double now)
+{
+	size_t sets = UDP_RATE_SLOTS / UDP_RATE_WAYS;
+	struct udp_bucket *set, *oldest;
+
+	set = &r->b[(udp_rate_hash(r, k) % sets) * UDP_RATE_WAYS];
+	oldest = &set[0];
+	for (size_t i = 0; i < UDP_RATE_WAYS; i++) {
+		if (set[i].used && udp_key_same_addr(&set[i].key, k))
+			return &set[i];
+		if (!set[i].used ||
+		    (oldest->used && set[i].last < oldest->last))
+			oldest = &set[i];
+	}
+	oldest->key = *k;
+	oldest->key.port = 0;
+	oldest->tokens = r->rate;
+	oldest->last = now;
+	oldest->used = 1;
+	return oldest;
+}
+
+int udp_rate_allow(struct udp_rate *r, const struct sockaddr *sa, double now)
+{
+	struct udp_bucket *b;
+	struct udp_key k;
+
+	if (udp_key(sa, &k) < 0)
+		return 0;
+	b = udp_rate_find(r, &k, now);
+	if (now > b->last)
+		b->tokens += (now - b->last) * r->rate;
+	if (b->tokens > r->rate)
+		b->tokens = r->rate;
+	b->last = now;
+	if (b->tokens < 1)
+		return 0;
+	b->tokens -= 1;
+	return 1;
+}
+
+/* -- serving ---------------------------------------------------------- */
+
+static double udp_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The host's addresses, once, for sockets bound to a wildcard address. */
+static void udp_self_load(struct udp_echo *u)
+{
+	struct ifaddrs *ifa, *i;
+
+	u->self_loaded = 1;
+	if (getifaddrs(&ifa) < 0)
+		return;
+	for (i = ifa; i != NULL && u->nself < UDP_MAX_SELF; i = i->ifa_next)
+		if (i->ifa_addr != NULL &&
+		    udp_key(i->ifa_addr, &u->self[u->nself]) == 0)
+			u->nself++;
+	freeifaddrs(ifa);
+}
+
+/* Is src this socket's port on one of the host's addresses? */
+static int udp_is_self(const struct udp_sock *us, const struct sockaddr *src)
+{
+	const struct udp_echo *u = us->u;
+	struct udp_key k, l;
+
+	if (udp_key(src, &k) < 0 ||
+	    udp_key((const struct sockaddr *)&us->local, &l) < 0 ||
+	    k.port != l.port)
+		return 0;
+	for (size_t i = 0; i < u->nself; i++)
+		if (udp_key_same_addr(&k, &u->self[i]))
+			return 1;
+	return 0;
+}
+
+static void udp_prepare(struct udp_echo *u)
+{
+	for (size_t i = 0; i < UDP_BATCH; i++) {
+		struct msghdr *h = &u->msgs[i].msg_hdr;
+
+		u->iov[i].iov_base = u->bufs + i * UDP_BUFSIZE;
+		u->iov[i].iov_len = UDP_BUFSIZE;
+		memset(h, 0, sizeof *h);
+		h->msg_name = &u->names[i];
+		h->msg_namelen = sizeof u->names[i];
+		h->msg_iov = &u->iov[i];
+		h->msg_iovlen = 1;
+		h->msg_control = u->ctl[i].buf;
+		h->msg_controllen = sizeof u->ctl[i].buf;
+		u->msgs[i].msg_len = 0;
+	}
+}
+
+/*
+ * From the destination the kernel reported, fill dst (for the guard) and
+ * the control message that makes the reply leave from that address.
+ * Returns the control length, 0 if there is none.
+ */
+static size_t udp_pktinfo(struct msghdr *h, struct sockaddr_storage *dst,
+                          struct udp_ctl *reply)
+{
+	struct cmsghdr *c, *out = (struct cmsghdr *)reply->buf;
+
+	memset(reply, 0, sizeof *reply);
+	for (c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			struct sockaddr_in *sin = (struct sockaddr_in *)dst;
+
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			sin->sin_family = AF_INET;
+			sin->sin_addr = pi.ipi_addr;
+			pi.ipi_ifindex = 0;
+			pi.ipi_addr.s_addr = 0;
+			out->cmsg_level = IPPROTO_IP;
+			out->cmsg_type = IP_PKTINFO;
+			out->cmsg_len = CMSG_LEN(sizeof pi);
+			memcpy(CMSG_DATA(out), &pi, sizeof pi);
+			return CMSG_SPACE(sizeof pi);
+		}
+		if (c->cmsg_level == IPPROTO_IPV6 &&
+		    c->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)dst;
+
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_addr = pi.ipi6_addr;
+			out->cmsg_level = IPPROTO_IPV6;
+			out->cmsg_type = IPV6_PKTINFO;
+			out->cmsg_len = CMSG_LEN(sizeof pi);
+			memcpy(CMSG_DATA(out), &pi, sizeof pi);
+			return CMSG_SPACE(sizeof pi);
+		}
+	}
+	return 0;
+}
+
+static void udp_drop(struct udp_echo *u, struct msghdr *h, size_t len,
+                     const char *why)
+{
+	char name[ADDR_STRLEN];
+
+	u->dropped++;
+	if (log_get_level() < LOG_VERBOSE)
+		return;
+	log_verbose("udp: dropped %zu bytes from %s: %s", len,
+	            addr_format(h->msg_name, h->msg_namelen, name, sizeof name),
+	            why);
+}
+
+static const char *udp_check(struct udp_sock *us, struct msghdr *h,
+                             const struct sockaddr *dst, double now)
+{
+	const char *why;
+
+	if (h->msg_flags & MSG_TRUNC)
+		return "larger than 64 KiB";
+	why = udp_guard(h->msg_name, (struct sockaddr *)&us->local,
+	                dst->sa_family != AF_UNSPEC ? dst : NULL);
+	if (why != NULL)
+		return why;
+	if (us->wildcard && udp_is_self(us, h->msg_name))
+		return "own address";
+	if (us->u->rate != NULL &&
+	    !udp_rate_allow(us->u->rate, h->msg_name, now))
+		return "rate limit";
+	return NULL;
+}
+
+static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
+{
+	struct udp_echo *u = us->u;
+	struct msghdr *h = &m->msg_hdr, r;
+	struct sockaddr_storage dst;
+	struct udp_ctl ctl;
+	struct iovec iov;
+	size_t ctllen;
+	const char *why;
+
+	u->in++;
+	memset(&dst, 0, sizeof dst);
+	ctllen = udp_pktinfo(h, &dst, &ctl);
+	why = udp_check(us, h, (struct sockaddr *)&dst, now);
+	if (why != NULL) {
+		udp_drop(u, h, m->msg_len, why);
+		return;
+	}
+	iov.iov_base = h->msg_iov->iov_base;
+	iov.iov_len = m->msg_len;
+	memset(&r, 0, sizeof r);
+	r.msg_name = h->msg_name;
+	r.msg_namelen = h->msg_namelen;
+	r.msg_iov = &iov;
+	r.msg_iovlen = 1;
+	if (ctllen > 0) {
+		r.msg_control = ctl.buf;
+		r.msg_controllen = ctllen;
+	}
+	if (sendmsg(us->fd, &r, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		udp_drop(u, h, m->msg_len, strerror(errno));
+		return;
+	}
+	u->out++;
+}
+
+static void udp_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct udp_sock *us = arg;
+	struct udp_echo *u = us->u;
+	double now;
+	int n;
+
+	(void)what;
+	for (int round = 0; round < UDP_ROUNDS; round++) {
+		udp_prepare(u);
+		n = recvmmsg(fd, u->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_verbose("udp: receive: %s",
+				            strerror(errno));
+			return;
+		}
+		now = udp_now();
+		for (int i = 0; i < n; i++)
+			udp_answer(us, &u->msgs[i], now);
+		if (n < UDP_BATCH)
+			return;
+	}
+}
+
+struct udp_echo *udp_echo_new(struct event_base *base, uint64_t rate)
+{
+	struct udp_echo *u = calloc(1, sizeof *u);
+
+	if (u == NULL)
+		return NULL;
+	u->base = base;
+	u->bufs = malloc((size_t)UDP_BATCH * UDP_BUFSIZE);
+	if (rate > 0)
+		u->rate = udp_rate_new(rate);
+	if (u->bufs == NULL || (rate > 0 && u->rate == NULL)) {
+		udp_echo_free(u);
+		return NULL;
+	}
+	return u;
+}
+
+void udp_echo_stop(struct udp_echo *u)
+{
+	if (u == NULL)
+		return;
+	for (size_t i = 0; i < u->nsocks; i++) {
+		event_free(u->socks[i].ev);
+		close(u->socks[i].fd);
+	}
+	u->nsocks = 0;
+}
+
+void udp_echo_free(struct udp_echo *u)
+{
+	if (u == NULL)
+		return;
+	udp_echo_stop(u);
+	udp_rate_free(u->rate);
+	free(u->bufs);
+	free(u);
+}
+
+/* Ask for each datagram's destination: the reply must come from it. */
+static int udp_want_pktinfo(int fd, int family)
+{
+	int one = 1;
+
+	if (family == AF_INET)
+		return setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+	return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+}
+
+static int udp_sock_init(struct udp_echo *u, struct udp_sock *us, int fd)
+{
+	struct udp_key k;
+
+	us->u = u;
+	us->fd = fd;
+	us->locallen = sizeof us->local;
+	if (getsockname(fd, (struct sockaddr *)&us->local, &us->locallen) < 0)
+		return -1;
+	if (udp_key((struct sockaddr *)&us->local, &k) < 0) {
+		errno = EAFNOSUPPORT;
+		return -1;
+	}
+	us->wildcard = udp_key_wildcard(&k);
+	if (us->wildcard) {
+		if (udp_want_pktinfo(fd, us->local.ss_family) < 0)
+			return -1;
+		if (!u->self_loaded)
+			udp_self_load(u);
+	}
+	us->ev = event_new(u->base, fd, EV_READ | EV_PERSIST, udp_readcb, us);
+	if (us->ev == NULL || event_add(us->ev, NULL) < 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
+}
+
+int udp_echo_add(struct udp_echo *u, int fd, const char *how, char *err,
+                 size_t errlen)
+{
+	struct udp_sock *us;
+	char name[ADDR_STRLEN];
+
+	listener_local_name(fd, name, sizeof name);
+	if (u->nsocks == UDP_MAX_SOCKS) {
+		snprintf(err, errlen,
+		         "cannot serve udp on %s: too many sockets", name);
+		close(fd);
+		return -1;
+	}
+	us = &u->socks[u->nsocks];
+	memset(us, 0, sizeof *us);
+	if (udp_sock_init(u, us, fd) < 0) {
+		snprintf(err, errlen, "cannot serve udp on %s: %s", name,
+		         strerror(errno));
+		if (us->ev != NULL)
+			event_free(us->ev);
+		close(fd);
+		return -1;
+	}
+	u->nsocks++;
+	log_info("listening on %s (%s)", name, how);
+	return 0;
+}
+
+int udp_echo_bind(struct udp_echo *u, const struct addr *a, const char *how,
+                  char *err, size_t errlen)
+{
+	int fds[UDP_MAX_SOCKS];
+	int n, i;
+
+	n = listener_bind(a, SOCK_DGRAM, fds, UDP_MAX_SOCKS, err, errlen);
+	if (n < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (udp_echo_add(u, fds[i], how, err, errlen) < 0) {
+			while (++i < n)
+				close(fds[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int udp_echo_bind_like(struct udp_echo *u, const int *fds, size_t n,
+                       const char *how, char *err, size_t errlen)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct addr a;
+	const char *why;
+
+	for (size_t i = 0; i < n; i++) {
+		len = sizeof ss;
+		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) < 0 ||
+		    getnameinfo((struct sockaddr *)&ss, len, host, sizeof host,
+		                serv, sizeof serv,
+		                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+			snprintf(err, errlen, "cannot serve udp: %s",
+			         "no local address");
+			return -1;
+		}
+		if (addr_set(host, serv, &a, &why) < 0) {
+			snprintf(err, errlen, "cannot serve udp on %s: %s",
+			         host, why);
+			return -1;
+		}
+		if (udp_echo_bind(u, &a, how, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s)
+{
+	if (u == NULL)
+		return;
+	s->udp = 1;
+	s->udp_in += u->in;
+	s->udp_out += u->out;
+	s->udp_dropped += u->dropped;
+}
