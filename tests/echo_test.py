@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fltest  # noqa: E402
@@ -265,6 +264,8 @@ class EchoTest(fltest.ProcTestCase):
             os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
             self.fail("%r still running after %gs" % (args, timeout))
+        left = fltest.pgroup_pids(p.pid)
+        self.assertEqual(left, [], "%r left processes behind" % (args,))
         return p.returncode, out.decode(errors="replace"), \
             err.decode(errors="replace")
 
@@ -341,9 +342,12 @@ class EchoTest(fltest.ProcTestCase):
         got = recv_all(s, timeout=60)
         t.join(30)
         self.assertBytes(got, data)
+        empty = self.connect(srv)
+        empty.shutdown(socket.SHUT_WR)
+        self.assertEqual(recv_all(empty, timeout=10), b"")
         self.assertAlive(srv)
 
-    def _never_reading(self, *opts):
+    def _never_reading(self, *opts, halfclose=False):
         srv = self.server(*opts)
         s = self.connect(srv)
         self.roundtrip(s, b"x")
@@ -361,13 +365,18 @@ class EchoTest(fltest.ProcTestCase):
 
         def read():
             try:
-                reader["got"] = recv_exactly(s, len(data), timeout=90)
+                if halfclose:
+                    reader["got"] = recv_all(s, timeout=90)
+                else:
+                    reader["got"] = recv_exactly(s, len(data), timeout=90)
             except OSError as e:
                 reader["err"] = e
 
         t = threading.Thread(target=read, daemon=True)
         t.start()
         s.sendall(data[sent:])
+        if halfclose:
+            s.shutdown(socket.SHUT_WR)
         t.join(120)
         self.assertFalse(t.is_alive(), "reader stuck")
         self.assertNotIn("err", reader)
@@ -379,6 +388,11 @@ class EchoTest(fltest.ProcTestCase):
 
     def test_never_reading_client_small_max_pending(self):
         self._never_reading("--max-pending", "4K")
+
+    def test_halfclose_after_backpressure(self):
+        # The end of input arrives while reading is paused for backpressure:
+        # everything is still echoed, then EOF.
+        self._never_reading("--max-pending", "64K", halfclose=True)
 
     # -- the tutorial's bugs ---------------------------------------------
 
@@ -705,6 +719,13 @@ class EchoTest(fltest.ProcTestCase):
         self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use"
                       % port, err)
         self.assertTrue(err.startswith("forkloop-echo: "), err)
+        # The first listener succeeds, the second fails: still exit 1.
+        status, _, err = self.run_echo(
+            ["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:%d" % port,
+             "--mode", MODE])
+        self.assertEqual(status, 1, err)
+        self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use"
+                      % port, err)
 
     def test_bad_options(self):
         base = ["--listen", "127.0.0.1:0", "--mode", MODE]
@@ -722,6 +743,10 @@ class EchoTest(fltest.ProcTestCase):
             ["--idle-timeout", "-1"], ["--idle-timeout", "soon"],
             ["--drain-timeout", "abc"], ["-v", "-q"], ["stray"],
         ]
+        many = []
+        for _ in range(16):
+            many += ["--listen", "127.0.0.1:0"]
+        bad.append(many)
         for args in bad:
             status, out, err = self.run_echo(base + args)
             self.assertEqual(status, 2, "%r: %s" % (args, err))
@@ -754,6 +779,18 @@ class EchoTest(fltest.ProcTestCase):
             self.assertEqual(s.family, socket.AF_INET6 if host == "::1"
                              else socket.AF_INET)
             self.roundtrip(s, self.payload(100 * KIB))
+
+    def test_listen_by_name(self):
+        # A name resolves through getaddrinfo: one listener per address.
+        hosts = {ai[4][0] for ai in socket.getaddrinfo(
+            "localhost", 0, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG)}
+        srv = self.start(Server, self.argv(listen=("localhost:0",)),
+                         count=len(hosts))
+        self.assertEqual({h for h, _ in srv.addrs}, hosts)
+        for host, port in srv.addrs:
+            s = self.connect(srv, host, port)
+            self.roundtrip(s, self.payload(10 * KIB))
 
     def test_stats_sigusr1(self):
         srv = self.server()
