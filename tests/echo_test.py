@@ -688,14 +688,16 @@ class EchoTest(fltest.ProcTestCase):
         self.roundtrip(b, b"b at the end")
 
     def test_idle_timeout(self):
-        srv = self.server("--idle-timeout", "0.5")
+        # Sends come every ~0.05 s, twenty times more often than the timeout,
+        # so a loaded machine does not make the active connection look idle.
+        srv = self.server("--idle-timeout", "1")
         idle = self.connect(srv)
         active = self.connect(srv)
         self.roundtrip(idle, b"i")
         self.roundtrip(active, b"a")
         start = time.monotonic()
         n = 0
-        while time.monotonic() - start < 2.5:
+        while time.monotonic() - start < 3.0:
             msg = b"tick %d" % n
             self.roundtrip(active, msg, timeout=10)
             n += 1
