@@ -1,5 +1,6 @@
 /*
- * forkloop-chat - point-to-point chat endpoint: parse options, run it.
+ * forkloop-chat - point-to-point chat endpoint, or with --broker a relay
+ * among many clients: parse options, run it.
  */
 #include "forkloop/chat.h"
 #include "forkloop/log.h"
@@ -18,5 +19,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	log_init(argv[0], o.log_level);
+	if (o.broker)
+		return chat_broker_run(&o);
 	return chat_run(&o);
 }

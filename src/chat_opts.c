@@ -14,6 +14,7 @@
 
 #include "forkloop/chat.h"
 #include "forkloop/listener.h"
+#include "forkloop/num.h"
 #include "forkloop/sock.h"
 
 volatile sig_atomic_t chat_sig_caught;
@@ -25,7 +26,9 @@ static int chat_saved_flags[2] = {-1, -1};
 
 static const char chat_usage_text[] =
         "usage: %s [-kqvhV] [-m event|fork] -l [ADDR:]PORT\n"
-        "       %s [-qvhV] [-m event|fork] HOST PORT\n";
+        "       %s [-qvhV] [-m event|fork] HOST PORT\n"
+        "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
+        "       -l [ADDR:]PORT\n";
 
 static const char chat_help_text[] =
         "Send standard input to one peer over TCP and print what it sends.\n"
@@ -39,6 +42,16 @@ static const char chat_help_text[] =
         "  -k, --keep-open          with --listen: after a peer leaves, wait "
         "for\n"
         "                           the next one\n"
+        "      --broker             with --listen: relay lines among every "
+        "client\n"
+        "                           that connects (event mode only)\n"
+        "      --max-pending BYTES  with --broker: drop a client whose unsent "
+        "output\n"
+        "                           would pass BYTES; K, M, G suffixes "
+        "(default 1M)\n"
+        "      --max-line BYTES     with --broker: cut lines longer than "
+        "BYTES\n"
+        "                           (default 64K)\n"
         "  -v, --verbose            log more\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -51,12 +64,27 @@ static const char chat_help_text[] =
         "Status messages go to standard error. Exit status: 0 when the peer\n"
         "closes, 1 on a runtime error, 2 on bad usage, 130 or 143 after "
         "SIGINT\n"
-        "or SIGTERM.\n";
+        "or SIGTERM.\n"
+        "\n"
+        "With --broker, each line a client sends goes to every other client "
+        "as\n"
+        "'<NAME> LINE', NAME being userN or what the client chose with the "
+        "line\n"
+        "'/nick NAME'. Lines starting with '* ' are the relay's notices: "
+        "joins,\n"
+        "leaves, renames, cut lines, clients dropped for not reading. It runs "
+        "until\n"
+        "SIGINT or SIGTERM (exit status 130 or 143).\n";
+
+enum { OPT_BROKER = 256, OPT_MAX_PENDING, OPT_MAX_LINE };
 
 static const struct option chat_longopts[] = {
         {"mode", required_argument, NULL, 'm'},
         {"listen", required_argument, NULL, 'l'},
         {"keep-open", no_argument, NULL, 'k'},
+        {"broker", no_argument, NULL, OPT_BROKER},
+        {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
+        {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -75,7 +103,7 @@ static enum opts_result chat_bad(FILE *errout, const char *prog,
 	fprintf(errout, "%s: ", prog);
 	fprintf(errout, fmt, arg);
 	fputc('\n', errout);
-	fprintf(errout, chat_usage_text, prog, prog);
+	fprintf(errout, chat_usage_text, prog, prog, prog);
 	return OPTS_USAGE;
 }
 
@@ -84,7 +112,8 @@ static enum opts_result chat_bad_option(FILE *errout, const char *prog,
 {
 	char opt[3] = {'-', (char)optopt, '\0'};
 
-	if (optopt != 0)
+	/* optopt is 0 for an unknown long option, 256 up for a long-only one. */
+	if (optopt != 0 && optopt < 256)
 		return chat_bad(errout, prog, "unknown option '%s'", opt);
 	return chat_bad(errout, prog, "unknown option '%s'", argv[optind - 1]);
 }
@@ -117,13 +146,43 @@ static enum opts_result chat_opts_addr(int argc, char **argv,
 	if (addr_set(argv[optind], argv[optind + 1], &o->addr, &why) < 0) {
 		fprintf(errout, "%s: bad address '%s %s': %s\n", prog,
 		        argv[optind], argv[optind + 1], why);
-		fprintf(errout, chat_usage_text, prog, prog);
+		fprintf(errout, chat_usage_text, prog, prog, prog);
 		return OPTS_USAGE;
 	}
 	if (o->addr.host[0] == '\0' || strcmp(o->addr.port, "0") == 0)
 		return chat_bad(errout, prog, "%s",
 		                "connecting needs a host and a port other "
 		                "than 0");
+	return OPTS_OK;
+}
+
+/* The relay's options: only with --broker, which needs --listen. */
+static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
+                                         const char *prog)
+{
+	if (!o->broker && o->max_pending != 0)
+		return chat_bad(errout, prog, "%s",
+		                "--max-pending needs --broker");
+	if (!o->broker && o->max_line != 0)
+		return chat_bad(errout, prog, "%s",
+		                "--max-line needs --broker");
+	if (o->max_pending == 0)
+		o->max_pending = CHAT_DEFAULT_MAX_PENDING;
+	if (o->max_line == 0)
+		o->max_line = CHAT_DEFAULT_MAX_LINE;
+	if (!o->broker)
+		return OPTS_OK;
+	if (o->mode == CHAT_MODE_FORK)
+		return chat_bad(errout, prog, "%s",
+		                "--broker runs in event mode only: "
+		                "drop --mode fork");
+	if (!o->listen)
+		return chat_bad(errout, prog, "%s", "--broker needs --listen");
+	_Static_assert(CHAT_BROKER_SLACK == 128, "the message below says 128");
+	if (o->max_pending < o->max_line + CHAT_BROKER_SLACK)
+		return chat_bad(errout, prog, "%s",
+		                "--max-pending must be at least --max-line "
+		                "+ 128");
 	return OPTS_OK;
 }
 
@@ -160,13 +219,34 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			    0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
 				        prog, optarg, why);
-				fprintf(errout, chat_usage_text, prog, prog);
+				fprintf(errout, chat_usage_text, prog, prog,
+				        prog);
 				return OPTS_USAGE;
 			}
 			o->listen = 1;
 			break;
 		case 'k':
 			o->keep_open = 1;
+			break;
+		case OPT_BROKER:
+			o->broker = 1;
+			break;
+		case OPT_MAX_PENDING:
+			if (num_parse_size(optarg, 1, UINT64_C(1) << 40,
+			                   &o->max_pending) < 0)
+				return chat_bad(
+				        errout, prog,
+				        "bad --max-pending '%s' (bytes, "
+				        "at least 1)",
+				        optarg);
+			break;
+		case OPT_MAX_LINE:
+			if (num_parse_size(optarg, 1, UINT64_C(1) << 30,
+			                   &o->max_line) < 0)
+				return chat_bad(errout, prog,
+				                "bad --max-line '%s' (bytes, "
+				                "1 to 1G)",
+				                optarg);
 			break;
 		case 'v':
 			verbose = 1;
@@ -175,7 +255,7 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			quiet = 1;
 			break;
 		case 'h':
-			fprintf(out, chat_usage_text, prog, prog);
+			fprintf(out, chat_usage_text, prog, prog, prog);
 			fputc('\n', out);
 			fputs(chat_help_text, out);
 			return OPTS_EXIT;
@@ -194,6 +274,8 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 		return chat_bad(errout, prog, "%s",
 		                "-v and -q cannot be used together");
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
+	if (chat_opts_broker(o, errout, prog) != OPTS_OK)
+		return OPTS_USAGE;
 	return chat_opts_addr(argc, argv, o, errout, prog);
 }
 

@@ -229,6 +229,146 @@ static void test_help_and_version(void **state)
 	run_free(&r);
 }
 
+static void test_broker_options(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--broker", "--listen", "127.0.0.1:0", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.broker, 1);
+	assert_int_equal(r.o.mode, CHAT_MODE_EVENT);
+	assert_int_equal(r.o.max_pending, CHAT_DEFAULT_MAX_PENDING);
+	assert_int_equal(r.o.max_line, CHAT_DEFAULT_MAX_LINE);
+	assert_int_equal(r.o.max_pending, 1024 * 1024);
+	assert_int_equal(r.o.max_line, 64 * 1024);
+	run_free(&r);
+	parse(&r, "-l", "6666", "--max-pending=2M", "--max-line", "1000",
+	      "--broker", "-m", "event", "-k", "-q", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.broker, 1);
+	assert_int_equal(r.o.max_pending, 2 * 1024 * 1024);
+	assert_int_equal(r.o.max_line, 1000);
+	assert_int_equal(r.o.log_level, LOG_QUIET);
+	run_free(&r);
+	/* The smallest --max-pending for a --max-line: the line plus 128. */
+	parse(&r, "--broker", "-l", "0", "--max-line", "1000", "--max-pending",
+	      "1128", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.max_pending, 1128);
+	run_free(&r);
+	parse(&r, "--broker", "-l", "0", "--max-line", "1", "--max-pending",
+	      "129", NULL);
+	assert_ok(&r);
+	run_free(&r);
+	parse(&r, "localhost", "6666", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.broker, 0);
+	run_free(&r);
+}
+
+static void test_broker_bad_usage(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--broker", "-m", "fork", "-l", "0", NULL);
+	assert_usage(&r, "--broker runs in event mode only");
+	parse(&r, "--mode=fork", "--broker", "-l", "0", NULL);
+	assert_usage(&r, "--broker runs in event mode only");
+	parse(&r, "--broker", NULL);
+	assert_usage(&r, "--broker needs --listen");
+	parse(&r, "--broker", "localhost", "6666", NULL);
+	assert_usage(&r, "--broker needs --listen");
+	parse(&r, "-l", "0", "--max-pending", "1M", NULL);
+	assert_usage(&r, "--max-pending needs --broker");
+	parse(&r, "localhost", "1", "--max-line", "1K", NULL);
+	assert_usage(&r, "--max-line needs --broker");
+	parse(&r, "--broker", "-l", "0", "--max-pending", "1K", NULL);
+	assert_usage(&r, "--max-pending must be at least --max-line + 128");
+	parse(&r, "--broker", "-l", "0", "--max-line", "1000", "--max-pending",
+	      "1127", NULL);
+	assert_usage(&r, "--max-pending must be at least --max-line + 128");
+	parse(&r, "--broker", "-l", "0", "--max-pending", "0", NULL);
+	assert_usage(&r, "bad --max-pending '0'");
+	parse(&r, "--broker", "-l", "0", "--max-pending", "1MB", NULL);
+	assert_usage(&r, "bad --max-pending '1MB'");
+	parse(&r, "--broker", "-l", "0", "--max-pending", "-5", NULL);
+	assert_usage(&r, "bad --max-pending '-5'");
+	parse(&r, "--broker", "-l", "0", "--max-pending", "2048G", NULL);
+	assert_usage(&r, "bad --max-pending '2048G'");
+	parse(&r, "--broker", "-l", "0", "--max-line", "0", NULL);
+	assert_usage(&r, "bad --max-line '0'");
+	parse(&r, "--broker", "-l", "0", "--max-line", "", NULL);
+	assert_usage(&r, "bad --max-line ''");
+	parse(&r, "--broker", "-l", "0", "--max-line", "2G", NULL);
+	assert_usage(&r, "bad --max-line '2G'");
+	parse(&r, "--broker", "-l", "0", "--max-line", NULL);
+	assert_usage(&r, "option '--max-line' needs a value");
+	parse(&r, "--broker=1", "-l", "0", NULL);
+	assert_usage(&r, "unknown option '--broker=1'");
+}
+
+static void test_broker_names(void **state)
+{
+	static const char *good[] = {
+	        "a",
+	        "alice",
+	        "user",
+	        "User_7!",
+	        "zo\xc3\xab",
+	        "\xe6\x97\xa5\xe6\x9c\xac",
+	        "\xf0\x9f\x8e\x89",
+	        "12345678901234567890123456789012",
+	};
+	static const char *bad[] = {
+	        "",
+	        "a b",
+	        "<x",
+	        "x>",
+	        "tab\t",
+	        "del\x7f",
+	        "nl\n",
+	        "\xff",
+	        "\xc3",
+	        "\xc0\xaf",
+	        "\xe0\x80\xaf",
+	        "\xed\xa0\x80",
+	        "\xf4\x90\x80\x80",
+	        "\xc2\x85",
+	        "\xc2\xa0",
+	        "\x80",
+	        "123456789012345678901234567890123",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+		if (!chat_broker_name_ok(good[i], strlen(good[i])))
+			fail_msg("refused '%s'", good[i]);
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		if (chat_broker_name_ok(bad[i], strlen(bad[i])))
+			fail_msg("accepted bad name %zu", i);
+	}
+	assert_false(chat_broker_name_ok("a\0b", 3));
+}
+
+static void test_broker_help(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-h", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	assert_non_null(strstr(r.out, "forkloop-chat --broker"));
+	assert_non_null(strstr(r.out, "--max-pending BYTES"));
+	assert_non_null(strstr(r.out, "--max-line BYTES"));
+	assert_non_null(strstr(r.out, "(default 1M)"));
+	assert_non_null(strstr(r.out, "(default 64K)"));
+	run_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +379,10 @@ int main(void)
 	        cmocka_unit_test(test_missing_and_extra_arguments),
 	        cmocka_unit_test(test_bad_values),
 	        cmocka_unit_test(test_help_and_version),
+	        cmocka_unit_test(test_broker_options),
+	        cmocka_unit_test(test_broker_bad_usage),
+	        cmocka_unit_test(test_broker_names),
+	        cmocka_unit_test(test_broker_help),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

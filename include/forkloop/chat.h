@@ -6,6 +6,8 @@
 #define FORKLOOP_CHAT_H
 
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "forkloop/addr.h"
@@ -19,6 +21,17 @@
 /* Largest single read from stdin or the socket. */
 #define CHAT_CHUNK (64 * 1024)
 
+/* --broker: defaults for --max-pending and --max-line. */
+#define CHAT_DEFAULT_MAX_PENDING (1024 * 1024)
+#define CHAT_DEFAULT_MAX_LINE    (64 * 1024)
+/* Longest name a relay client may take with /nick. */
+#define CHAT_NAME_MAX 32
+/*
+ * Room for a prefix and newline, or for a notice: --max-pending must be at
+ * least --max-line plus this, so one line never overflows an idle client.
+ */
+#define CHAT_BROKER_SLACK 128
+
 enum chat_mode { CHAT_MODE_EVENT, CHAT_MODE_FORK };
 
 struct chat_opts {
@@ -27,6 +40,9 @@ struct chat_opts {
 	int keep_open; /* with listen: after a peer leaves, wait for the next */
 	struct addr addr;
 	enum log_level log_level;
+	int broker;           /* relay lines among every client (event only) */
+	uint64_t max_pending; /* broker: bytes of unsent output per client */
+	uint64_t max_line;    /* broker: longest line relayed whole */
 };
 
 /*
@@ -95,5 +111,19 @@ int chat_run(const struct chat_opts *o);
  */
 int chat_event_session(const struct chat_opts *o, int fd);
 int chat_fork_session(const struct chat_opts *o, int fd, int lfd);
+
+/*
+ * The multi-user relay: listen on o->addr and relay every client's lines to
+ * every other client until SIGINT or SIGTERM. Return the exit status: 128 +
+ * signal, or 1 on a runtime error.
+ */
+int chat_broker_run(const struct chat_opts *o);
+
+/*
+ * Is the n bytes at s a name /nick accepts: 1 to CHAT_NAME_MAX bytes of
+ * printable non-space ASCII other than '<' and '>', or of well-formed UTF-8
+ * without control characters? Returns 1 or 0.
+ */
+int chat_broker_name_ok(const char *s, size_t n);
 
 #endif
