@@ -9,9 +9,11 @@ source the kernel does not check: port 0, or the server's own address.
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 import unittest
@@ -30,6 +32,8 @@ STATS_KEYS = ("open", "accepted", "refused", "bytes_in", "bytes_out",
 UDP_LINE_RE = r"listening on (\S+):(\d+) \(udp, %s mode\)$" % MODE
 # How long a datagram that must not be answered is waited for.
 NO_REPLY_WAIT = 0.5
+# A second address for the loopback interface of a network namespace.
+NETNS_ADDR = "10.9.8.7"
 
 
 def forge_udp(src, dst, payload):
@@ -235,6 +239,52 @@ class UdpTest(fltest.ProcTestCase):
         # Another source address has its own allowance.
         other = self.client(("127.0.0.2", 0))
         self.assertEqual(self.echo(other, srv, b"me too")[0], b"me too")
+
+    def test_wildcard_replies_from_the_address_used(self):
+        # A wildcard bind is only safe to test where nothing else can reach
+        # it: a network namespace of its own, with only a loopback interface.
+        if shutil.which("unshare") is None or shutil.which("ip") is None:
+            self.skipTest("needs unshare (util-linux) and ip (iproute2)")
+        if subprocess.run(["unshare", "-n", "--", "true"],
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            self.skipTest("cannot make a network namespace here")
+        script = ('ip link set lo up && ip addr add %s/32 dev lo && '
+                  'exec "$0" "$1" UdpTest.netns_wildcard' % NETNS_ADDR)
+        env = dict(os.environ, FORKLOOP_IN_NETNS="1")
+        p = subprocess.run(["unshare", "-n", "--", "sh", "-c", script,
+                            sys.executable, os.path.abspath(__file__)],
+                           env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, out)
+        self.assertIn("OK", out)
+
+    def netns_wildcard(self):
+        """Run by test_wildcard_replies_from_the_address_used, inside its
+        namespace."""
+        if os.environ.get("FORKLOOP_IN_NETNS") != "1":
+            self.skipTest("runs in a network namespace only")
+        srv = self.server(listen="0.0.0.0:0")
+        port = srv.uaddr[1]
+        c = self.client()
+        c.settimeout(10)
+        # Each reply comes from the address the client wrote to.
+        for host in (NETNS_ADDR, "127.0.0.1"):
+            c.sendto(b"to " + host.encode(), (host, port))
+            self.assertEqual(c.recvfrom(100),
+                             (b"to " + host.encode(), (host, port)))
+        # Forged from the server's port on any of the host's addresses.
+        forge_udp((NETNS_ADDR, port), ("127.0.0.1", port), b"loop one")
+        forge_udp(("127.0.0.1", port), (NETNS_ADDR, port), b"loop two")
+        forge_udp((NETNS_ADDR, port), (NETNS_ADDR, port), b"loop three")
+        # Another port on the same address is a client like any other.
+        forge_udp((NETNS_ADDR, c.getsockname()[1]), (NETNS_ADDR, port),
+                  b"fine")
+        st = self.wait_stats(srv, lambda st: st["udp_in"] == 6)
+        self.assertEqual((st["udp_in"], st["udp_out"], st["udp_dropped"]),
+                         (6, 3, 3))
+        time.sleep(NO_REPLY_WAIT)
+        self.assertEqual(self.stats(srv)["udp_in"], 6)
 
 
 if __name__ == "__main__":
