@@ -155,6 +155,17 @@ class BrokerTest(fltest.ProcTestCase):
         p.t.join(5)
         self.assertGroupGone(p)
 
+    def stop(self, srv, clients):
+        """SIGTERM: exit 143, every client sees the end, no sanitizer
+        report."""
+        srv.signal(signal.SIGTERM)
+        self.assertExits(srv, 143)
+        for c in clients:
+            if c.t is not None:
+                c.wait_eof()
+        self.assertNotIn("Sanitizer", srv.stderr_text())
+        self.assertNotIn("runtime error", srv.stderr_text())
+
     # --- the 50-client room ---
 
     def test_fifty_clients_one_never_reading(self):
@@ -229,6 +240,7 @@ class BrokerTest(fltest.ProcTestCase):
             self.assertEqual(relayed, want, c.name)
         srv.wait_line(idle.name.decode() + " dropped: not reading")
         self.assertNotIn(" left ", srv.stderr_text())
+        self.stop(srv, readers)
 
     # --- names and notices ---
 
@@ -288,6 +300,7 @@ class BrokerTest(fltest.ProcTestCase):
             + bad_name * 9 + b"* name taken: " + old_b + b"\n"
             b"* name taken: user99\n* " + old_b + b" is now " + nick + b"\n"
             b"<" + nick + b"> /nickname is a line\n")
+        self.stop(srv, [a, b])
 
     # --- lines ---
 
@@ -312,6 +325,7 @@ class BrokerTest(fltest.ProcTestCase):
                          + p + b"end\n")
         self.assertEqual(a.data().split(b"\n", 2)[2],
                          b"* line cut at 16 bytes\n* line cut at 16 bytes\n")
+        self.stop(srv, [a, b])
 
     def test_partial_line_at_eof(self):
         srv = self.broker()
@@ -327,6 +341,7 @@ class BrokerTest(fltest.ProcTestCase):
                          b"<%s> no newline either\n* %s left\n"
                          % (a.name, a.name, a.name, c.name, c.name))
         a.wait_eof()
+        self.stop(srv, [b])
 
     def test_utf8_and_every_byte_but_newline_untouched(self):
         srv = self.broker()
