@@ -239,7 +239,9 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                "option '%s' needs a value",
 			                argv[optind - 1]);
 		default:
-			if (optopt != 0) {
+			/* A long option as typed; a short one by its letter. */
+			if (strncmp(argv[optind - 1], "--", 2) != 0 &&
+			    optopt != 0) {
 				char opt[3] = {'-', (char)optopt, '\0'};
 
 				return echo_bad(errout, prog,
