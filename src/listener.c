@@ -22,7 +22,12 @@ static int listener_open_one(const struct evutil_addrinfo *ai, int socktype)
 	            ai->ai_protocol);
 	if (fd < 0)
 		return -1;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+	/*
+	 * For TCP, SO_REUSEADDR only skips TIME_WAIT; for UDP it would let two
+	 * processes bind one port and hide "Address already in use".
+	 */
+	if (socktype == SOCK_STREAM &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
 		goto fail;
 	/* "[::]:P" and "0.0.0.0:P" are separate sockets, as the user asked. */
 	if (ai->ai_family == AF_INET6 &&

@@ -54,11 +54,12 @@ def socket_inodes(pid):
     return out
 
 
-@unittest.skipIf(ACTIVATE is None, "systemd-socket-activate not installed")
 class ActivationTest(fltest.ProcTestCase):
 
     def setUp(self):
         super().setUp()
+        self.assertIsNotNone(ACTIVATE, "systemd-socket-activate is not "
+                             "installed (Debian package systemd)")
         self.dir = tempfile.mkdtemp(prefix="forkloop-activation-")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify_path = os.path.join(self.dir, "notify")

@@ -181,6 +181,21 @@ class UdpTest(fltest.ProcTestCase):
         s.bind(srv.uaddr)
         s.close()
 
+    def test_udp_port_in_use(self):
+        # Another process holds the UDP port: a second bind must fail
+        # loudly, not share the port (SO_REUSEADDR would let it).
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socks.append(holder)
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        p = self.start(fltest.Proc, [fltest.binary("echo"), "--mode", MODE,
+                                     "--udp-only", "--listen",
+                                     "127.0.0.1:%d" % port])
+        self.assertEqual(p.wait(), 1)
+        p.t.join(5)
+        self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use"
+                      % port, p.stderr_text())
+
     def test_reflector_ports_get_no_reply(self):
         srv = self.server()
         ok = self.client()
@@ -243,11 +258,11 @@ class UdpTest(fltest.ProcTestCase):
     def test_wildcard_replies_from_the_address_used(self):
         # A wildcard bind is only safe to test where nothing else can reach
         # it: a network namespace of its own, with only a loopback interface.
-        if shutil.which("unshare") is None or shutil.which("ip") is None:
-            self.skipTest("needs unshare (util-linux) and ip (iproute2)")
-        if subprocess.run(["unshare", "-n", "--", "true"],
-                          stderr=subprocess.DEVNULL).returncode != 0:
-            self.skipTest("cannot make a network namespace here")
+        self.assertIsNotNone(shutil.which("unshare"), "needs unshare (util-linux)")
+        self.assertIsNotNone(shutil.which("ip"), "needs ip (iproute2)")
+        self.assertEqual(subprocess.run(["unshare", "-n", "--", "true"],
+                                        stderr=subprocess.DEVNULL).returncode,
+                         0, "cannot make a network namespace here")
         script = ('ip link set lo up && ip addr add %s/32 dev lo && '
                   'exec "$0" "$1" UdpTest.netns_wildcard' % NETNS_ADDR)
         env = dict(os.environ, FORKLOOP_IN_NETNS="1")
@@ -262,8 +277,8 @@ class UdpTest(fltest.ProcTestCase):
     def netns_wildcard(self):
         """Run by test_wildcard_replies_from_the_address_used, inside its
         namespace."""
-        if os.environ.get("FORKLOOP_IN_NETNS") != "1":
-            self.skipTest("runs in a network namespace only")
+        self.assertEqual(os.environ.get("FORKLOOP_IN_NETNS"), "1",
+                         "runs in a network namespace only")
         srv = self.server(listen="0.0.0.0:0")
         port = srv.uaddr[1]
         c = self.client()
