@@ -58,7 +58,7 @@ struct conn {
 struct echo_server {
 	const struct echo_opts *opts;
 	struct event_base *base;
-	struct evconnlistener *lev[ECHO_MAX_LISTEN * 4];
+	struct evconnlistener *lev[ECHO_MAX_SOCKETS];
 	size_t nlev;
 	struct event *sigs[3];
 	struct event *resume_ev; /* re-enables accepting after EMFILE */
@@ -386,135 +386,54 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 		server_drain(arg);
 }
 
-static int server_listen(struct echo_server *srv)
-{
-	char err[512], name[ADDR_STRLEN];
-	int fds[ECHO_MAX_LISTEN * 4];
-	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-
-	if (srv->opts->udp == ECHO_UDP_ONLY)
-		return 0;
-	for (size_t i = 0; i < srv->opts->nlisten; i++) {
-		size_t room = sizeof srv->lev / sizeof srv->lev[0] - srv->nlev;
-		int n = listener_bind(&srv->opts->listen[i], SOCK_STREAM, fds,
-		                      room, err, sizeof err);
-
-		if (n < 0) {
-			log_error("%s", err);
-			return -1;
-		}
-		for (int j = 0; j < n; j++) {
-			struct evconnlistener *lev =
-			        evconnlistener_new(srv->base, server_acceptcb,
-			                           srv, flags, 0, fds[j]);
-
-			if (lev == NULL) {
-				log_error("cannot listen: out of memory");
-				evutil_closesocket(fds[j]);
-				return -1;
-			}
-			evconnlistener_set_error_cb(lev, server_accept_errorcb);
-			srv->lev[srv->nlev++] = lev;
-		}
-	}
-	for (size_t i = 0; i < srv->nlev; i++)
-		log_info("listening on %s (event mode)",
-		         listener_local_name(evconnlistener_get_fd(srv->lev[i]),
-		                             name, sizeof name));
-	return 0;
-}
-
-static int server_udp(struct echo_server *srv)
-{
-	if (srv->udp == NULL)
-		srv->udp = udp_echo_new(srv->base, srv->opts->udp_rate);
-	if (srv->udp == NULL)
-		log_error("cannot serve udp: out of memory");
-	return srv->udp != NULL ? 0 : -1;
-}
-
-/* UDP on the addresses TCP listens on, or on --listen with --udp-only. */
-static int server_listen_udp(struct echo_server *srv)
-{
-	const char *how = "udp, event mode";
-	int fds[ECHO_MAX_LISTEN * 4];
-	char err[512];
-	size_t i;
-	int r = 0;
-
-	if (srv->opts->udp == ECHO_UDP_OFF)
-		return 0;
-	if (server_udp(srv) < 0)
-		return -1;
-	for (i = 0; i < srv->nlev; i++)
-		fds[i] = evconnlistener_get_fd(srv->lev[i]);
-	if (srv->opts->udp == ECHO_UDP_ON)
-		r = udp_echo_bind_like(srv->udp, fds, srv->nlev, how, err,
-		                       sizeof err);
-	else
-		for (i = 0; r == 0 && i < srv->opts->nlisten; i++)
-			r = udp_echo_bind(srv->udp, &srv->opts->listen[i], how,
-			                  err, sizeof err);
-	if (r < 0)
-		log_error("%s", err);
-	return r;
-}
-
-/* Serve one socket from socket activation. */
-static int server_adopt(struct echo_server *srv, const struct activation_fd *f)
+/* Serve one socket: TCP through an evconnlistener, UDP through udp_echo. */
+static int server_serve(struct echo_server *srv, const struct echo_socket *s)
 {
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-	char how[64], err[512], name[ADDR_STRLEN];
 	struct evconnlistener *lev;
+	char err[512];
 
-	if (sock_set_blocking(f->fd, 0) < 0) {
-		log_error("socket activation: fd %d: %s", f->fd,
-		          strerror(errno));
-		return -1;
-	}
-	if (f->socktype == SOCK_DGRAM) {
-		snprintf(how, sizeof how, "udp, activated fd %d, event mode",
-		         f->fd);
-		if (server_udp(srv) < 0)
+	if (s->socktype == SOCK_DGRAM) {
+		if (srv->udp == NULL)
+			srv->udp = udp_echo_new(srv->base, srv->opts->udp_rate);
+		if (srv->udp == NULL) {
+			log_error("cannot serve udp: out of memory");
+			evutil_closesocket(s->fd);
 			return -1;
-		if (udp_echo_add(srv->udp, f->fd, how, err, sizeof err) < 0) {
+		}
+		if (udp_echo_add(srv->udp, s->fd, err, sizeof err) < 0) {
 			log_error("%s", err);
 			return -1;
 		}
-		return 0;
+	} else {
+		/* Backlog 0: the socket listens already. */
+		lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags,
+		                         0, s->fd);
+		if (lev == NULL) {
+			log_error("cannot listen: out of memory");
+			evutil_closesocket(s->fd);
+			return -1;
+		}
+		evconnlistener_set_error_cb(lev, server_accept_errorcb);
+		srv->lev[srv->nlev++] = lev;
 	}
-	if (srv->nlev == sizeof srv->lev / sizeof srv->lev[0])
-		return -1;
-	lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags, 0,
-	                         f->fd);
-	if (lev == NULL) {
-		log_error("cannot listen: out of memory");
-		return -1;
-	}
-	evconnlistener_set_error_cb(lev, server_accept_errorcb);
-	srv->lev[srv->nlev++] = lev;
-	log_info("listening on %s (activated fd %d, event mode)",
-	         listener_local_name(f->fd, name, sizeof name), f->fd);
+	echo_socket_log(s, ECHO_MODE_EVENT);
 	return 0;
 }
 
 /* Listen (or take the sockets systemd passed), then report readiness. */
 static int server_start(struct echo_server *srv)
 {
-	struct activation act;
-	char err[512];
-	int n;
+	struct echo_sockets ss;
 
-	n = activation_get(&act, err, sizeof err);
-	if (n < 0) {
-		log_error("%s", err);
+	if (echo_sockets_open(srv->opts, &ss) < 0)
 		return -1;
-	}
-	for (int i = 0; i < n; i++)
-		if (server_adopt(srv, &act.fds[i]) < 0)
+	for (size_t i = 0; i < ss.n; i++) {
+		if (server_serve(srv, &ss.s[i]) < 0) {
+			echo_sockets_close(&ss, i + 1);
 			return -1;
-	if (n == 0 && (server_listen(srv) < 0 || server_listen_udp(srv) < 0))
-		return -1;
+		}
+	}
 	activation_notify("READY=1");
 	return 0;
 }

@@ -37,7 +37,6 @@
 #include "forkloop/sock.h"
 #include "forkloop/udp.h"
 
-#define FORK_MAX_FDS     64
 #define FORK_BUFSIZE     (64 * 1024)
 #define FORK_RETRY_USEC  100000 /* pause after accept or fork fails */
 #define FORK_LINGER_MSEC 1000   /* wait for the peer's FIN after ours */
@@ -51,7 +50,7 @@ struct fork_shared {
 struct server {
 	const struct echo_opts *o;
 	struct event_base *base;
-	struct evconnlistener *lev[FORK_MAX_FDS];
+	struct evconnlistener *lev[ECHO_MAX_SOCKETS];
 	size_t nlev;
 	struct event *sigev[4];
 	struct event *resume_ev; /* accept again after a failure */
@@ -472,146 +471,59 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-static int server_listen(struct server *srv)
-{
-	int fds[FORK_MAX_FDS];
-	char err[512], name[ADDR_STRLEN];
-	size_t i, n = 0;
-	int got;
-
-	if (srv->o->udp == ECHO_UDP_ONLY)
-		return 0;
-	for (i = 0; i < srv->o->nlisten; i++) {
-		got = listener_bind(&srv->o->listen[i], SOCK_STREAM, fds + n,
-		                    FORK_MAX_FDS - n, err, sizeof err);
-		if (got < 0) {
-			log_error("%s", err);
-			goto fail;
-		}
-		n += (size_t)got;
-	}
-	for (i = 0; i < n; i++) {
-		/* Backlog 0: listener_bind has called listen(2) already. */
-		srv->lev[i] = evconnlistener_new(
-		        srv->base, server_acceptcb, srv,
-		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-		                LEV_OPT_LEAVE_SOCKETS_BLOCKING,
-		        0, fds[i]);
-		if (srv->lev[i] == NULL) {
-			log_error(
-			        "cannot watch %s",
-			        listener_local_name(fds[i], name, sizeof name));
-			goto fail;
-		}
-		evconnlistener_set_error_cb(srv->lev[i], server_accepterrcb);
-		srv->nlev++;
-	}
-	for (i = 0; i < n; i++)
-		log_info("listening on %s (fork mode)",
-		         listener_local_name(fds[i], name, sizeof name));
-	return 0;
-fail:
-	for (i = srv->nlev; i < n; i++)
-		close(fds[i]);
-	server_close_listeners(srv);
-	return -1;
-}
-
-static int server_udp(struct server *srv)
-{
-	if (srv->udp == NULL)
-		srv->udp = udp_echo_new(srv->base, srv->o->udp_rate);
-	if (srv->udp == NULL)
-		log_error("cannot serve udp: out of memory");
-	return srv->udp != NULL ? 0 : -1;
-}
-
 /*
- * UDP on the addresses TCP listens on, or on --listen with --udp-only, in
- * the parent's event loop: a datagram needs no process of its own.
+ * Serve one socket: TCP through an evconnlistener whose accepted sockets
+ * stay blocking for the children, UDP in the parent's own loop (a datagram
+ * needs no process of its own).
  */
-static int server_listen_udp(struct server *srv)
+static int server_serve(struct server *srv, const struct echo_socket *s)
 {
-	const char *how = "udp, fork mode";
-	int fds[FORK_MAX_FDS];
-	char err[512];
-	size_t i;
-	int r = 0;
-
-	if (srv->o->udp == ECHO_UDP_OFF)
-		return 0;
-	if (server_udp(srv) < 0)
-		return -1;
-	for (i = 0; i < srv->nlev; i++)
-		fds[i] = evconnlistener_get_fd(srv->lev[i]);
-	if (srv->o->udp == ECHO_UDP_ON)
-		r = udp_echo_bind_like(srv->udp, fds, srv->nlev, how, err,
-		                       sizeof err);
-	else
-		for (i = 0; r == 0 && i < srv->o->nlisten; i++)
-			r = udp_echo_bind(srv->udp, &srv->o->listen[i], how,
-			                  err, sizeof err);
-	if (r < 0)
-		log_error("%s", err);
-	return r;
-}
-
-/* Serve one socket from socket activation. */
-static int server_adopt(struct server *srv, const struct activation_fd *f)
-{
-	char how[64], err[512], name[ADDR_STRLEN];
+	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                       LEV_OPT_LEAVE_SOCKETS_BLOCKING;
 	struct evconnlistener *lev;
+	char err[512];
 
-	if (sock_set_blocking(f->fd, 0) < 0) {
-		log_error("socket activation: fd %d: %s", f->fd,
-		          strerror(errno));
-		return -1;
-	}
-	if (f->socktype == SOCK_DGRAM) {
-		snprintf(how, sizeof how, "udp, activated fd %d, fork mode",
-		         f->fd);
-		if (server_udp(srv) < 0)
+	if (s->socktype == SOCK_DGRAM) {
+		if (srv->udp == NULL)
+			srv->udp = udp_echo_new(srv->base, srv->o->udp_rate);
+		if (srv->udp == NULL) {
+			log_error("cannot serve udp: out of memory");
+			close(s->fd);
 			return -1;
-		if (udp_echo_add(srv->udp, f->fd, how, err, sizeof err) < 0) {
+		}
+		if (udp_echo_add(srv->udp, s->fd, err, sizeof err) < 0) {
 			log_error("%s", err);
 			return -1;
 		}
-		return 0;
+	} else {
+		/* Backlog 0: the socket listens already. */
+		lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags,
+		                         0, s->fd);
+		if (lev == NULL) {
+			log_error("cannot listen: out of memory");
+			close(s->fd);
+			return -1;
+		}
+		evconnlistener_set_error_cb(lev, server_accepterrcb);
+		srv->lev[srv->nlev++] = lev;
 	}
-	if (srv->nlev == FORK_MAX_FDS)
-		return -1;
-	lev = evconnlistener_new(srv->base, server_acceptcb, srv,
-	                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-	                                 LEV_OPT_LEAVE_SOCKETS_BLOCKING,
-	                         0, f->fd);
-	if (lev == NULL) {
-		log_error("cannot watch activated fd %d", f->fd);
-		return -1;
-	}
-	evconnlistener_set_error_cb(lev, server_accepterrcb);
-	srv->lev[srv->nlev++] = lev;
-	log_info("listening on %s (activated fd %d, fork mode)",
-	         listener_local_name(f->fd, name, sizeof name), f->fd);
+	echo_socket_log(s, ECHO_MODE_FORK);
 	return 0;
 }
 
 /* Listen (or take the sockets systemd passed), then report readiness. */
 static int server_start(struct server *srv)
 {
-	struct activation act;
-	char err[512];
-	int n;
+	struct echo_sockets ss;
 
-	n = activation_get(&act, err, sizeof err);
-	if (n < 0) {
-		log_error("%s", err);
+	if (echo_sockets_open(srv->o, &ss) < 0)
 		return -1;
-	}
-	for (int i = 0; i < n; i++)
-		if (server_adopt(srv, &act.fds[i]) < 0)
+	for (size_t i = 0; i < ss.n; i++) {
+		if (server_serve(srv, &ss.s[i]) < 0) {
+			echo_sockets_close(&ss, i + 1);
 			return -1;
-	if (n == 0 && (server_listen(srv) < 0 || server_listen_udp(srv) < 0))
-		return -1;
+		}
+	}
 	activation_notify("READY=1");
 	return 0;
 }

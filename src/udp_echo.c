@@ -515,8 +515,7 @@ static int udp_sock_init(struct udp_echo *u, struct udp_sock *us, int fd)
 	return 0;
 }
 
-int udp_echo_add(struct udp_echo *u, int fd, const char *how, char *err,
-                 size_t errlen)
+int udp_echo_add(struct udp_echo *u, int fd, char *err, size_t errlen)
 {
 	struct udp_sock *us;
 	char name[ADDR_STRLEN];
@@ -539,56 +538,6 @@ int udp_echo_add(struct udp_echo *u, int fd, const char *how, char *err,
 		return -1;
 	}
 	u->nsocks++;
-	log_info("listening on %s (%s)", name, how);
-	return 0;
-}
-
-int udp_echo_bind(struct udp_echo *u, const struct addr *a, const char *how,
-                  char *err, size_t errlen)
-{
-	int fds[UDP_MAX_SOCKS];
-	int n, i;
-
-	n = listener_bind(a, SOCK_DGRAM, fds, UDP_MAX_SOCKS, err, errlen);
-	if (n < 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (udp_echo_add(u, fds[i], how, err, errlen) < 0) {
-			while (++i < n)
-				close(fds[i]);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-int udp_echo_bind_like(struct udp_echo *u, const int *fds, size_t n,
-                       const char *how, char *err, size_t errlen)
-{
-	char host[NI_MAXHOST], serv[NI_MAXSERV];
-	struct sockaddr_storage ss;
-	socklen_t len;
-	struct addr a;
-	const char *why;
-
-	for (size_t i = 0; i < n; i++) {
-		len = sizeof ss;
-		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) < 0 ||
-		    getnameinfo((struct sockaddr *)&ss, len, host, sizeof host,
-		                serv, sizeof serv,
-		                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-			snprintf(err, errlen, "cannot serve udp: %s",
-			         "no local address");
-			return -1;
-		}
-		if (addr_set(host, serv, &a, &why) < 0) {
-			snprintf(err, errlen, "cannot serve udp on %s: %s",
-			         host, why);
-			return -1;
-		}
-		if (udp_echo_bind(u, &a, how, err, errlen) < 0)
-			return -1;
-	}
 	return 0;
 }
 

@@ -65,6 +65,34 @@ const char *echo_mode_name(enum echo_mode m);
 /* "forkloop-echo: stats: open=1 accepted=2 ..." through log_error. */
 void echo_stats_log(const struct echo_stats *s);
 
+/* Sockets one daemon serves: listening TCP and UDP, bound or inherited. */
+#define ECHO_MAX_SOCKETS 64
+
+struct echo_socket {
+	int fd;
+	int socktype;  /* SOCK_STREAM (listening) or SOCK_DGRAM */
+	int activated; /* passed by systemd rather than bound here */
+};
+
+struct echo_sockets {
+	size_t n;
+	struct echo_socket s[ECHO_MAX_SOCKETS];
+};
+
+/*
+ * The sockets to serve, the same for both designs: those systemd passed
+ * (socket activation), or else TCP on every --listen address and UDP as
+ * --udp or --udp-only asks. All are non-blocking and close-on-exec. Returns
+ * 0, or -1 after logging why (nothing left open).
+ */
+int echo_sockets_open(const struct echo_opts *o, struct echo_sockets *ss);
+
+/* Close ss->s[from] and every socket after it. */
+void echo_sockets_close(struct echo_sockets *ss, size_t from);
+
+/* "listening on 127.0.0.1:6666 (udp, activated fd 3, event mode)" */
+void echo_socket_log(const struct echo_socket *s, enum echo_mode mode);
+
 /* Run until SIGINT/SIGTERM. Return the process exit status (0 or 1). */
 int echo_event_run(const struct echo_opts *o);
 int echo_fork_run(const struct echo_opts *o);

@@ -32,17 +32,10 @@ void udp_echo_stop(struct udp_echo *u);
 void udp_echo_free(struct udp_echo *u);
 
 /*
- * Serve the non-blocking datagram socket fd, which u then owns, and log
- * "listening on ADDR:PORT (how)". Returns 0, or -1 with err set (fd closed).
+ * Serve the non-blocking datagram socket fd, which u then owns. Returns 0,
+ * or -1 with err set (fd closed).
  */
-int udp_echo_add(struct udp_echo *u, int fd, const char *how, char *err,
-                 size_t errlen);
-/* Bind and serve every address a resolves to. */
-int udp_echo_bind(struct udp_echo *u, const struct addr *a, const char *how,
-                  char *err, size_t errlen);
-/* Bind and serve the address and port each of the n bound sockets has. */
-int udp_echo_bind_like(struct udp_echo *u, const int *fds, size_t n,
-                       const char *how, char *err, size_t errlen);
+int udp_echo_add(struct udp_echo *u, int fd, char *err, size_t errlen);
 
 /* Add the UDP counters to s and mark them for printing; u may be NULL. */
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s);

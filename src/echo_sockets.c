@@ -1,0 +1,143 @@
+/*
+ * echo_sockets.c - which sockets forkloop-echo serves, the same for both
+ * designs: those systemd passed through socket activation, or else TCP
+ * sockets bound to every --listen address and UDP sockets beside them.
+ * Everything is bound before anything is served, so a taken port fails the
+ * start before a single "listening on" line is printed.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "forkloop/activation.h"
+#include "forkloop/echo.h"
+#include "forkloop/listener.h"
+#include "forkloop/sock.h"
+
+static int sockets_add(struct echo_sockets *ss, int fd, int socktype,
+                       int activated)
+{
+	if (ss->n == ECHO_MAX_SOCKETS) {
+		log_error("too many sockets (at most %d)", ECHO_MAX_SOCKETS);
+		close(fd);
+		return -1;
+	}
+	ss->s[ss->n].fd = fd;
+	ss->s[ss->n].socktype = socktype;
+	ss->s[ss->n].activated = activated;
+	ss->n++;
+	return 0;
+}
+
+/* Bind every address a resolves to. */
+static int sockets_bind(struct echo_sockets *ss, const struct addr *a,
+                        int socktype)
+{
+	int fds[ECHO_MAX_SOCKETS];
+	char err[512];
+	int n;
+
+	n = listener_bind(a, socktype, fds, ECHO_MAX_SOCKETS - ss->n, err,
+	                  sizeof err);
+	if (n < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		sockets_add(ss, fds[i], socktype, 0);
+	return 0;
+}
+
+/* UDP on the address and port a bound TCP socket got: port 0 picks one. */
+static int sockets_bind_udp_beside(struct echo_sockets *ss, int tcpfd)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	struct addr a;
+	const char *why;
+
+	if (getsockname(tcpfd, (struct sockaddr *)&sa, &len) < 0 ||
+	    getnameinfo((struct sockaddr *)&sa, len, host, sizeof host, serv,
+	                sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		log_error("cannot serve udp: no local address");
+		return -1;
+	}
+	if (addr_set(host, serv, &a, &why) < 0) {
+		log_error("cannot serve udp on %s: %s", host, why);
+		return -1;
+	}
+	return sockets_bind(ss, &a, SOCK_DGRAM);
+}
+
+static int sockets_inherit(struct echo_sockets *ss, const struct activation *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		const struct activation_fd *f = &a->fds[i];
+
+		if (sock_set_blocking(f->fd, 0) < 0) {
+			log_error("socket activation: fd %d: %s", f->fd,
+			          strerror(errno));
+			return -1;
+		}
+		if (sockets_add(ss, f->fd, f->socktype, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int echo_sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
+{
+	struct activation act;
+	char err[512];
+	size_t i, ntcp;
+	int n;
+
+	ss->n = 0;
+	n = activation_get(&act, err, sizeof err);
+	if (n < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (n > 0) {
+		if (sockets_inherit(ss, &act) < 0)
+			goto fail;
+		return 0;
+	}
+	for (i = 0; o->udp != ECHO_UDP_ONLY && i < o->nlisten; i++)
+		if (sockets_bind(ss, &o->listen[i], SOCK_STREAM) < 0)
+			goto fail;
+	ntcp = ss->n;
+	for (i = 0; o->udp == ECHO_UDP_ON && i < ntcp; i++)
+		if (sockets_bind_udp_beside(ss, ss->s[i].fd) < 0)
+			goto fail;
+	for (i = 0; o->udp == ECHO_UDP_ONLY && i < o->nlisten; i++)
+		if (sockets_bind(ss, &o->listen[i], SOCK_DGRAM) < 0)
+			goto fail;
+	return 0;
+fail:
+	echo_sockets_close(ss, 0);
+	return -1;
+}
+
+void echo_sockets_close(struct echo_sockets *ss, size_t from)
+{
+	for (size_t i = from; i < ss->n; i++)
+		close(ss->s[i].fd);
+	ss->n = from;
+}
+
+void echo_socket_log(const struct echo_socket *s, enum echo_mode mode)
+{
+	char name[ADDR_STRLEN], act[32] = "";
+
+	if (s->activated)
+		snprintf(act, sizeof act, "activated fd %d, ", s->fd);
+	log_info("listening on %s (%s%s%s mode)",
+	         listener_local_name(s->fd, name, sizeof name),
+	         s->socktype == SOCK_DGRAM ? "udp, " : "", act,
+	         echo_mode_name(mode));
+}
