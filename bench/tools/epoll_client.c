@@ -37,7 +37,8 @@ static int dial(const struct sockaddr_in *sa)
 {
 	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	if (fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0) {
+	if (fd < 0 ||
+	    connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0) {
 		perror("connect");
 		exit(1);
 	}
@@ -58,7 +59,8 @@ int main(int argc, char **argv)
 	int ep;
 
 	if (argc != 6) {
-		fprintf(stderr, "usage: epoll_client HOST PORT CONNS SIZE SECONDS\n");
+		fprintf(stderr,
+		        "usage: epoll_client HOST PORT CONNS SIZE SECONDS\n");
 		return 2;
 	}
 	inet_pton(AF_INET, argv[1], &sa.sin_addr);
@@ -92,7 +94,8 @@ int main(int argc, char **argv)
 			if (r <= 0) {
 				if (r < 0 && errno == EAGAIN)
 					continue;
-				fprintf(stderr, "epoll_client: connection lost\n");
+				fprintf(stderr,
+				        "epoll_client: connection lost\n");
 				return 1;
 			}
 			c->got += (size_t)r;
@@ -105,7 +108,8 @@ int main(int argc, char **argv)
 		}
 	}
 	secs = now() - t0;
-	printf("{\"msgs_per_sec\": %.1f, \"messages\": %llu, \"duration_s\": %.3f}\n",
+	printf("{\"msgs_per_sec\": %.1f, \"messages\": %llu, \"duration_s\": "
+	       "%.3f}\n",
 	       msgs / secs, msgs, secs);
 	return 0;
 }
