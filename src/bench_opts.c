@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "forkloop/bench.h"
+#include "forkloop/log.h"
 #include "forkloop/num.h"
 
 static const char bench_usage_text[] =
@@ -184,12 +185,10 @@ static enum opts_result bench_target(const char *spec, struct bench_opts *o,
 
 static enum opts_result bench_unknown(FILE *errout, char **argv)
 {
-	if (optopt != 0) {
-		char opt[3] = {'-', (char)optopt, '\0'};
+	char opt[3];
 
-		return bench_bad(errout, "unknown option '%s'", opt);
-	}
-	return bench_bad(errout, "unknown option '%s'", argv[optind - 1]);
+	return bench_bad(errout, "unknown option '%s'",
+	                 opts_refused(argv, opt));
 }
 
 enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,

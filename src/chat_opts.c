@@ -110,12 +110,10 @@ static enum opts_result chat_bad(FILE *errout, const char *prog,
 static enum opts_result chat_bad_option(FILE *errout, const char *prog,
                                         char **argv)
 {
-	char opt[3] = {'-', (char)optopt, '\0'};
+	char opt[3];
 
-	/* optopt is 0 for an unknown long option, 256 up for a long-only one. */
-	if (optopt != 0 && optopt < 256)
-		return chat_bad(errout, prog, "unknown option '%s'", opt);
-	return chat_bad(errout, prog, "unknown option '%s'", argv[optind - 1]);
+	return chat_bad(errout, prog, "unknown option '%s'",
+	                opts_refused(argv, opt));
 }
 
 static enum opts_result chat_opts_addr(int argc, char **argv,

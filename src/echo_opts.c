@@ -139,6 +139,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	const char *prog = log_progname();
 	const char *why;
 	int c, verbose = 0, quiet = 0;
+	char opt[3];
 
 	echo_opts_defaults(o);
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
@@ -239,16 +240,8 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                "option '%s' needs a value",
 			                argv[optind - 1]);
 		default:
-			/* A long option as typed; a short one by its letter. */
-			if (strncmp(argv[optind - 1], "--", 2) != 0 &&
-			    optopt != 0) {
-				char opt[3] = {'-', (char)optopt, '\0'};
-
-				return echo_bad(errout, prog,
-				                "unknown option '%s'", opt);
-			}
 			return echo_bad(errout, prog, "unknown option '%s'",
-			                argv[optind - 1]);
+			                opts_refused(argv, opt));
 		}
 	}
 	if (optind < argc)

@@ -9,8 +9,8 @@
 #include <stdio.h>
 
 #include "forkloop/addr.h"
-#include "forkloop/echo.h" /* enum opts_result */
 #include "forkloop/hist.h"
+#include "forkloop/opts.h"
 
 #define BENCH_DEFAULT_CONNS    50
 #define BENCH_DEFAULT_SIZE     64

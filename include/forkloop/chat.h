@@ -11,8 +11,8 @@
 #include <stdio.h>
 
 #include "forkloop/addr.h"
-#include "forkloop/echo.h"
 #include "forkloop/log.h"
+#include "forkloop/opts.h"
 
 /* Stop reading a source while this much waits for its destination. */
 #define CHAT_HIGH_WATER (256 * 1024)

@@ -10,6 +10,7 @@
 
 #include "forkloop/addr.h"
 #include "forkloop/log.h"
+#include "forkloop/opts.h"
 
 #define ECHO_MAX_LISTEN          16
 #define ECHO_DEFAULT_LISTEN      "0.0.0.0:6666"
@@ -45,12 +46,6 @@ struct echo_stats {
 	uint64_t udp_in;      /* datagrams received */
 	uint64_t udp_out;     /* datagrams echoed */
 	uint64_t udp_dropped; /* guards, rate cap, send errors */
-};
-
-enum opts_result {
-	OPTS_OK = 0,    /* run */
-	OPTS_EXIT = 1,  /* --help or --version printed; exit 0 */
-	OPTS_USAGE = 2, /* bad usage reported; exit 2 */
 };
 
 /*
