@@ -400,20 +400,11 @@ static int server_serve(struct echo_server *srv, const struct echo_socket *s)
 {
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
 	struct evconnlistener *lev;
-	char err[512];
 
 	if (s->socktype == SOCK_DGRAM) {
-		if (srv->udp == NULL)
-			srv->udp = udp_echo_new(srv->base, srv->opts->udp_rate);
-		if (srv->udp == NULL) {
-			log_error("cannot serve udp: out of memory");
-			evutil_closesocket(s->fd);
+		if (udp_echo_serve(&srv->udp, srv->base, srv->opts->udp_rate,
+		                   s->fd) < 0)
 			return -1;
-		}
-		if (udp_echo_add(srv->udp, s->fd, err, sizeof err) < 0) {
-			log_error("%s", err);
-			return -1;
-		}
 	} else {
 		/* Backlog 0: the socket listens already. */
 		lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags,

@@ -541,6 +541,25 @@ int udp_echo_add(struct udp_echo *u, int fd, char *err, size_t errlen)
 	return 0;
 }
 
+int udp_echo_serve(struct udp_echo **up, struct event_base *base, uint64_t rate,
+                   int fd)
+{
+	char err[512];
+
+	if (*up == NULL)
+		*up = udp_echo_new(base, rate);
+	if (*up == NULL) {
+		log_error("cannot serve udp: out of memory");
+		close(fd);
+		return -1;
+	}
+	if (udp_echo_add(*up, fd, err, sizeof err) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s)
 {
 	if (u == NULL)

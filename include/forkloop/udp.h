@@ -37,6 +37,14 @@ void udp_echo_free(struct udp_echo *u);
  */
 int udp_echo_add(struct udp_echo *u, int fd, char *err, size_t errlen);
 
+/*
+ * udp_echo_add on *up, made on base with rate the first time: what both
+ * designs of the daemon do with a datagram socket. Returns 0, or -1 after
+ * logging why (fd closed).
+ */
+int udp_echo_serve(struct udp_echo **up, struct event_base *base, uint64_t rate,
+                   int fd);
+
 /* Add the UDP counters to s and mark them for printing; u may be NULL. */
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s);
 
