@@ -25,7 +25,6 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
-#include "forkloop/activation.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
@@ -396,8 +395,9 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Serve one socket: TCP through an evconnlistener, UDP through udp_echo. */
-static int server_serve(struct echo_server *srv, const struct echo_socket *s)
+static int server_serve(void *arg, const struct echo_socket *s)
 {
+	struct echo_server *srv = arg;
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
 	struct evconnlistener *lev;
 
@@ -417,24 +417,6 @@ static int server_serve(struct echo_server *srv, const struct echo_socket *s)
 		evconnlistener_set_error_cb(lev, server_accept_errorcb);
 		srv->lev[srv->nlev++] = lev;
 	}
-	echo_socket_log(s, ECHO_MODE_EVENT);
-	return 0;
-}
-
-/* Listen (or take the sockets systemd passed), then report readiness. */
-static int server_start(struct echo_server *srv)
-{
-	struct echo_sockets ss;
-
-	if (echo_sockets_open(srv->opts, &ss) < 0)
-		return -1;
-	for (size_t i = 0; i < ss.n; i++) {
-		if (server_serve(srv, &ss.s[i]) < 0) {
-			echo_sockets_close(&ss, i + 1);
-			return -1;
-		}
-	}
-	activation_notify("READY=1");
 	return 0;
 }
 
@@ -497,7 +479,8 @@ int echo_event_run(const struct echo_opts *o)
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (server_init(&srv, o) == 0 && server_start(&srv) == 0) {
+	if (server_init(&srv, o) == 0 &&
+	    echo_sockets_serve(o, server_serve, &srv) == 0) {
 		if (event_base_dispatch(srv.base) == 0)
 			status = 0;
 		else

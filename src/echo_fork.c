@@ -31,7 +31,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "forkloop/activation.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
@@ -457,8 +456,9 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
  * stay blocking for the children, UDP in the parent's own loop (a datagram
  * needs no process of its own).
  */
-static int server_serve(struct server *srv, const struct echo_socket *s)
+static int server_serve(void *arg, const struct echo_socket *s)
 {
+	struct server *srv = arg;
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
 	                       LEV_OPT_LEAVE_SOCKETS_BLOCKING;
 	struct evconnlistener *lev;
@@ -479,24 +479,6 @@ static int server_serve(struct server *srv, const struct echo_socket *s)
 		evconnlistener_set_error_cb(lev, server_accepterrcb);
 		srv->lev[srv->nlev++] = lev;
 	}
-	echo_socket_log(s, ECHO_MODE_FORK);
-	return 0;
-}
-
-/* Listen (or take the sockets systemd passed), then report readiness. */
-static int server_start(struct server *srv)
-{
-	struct echo_sockets ss;
-
-	if (echo_sockets_open(srv->o, &ss) < 0)
-		return -1;
-	for (size_t i = 0; i < ss.n; i++) {
-		if (server_serve(srv, &ss.s[i]) < 0) {
-			echo_sockets_close(&ss, i + 1);
-			return -1;
-		}
-	}
-	activation_notify("READY=1");
 	return 0;
 }
 
@@ -578,7 +560,8 @@ int echo_fork_run(const struct echo_opts *o)
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (server_init(&srv, o) < 0 || server_start(&srv) < 0)
+	if (server_init(&srv, o) < 0 ||
+	    echo_sockets_serve(o, server_serve, &srv) < 0)
 		goto out;
 	if (event_base_dispatch(srv.base) < 0) {
 		log_error("event loop failed");

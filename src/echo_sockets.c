@@ -17,6 +17,18 @@
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
 
+struct echo_sockets {
+	size_t n;
+	struct echo_socket s[ECHO_MAX_SOCKETS];
+};
+
+static void sockets_close(struct echo_sockets *ss, size_t from)
+{
+	for (size_t i = from; i < ss->n; i++)
+		close(ss->s[i].fd);
+	ss->n = from;
+}
+
 static int sockets_add(struct echo_sockets *ss, int fd, int socktype,
                        int activated)
 {
@@ -89,7 +101,7 @@ static int sockets_inherit(struct echo_sockets *ss, const struct activation *a)
 	return 0;
 }
 
-int echo_sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
+static int sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
 {
 	struct activation act;
 	char err[512];
@@ -119,18 +131,12 @@ int echo_sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
 			goto fail;
 	return 0;
 fail:
-	echo_sockets_close(ss, 0);
+	sockets_close(ss, 0);
 	return -1;
 }
 
-void echo_sockets_close(struct echo_sockets *ss, size_t from)
-{
-	for (size_t i = from; i < ss->n; i++)
-		close(ss->s[i].fd);
-	ss->n = from;
-}
-
-void echo_socket_log(const struct echo_socket *s, enum echo_mode mode)
+/* "listening on 127.0.0.1:6666 (udp, activated fd 3, event mode)" */
+static void socket_log(const struct echo_socket *s, enum echo_mode mode)
 {
 	char name[ADDR_STRLEN], act[32] = "";
 
@@ -140,4 +146,22 @@ void echo_socket_log(const struct echo_socket *s, enum echo_mode mode)
 	         listener_local_name(s->fd, name, sizeof name),
 	         s->socktype == SOCK_DGRAM ? "udp, " : "", act,
 	         echo_mode_name(mode));
+}
+
+int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
+                       void *arg)
+{
+	struct echo_sockets ss;
+
+	if (sockets_open(o, &ss) < 0)
+		return -1;
+	for (size_t i = 0; i < ss.n; i++) {
+		if (serve(arg, &ss.s[i]) < 0) {
+			sockets_close(&ss, i + 1);
+			return -1;
+		}
+		socket_log(&ss.s[i], o->mode);
+	}
+	activation_notify("READY=1");
+	return 0;
 }

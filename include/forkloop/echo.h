@@ -69,24 +69,19 @@ struct echo_socket {
 	int activated; /* passed by systemd rather than bound here */
 };
 
-struct echo_sockets {
-	size_t n;
-	struct echo_socket s[ECHO_MAX_SOCKETS];
-};
+/* A design's way to serve one socket, which it owns from then on. */
+typedef int echo_serve_fn(void *arg, const struct echo_socket *s);
 
 /*
- * The sockets to serve, the same for both designs: those systemd passed
- * (socket activation), or else TCP on every --listen address and UDP as
- * --udp or --udp-only asks. All are non-blocking and close-on-exec. Returns
- * 0, or -1 after logging why (nothing left open).
+ * Open the sockets to serve, the same for both designs: those systemd
+ * passed (socket activation), or else TCP on every --listen address and UDP
+ * as --udp or --udp-only asks, all non-blocking and close-on-exec. Hand each
+ * to serve, log its "listening on" line, then tell the service manager
+ * READY=1. Returns 0, or -1 after logging why (the sockets not handed over
+ * are closed).
  */
-int echo_sockets_open(const struct echo_opts *o, struct echo_sockets *ss);
-
-/* Close ss->s[from] and every socket after it. */
-void echo_sockets_close(struct echo_sockets *ss, size_t from);
-
-/* "listening on 127.0.0.1:6666 (udp, activated fd 3, event mode)" */
-void echo_socket_log(const struct echo_socket *s, enum echo_mode mode);
+int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
+                       void *arg);
 
 /* Run until SIGINT/SIGTERM. Return the process exit status (0 or 1). */
 int echo_event_run(const struct echo_opts *o);
