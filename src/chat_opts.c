@@ -189,7 +189,7 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 {
 	const char *prog = log_progname();
 	const char *why;
-	int c, verbose = 0, quiet = 0;
+	int c, is_fork, verbose = 0, quiet = 0;
 
 	memset(o, 0, sizeof *o);
 	o->mode = CHAT_MODE_EVENT;
@@ -199,15 +199,14 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 	                        NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			if (strcmp(optarg, "event") == 0)
-				o->mode = CHAT_MODE_EVENT;
-			else if (strcmp(optarg, "fork") == 0)
-				o->mode = CHAT_MODE_FORK;
-			else
-				return chat_bad(errout, prog,
-				                "unknown mode '%s' (modes: "
-				                "event, fork)",
-				                optarg);
+			is_fork = opts_mode_fork(optarg);
+			if (is_fork < 0)
+				return chat_bad(
+				        errout, prog,
+				        "unknown mode '%s' (modes: " OPTS_MODES
+				        ")",
+				        optarg);
+			o->mode = is_fork ? CHAT_MODE_FORK : CHAT_MODE_EVENT;
 			break;
 		case 'l':
 			if (o->listen)

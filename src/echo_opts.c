@@ -138,7 +138,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 {
 	const char *prog = log_progname();
 	const char *why;
-	int c, verbose = 0, quiet = 0;
+	int c, is_fork, verbose = 0, quiet = 0;
 	char opt[3];
 
 	echo_opts_defaults(o);
@@ -148,15 +148,14 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	                        NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			if (strcmp(optarg, "event") == 0)
-				o->mode = ECHO_MODE_EVENT;
-			else if (strcmp(optarg, "fork") == 0)
-				o->mode = ECHO_MODE_FORK;
-			else
-				return echo_bad(errout, prog,
-				                "unknown mode '%s' (modes: "
-				                "event, fork)",
-				                optarg);
+			is_fork = opts_mode_fork(optarg);
+			if (is_fork < 0)
+				return echo_bad(
+				        errout, prog,
+				        "unknown mode '%s' (modes: " OPTS_MODES
+				        ")",
+				        optarg);
+			o->mode = is_fork ? ECHO_MODE_FORK : ECHO_MODE_EVENT;
 			break;
 		case 'l':
 			if (o->nlisten == ECHO_MAX_LISTEN)

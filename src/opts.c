@@ -22,3 +22,12 @@ const char *opts_refused(char **argv, char shortopt[3])
 	shortopt[2] = '\0';
 	return shortopt;
 }
+
+int opts_mode_fork(const char *arg)
+{
+	if (strcmp(arg, "event") == 0)
+		return 0;
+	if (strcmp(arg, "fork") == 0)
+		return 1;
+	return -1;
+}

@@ -17,4 +17,10 @@ enum opts_result {
  */
 const char *opts_refused(char **argv, char shortopt[3]);
 
+/* Every --mode a program takes, for messages. */
+#define OPTS_MODES "event, fork"
+
+/* --mode's value: 0 for "event", 1 for "fork", -1 for anything else. */
+int opts_mode_fork(const char *arg);
+
 #endif
