@@ -4,6 +4,11 @@
  * pattern table and echoes read into one shared buffer, so the client costs
  * about what a raw epoll loop costs: one read and one write per message.
  *
+ * Nothing that was due is left out: a message is queued when it falls due,
+ * on a connection that may not be up or writable yet, and whatever is still
+ * queued or unanswered when the run ends is counted and enters the latency
+ * histograms with its age (bench.h says why).
+ *
  * Every connection's byte stream is the pattern table started at an offset
  * of its own, so each echoed byte is checked with memcmp and another
  * connection's bytes (or a stale message) do not pass.
@@ -35,6 +40,12 @@ _Static_assert(PAT_LEN >= RBUF_LEN, "a read must fit one run of the table");
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 
+/* One queued message: when it fell due, and when its first byte went. */
+struct stamp {
+	uint64_t due;
+	uint64_t sent;
+};
+
 struct bench;
 
 /*
@@ -50,11 +61,12 @@ struct conn {
 	uint64_t done;   /* messages completed */
 	uint32_t soff;   /* pattern offsets of the next byte sent, */
 	uint32_t roff;   /* and of the next byte expected back */
-	uint64_t *ts;    /* ring of in-flight messages' send times */
-	uint32_t tmask;  /* ring size - 1, a power of two less one */
+	struct stamp *ts; /* ring of queued messages, oldest first */
+	uint32_t tmask;   /* ring size - 1, a power of two less one */
 	uint32_t thead, tlen;
+	uint32_t tsent;   /* queued messages whose first byte went out */
 	struct bench *b;
-	uint64_t ts_small[4];
+	struct stamp ts_small[4];
 	struct event rev, wev;
 	uint64_t t_connect;         /* when connect(2) was called */
 	struct evutil_addrinfo *ai; /* the address it dialled */
@@ -75,17 +87,18 @@ struct bench {
 	uint64_t dead; /* slots whose connection failed: never reopened */
 	uint64_t inflight;
 	int ever_connected;
-	int started, measuring, stopping, fatal, progress;
+	int started, measuring, stopping, fatal, progress, setup_done;
 	uint64_t t_open, t_start, t_measure, t_end;
 	uint64_t rate_next; /* open loop: next message's global index */
 	double connect_credit;
 	uint64_t connect_ns;
 	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev, *tick_ev;
+	struct event *setup_ev;
 	struct event *sigint_ev, *sigterm_ev;
 };
 
 static void conn_open(struct conn *c);
-static void conn_flush(struct conn *c);
+static void conn_flush(struct conn *c, uint64_t now);
 static void bench_stop(struct bench *b);
 
 static uint64_t now_ns(void)
@@ -133,11 +146,13 @@ int bench_nofile(uint64_t conns)
 	return 0;
 }
 
-static void ts_push(struct conn *c, uint64_t t)
+static void ts_push(struct conn *c, uint64_t due)
 {
+	struct stamp *s;
+
 	if (c->tlen == c->tmask + 1) {
 		uint32_t ncap = 2 * (c->tmask + 1), i;
-		uint64_t *n = malloc(ncap * sizeof *n);
+		struct stamp *n = malloc(ncap * sizeof *n);
 
 		if (n == NULL) {
 			log_error("out of memory");
@@ -151,17 +166,21 @@ static void ts_push(struct conn *c, uint64_t t)
 		c->tmask = ncap - 1;
 		c->thead = 0;
 	}
-	c->ts[(c->thead + c->tlen) & c->tmask] = t;
+	s = &c->ts[(c->thead + c->tlen) & c->tmask];
+	s->due = due;
+	s->sent = 0;
 	c->tlen++;
 }
 
-static uint64_t ts_pop(struct conn *c)
+/* The oldest queued message, which has been sent: its echo is complete. */
+static struct stamp ts_pop(struct conn *c)
 {
-	uint64_t t = c->ts[c->thead];
+	struct stamp s = c->ts[c->thead];
 
 	c->thead = (c->thead + 1) & c->tmask;
 	c->tlen--;
-	return t;
+	c->tsent--;
+	return s;
 }
 
 /* Advance a pattern offset by n <= PAT_LEN bytes. */
@@ -171,21 +190,19 @@ static uint32_t pat_advance(uint32_t off, size_t n)
 	return off >= PAT_LEN ? off - PAT_LEN : off;
 }
 
-/* Close c and forget what it had in flight. */
+/*
+ * Close c's socket, if it has one; c becomes IDLE. Its queued messages stay
+ * queued: still due, to go out on the next connection of the slot.
+ */
 static void conn_close(struct conn *c)
 {
-	struct bench *b = c->b;
-
-	if (c->state == CONN_IDLE || c->state == CONN_DEAD)
-		return;
-	event_del(&c->rev);
-	event_del(&c->wev);
-	close(c->fd);
-	c->fd = -1;
-	b->inflight -= c->tlen;
-	c->tlen = 0;
-	c->thead = 0;
-	c->state = CONN_DEAD;
+	if (c->state == CONN_CONNECTING || c->state == CONN_OPEN) {
+		event_del(&c->rev);
+		event_del(&c->wev);
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->state = CONN_IDLE;
 }
 
 static void bench_error(struct bench *b, uint64_t *counter)
@@ -195,18 +212,26 @@ static void bench_error(struct bench *b, uint64_t *counter)
 }
 
 /*
- * A broken connection: count it, close it for good, and end the run once
- * no connection is left to carry load.
+ * A connection lost for good, after the error was counted: close it, stop
+ * waiting for what it had queued (it is reported as never answered), and
+ * end the run once no connection is left to carry load.
  */
-static void conn_fail(struct conn *c, uint64_t *counter)
+static void conn_dead(struct conn *c)
 {
 	struct bench *b = c->b;
 
-	bench_error(b, counter);
 	conn_close(c);
+	c->state = CONN_DEAD;
+	b->inflight -= c->tlen;
 	b->dead++;
 	if (b->dead == b->o->conns && b->started)
 		bench_stop(b);
+}
+
+static void conn_fail(struct conn *c, uint64_t *counter)
+{
+	bench_error(c->b, counter);
+	conn_dead(c);
 }
 
 static int bench_may_issue(struct bench *b)
@@ -221,26 +246,42 @@ static int bench_may_issue(struct bench *b)
 	return 1;
 }
 
-static void conn_queue(struct conn *c, uint64_t t)
+/*
+ * A message falls due on c, whatever its state; it goes out once c is open
+ * and writable. One due on a dead connection is never sent: -n does not
+ * wait for it.
+ */
+static void conn_queue(struct conn *c, uint64_t due)
 {
-	ts_push(c, t);
+	ts_push(c, due);
 	c->queued += c->b->o->size;
-	c->b->inflight++;
+	if (c->state != CONN_DEAD)
+		c->b->inflight++;
 }
 
-/* Closed loop: keep the pipeline full. */
+/* Closed loop: keep the pipeline full, and send once c is up. */
 static void conn_refill(struct conn *c, uint64_t now)
 {
 	struct bench *b = c->b;
 
-	if (c->tlen < b->o->pipeline && bench_may_issue(b)) {
-		while (c->tlen < b->o->pipeline && bench_may_issue(b))
-			conn_queue(c, now);
-		conn_flush(c);
+	while (c->tlen < b->o->pipeline && bench_may_issue(b))
+		conn_queue(c, now);
+	if (c->state == CONN_OPEN)
+		conn_flush(c, now);
+}
+
+/* Stamp the send time of every queued message whose first byte went. */
+static void conn_stamp(struct conn *c, uint64_t now)
+{
+	uint64_t size = c->b->o->size;
+
+	while (c->tsent < c->tlen && (c->done + c->tsent) * size < c->sent) {
+		c->ts[(c->thead + c->tsent) & c->tmask].sent = now;
+		c->tsent++;
 	}
 }
 
-static void conn_flush(struct conn *c)
+static void conn_flush(struct conn *c, uint64_t now)
 {
 	struct bench *b = c->b;
 
@@ -261,6 +302,7 @@ static void conn_flush(struct conn *c)
 		}
 		c->sent += (uint64_t)w;
 		c->soff = pat_advance(c->soff, (size_t)w);
+		conn_stamp(c, now);
 	}
 }
 
@@ -268,16 +310,22 @@ static void conn_writecb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	conn_flush(arg);
+	conn_flush(arg, now_ns());
 }
 
-static void bench_count(struct bench *b, uint64_t t0, uint64_t now)
+static uint64_t since(uint64_t t0, uint64_t now)
+{
+	return now > t0 ? now - t0 : 0;
+}
+
+static void bench_count(struct bench *b, struct stamp s, uint64_t now)
 {
 	if (!b->measuring)
 		return;
 	b->r->messages++;
 	b->r->bytes += b->o->size;
-	hist_record(&b->r->latency, now > t0 ? now - t0 : 0);
+	hist_record(&b->r->latency, since(s.due, now));
+	hist_record(&b->r->latency_uncorrected, since(s.sent, now));
 	if (b->o->messages > 0 && b->r->messages >= b->o->messages)
 		bench_stop(b);
 }
@@ -288,10 +336,8 @@ static void conn_churn(struct conn *c)
 	struct bench *b = c->b;
 
 	conn_close(c);
-	if (!b->stopping && bench_may_issue(b)) {
-		c->state = CONN_IDLE;
+	if (!b->stopping && bench_may_issue(b))
 		conn_open(c);
-	}
 }
 
 static void conn_complete(struct conn *c, uint64_t now)
@@ -300,11 +346,11 @@ static void conn_complete(struct conn *c, uint64_t now)
 	uint64_t size = b->o->size;
 
 	while (c->tlen > 0 && c->rcvd >= (c->done + 1) * size) {
-		uint64_t t0 = ts_pop(c);
+		struct stamp s = ts_pop(c);
 
 		c->done++;
 		b->inflight--;
-		bench_count(b, t0, now);
+		bench_count(b, s, now);
 	}
 	if (c->state != CONN_OPEN)
 		return;
@@ -373,12 +419,19 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 
 static void bench_start(struct bench *b);
 
+/*
+ * Every connection is up or has failed. The load starts now, unless the
+ * setup timeout started it already; setup_ms is reported either way.
+ */
 static void bench_connected_all(struct bench *b)
 {
-	if (b->o->churn || b->started || b->up + b->down < b->o->conns)
+	if (b->o->churn || b->setup_done || b->up + b->down < b->o->conns)
 		return;
+	b->setup_done = 1;
+	b->r->setup_done = 1;
 	b->r->setup_ms = (double)(now_ns() - b->t_open) / 1e6;
-	bench_start(b);
+	if (!b->started)
+		bench_start(b);
 }
 
 /*
@@ -404,10 +457,10 @@ static void conn_retry(struct conn *c, int err)
 		b->cur = b->cur->ai_next;
 	}
 	conn_close(c);
-	c->state = CONN_IDLE;
 	conn_open(c);
 }
 
+/* A connect that failed, or a socket that could not be made. */
 static void conn_connect_failed(struct conn *c, int err)
 {
 	struct bench *b = c->b;
@@ -417,12 +470,9 @@ static void conn_connect_failed(struct conn *c, int err)
 		return;
 	}
 	bench_error(b, &b->r->err.connect);
-	conn_close(c);
 	b->down++;
-	b->dead++;
+	conn_dead(c);
 	bench_connected_all(b);
-	if (b->dead == b->o->conns && b->started)
-		bench_stop(b);
 }
 
 static void conn_up(struct conn *c)
@@ -437,14 +487,13 @@ static void conn_up(struct conn *c)
 	b->ever_connected = 1;
 	b->r->connects++;
 	b->connect_ns += now - c->t_connect;
-	if (b->o->churn) {
-		conn_queue(c, c->t_connect);
-		conn_flush(c);
-		return;
-	}
-	b->up++;
-	if (b->started && b->o->rate == 0)
+	if (!b->o->churn)
+		b->up++;
+	/* Whatever fell due while it connected goes now. */
+	if (b->started && b->o->rate == 0 && !b->o->churn)
 		conn_refill(c, now);
+	else
+		conn_flush(c, now);
 	bench_connected_all(b);
 }
 
@@ -464,6 +513,11 @@ static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
 	conn_up(c);
 }
 
+/*
+ * Open the slot's next connection. Messages already queued on the slot
+ * (due while it connected, before a retry) start its new byte stream; a
+ * --churn connection's one message is due from connect(2).
+ */
 static void conn_open(struct conn *c)
 {
 	struct bench *b = c->b;
@@ -471,25 +525,23 @@ static void conn_open(struct conn *c)
 	int fd;
 
 	c->soff = c->roff = (uint32_t)(b->next_id++ * 7919u % PAT_LEN);
-	c->queued = c->sent = c->rcvd = c->done = 0;
+	c->queued = (uint64_t)c->tlen * b->o->size;
+	c->sent = c->rcvd = c->done = 0;
+	c->tsent = 0;
 	c->t_connect = now_ns();
 	c->ai = ai;
+	if (b->o->churn && c->tlen == 0)
+		conn_queue(c, c->t_connect);
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	            0);
 	if (fd < 0) {
-		c->state = CONN_DEAD;
 		if (!b->ever_connected) {
 			log_error("socket: %s", strerror(errno));
 			b->fatal = 1;
 			event_base_loopbreak(b->base);
 			return;
 		}
-		bench_error(b, &b->r->err.connect);
-		b->down++;
-		b->dead++;
-		bench_connected_all(b);
-		if (b->dead == b->o->conns && b->started)
-			bench_stop(b);
+		conn_connect_failed(c, errno);
 		return;
 	}
 	sock_nodelay(fd);
@@ -509,6 +561,25 @@ static void conn_open(struct conn *c)
 	event_add(&c->wev, NULL);
 }
 
+static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
+                       double secs, int flags);
+
+/*
+ * --setup-timeout after the last connect(2) was started: start the load
+ * with what is up. The rest are late; what falls due on them waits.
+ */
+static void bench_setupcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)fd;
+	(void)what;
+	if (b->started)
+		return;
+	b->r->late_conns = b->o->conns - b->up - b->down;
+	bench_start(b);
+}
+
 /* --connect-rate: open what the elapsed time allows, every 10 ms. */
 static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
 {
@@ -522,8 +593,12 @@ static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
 		b->connect_credit -= 1.0;
 		conn_open(&b->conns[b->opened++]);
 	}
-	if (b->opened == b->o->conns)
-		event_del(b->connect_ev);
+	if (b->opened < b->o->conns || b->fatal)
+		return;
+	event_del(b->connect_ev);
+	if (!b->started && !b->o->churn)
+		bench_timer(b, &b->setup_ev, bench_setupcb,
+		            b->o->setup_timeout, 0);
 }
 
 static void bench_open_all(struct bench *b)
@@ -534,6 +609,9 @@ static void bench_open_all(struct bench *b)
 	if (b->o->connect_rate == 0) {
 		while (b->opened < b->o->conns && !b->fatal)
 			conn_open(&b->conns[b->opened++]);
+		if (!b->fatal && !b->started && !b->o->churn)
+			bench_timer(b, &b->setup_ev, bench_setupcb,
+			            b->o->setup_timeout, 0);
 		return;
 	}
 	b->connect_credit = 1.0;
@@ -605,10 +683,9 @@ static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 		if (due > now || !bench_may_issue(b))
 			break;
 		c = &b->conns[b->rate_next++ % b->o->conns];
-		if (c->state != CONN_OPEN)
-			continue;
 		conn_queue(c, due);
-		conn_flush(c);
+		if (c->state == CONN_OPEN)
+			conn_flush(c, now);
 	}
 	if (b->stopping || !bench_may_issue(b))
 		return;
@@ -669,6 +746,8 @@ static void bench_start(struct bench *b)
 	now = now_ns();
 	b->started = 1;
 	b->t_start = now;
+	if (!o->churn)
+		b->r->load_start_ms = (double)(now - b->t_open) / 1e6;
 	if (o->warmup > 0) {
 		if (bench_timer(b, &b->warm_ev, bench_warmcb, o->warmup, 0) < 0)
 			return;
@@ -686,8 +765,10 @@ static void bench_start(struct bench *b)
 		bench_timer(b, &b->rate_ev, bench_ratecb, 0, 0);
 		return;
 	}
+	/* A connection not up yet has its first messages due now all the
+	 * same; they go when it comes up. */
 	for (i = 0; i < o->conns && !o->churn; i++)
-		if (b->conns[i].state == CONN_OPEN)
+		if (b->conns[i].state != CONN_DEAD)
 			conn_refill(&b->conns[i], now);
 }
 
@@ -754,9 +835,9 @@ static int bench_init(struct bench *b)
 
 static void bench_free(struct bench *b)
 {
-	struct event *evs[] = {b->connect_ev, b->warm_ev, b->stop_ev,
-	                       b->rate_ev,    b->tick_ev, b->sigint_ev,
-	                       b->sigterm_ev};
+	struct event *evs[] = {b->connect_ev, b->warm_ev,   b->stop_ev,
+	                       b->rate_ev,    b->tick_ev,   b->sigint_ev,
+	                       b->sigterm_ev, b->setup_ev};
 	uint64_t i;
 
 	for (i = 0; b->conns != NULL && i < b->o->conns; i++) {
@@ -776,12 +857,45 @@ static void bench_free(struct bench *b)
 	free(b->rbuf);
 }
 
+/*
+ * What was due and is unanswered at the end: counted, and its age then
+ * recorded as a lower bound of its latency. A message whose first byte went
+ * out is in flight; the rest were never sent (their connection was not up,
+ * or not writable, or broke).
+ */
+static void bench_unanswered(struct bench *b)
+{
+	struct bench_result *r = b->r;
+	uint64_t i;
+	uint32_t k;
+
+	for (i = 0; i < b->o->conns; i++) {
+		struct conn *c = &b->conns[i];
+
+		if (c->state == CONN_CONNECTING)
+			r->conns_pending++;
+		for (k = 0; b->measuring && k < c->tlen; k++) {
+			struct stamp *s = &c->ts[(c->thead + k) & c->tmask];
+
+			hist_record(&r->latency, since(s->due, b->t_end));
+			if (k >= c->tsent) {
+				r->unsent++;
+				continue;
+			}
+			r->in_flight++;
+			hist_record(&r->latency_uncorrected,
+			            since(s->sent, b->t_end));
+		}
+	}
+}
+
 static void bench_finish(struct bench *b)
 {
 	struct bench_result *r = b->r;
 
 	if (!b->stopping)
 		b->t_end = now_ns();
+	bench_unanswered(b);
 	if (b->progress)
 		fprintf(stderr, "\r\033[K");
 	r->elapsed = b->measuring ? (double)(b->t_end - b->t_measure) / 1e9 : 0;
@@ -797,6 +911,7 @@ int bench_run(const struct bench_opts *o, struct bench_result *r)
 	memset(&b, 0, sizeof b);
 	memset(r, 0, sizeof *r);
 	hist_init(&r->latency);
+	hist_init(&r->latency_uncorrected);
 	b.o = o;
 	b.r = r;
 	if (bench_init(&b) < 0)

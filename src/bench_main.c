@@ -12,7 +12,8 @@ int main(int argc, char **argv)
 {
 	struct bench_opts o;
 	struct bench_result *r;
-	int status;
+	char warn[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN];
+	int status, nwarn, i;
 
 	log_init(argv[0], LOG_NORMAL);
 	switch (bench_opts_parse(argc, argv, &o, stdout, stderr)) {
@@ -46,6 +47,11 @@ int main(int argc, char **argv)
 		log_error("no echo came back in %.1f s", r->elapsed);
 		status = 1;
 	}
+	nwarn = bench_warnings(&o, r, warn);
+	for (i = 0; i < nwarn; i++)
+		log_error("warning: %s", warn[i]);
+	if (o.strict && nwarn > 0)
+		status = 1;
 	free(r);
 	return status;
 }

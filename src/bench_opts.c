@@ -11,7 +11,8 @@
 static const char bench_usage_text[] =
         "usage: %s [-hV] [-c CONNS] [-s BYTES] [-d SECONDS | -n MESSAGES]\n"
         "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
-        "       [--churn] [--json] HOST:PORT\n";
+        "       [--churn] [--setup-timeout SECONDS] [--strict] [--json]\n"
+        "       HOST:PORT\n";
 
 static const char bench_help_text[] =
         "Load an echo server at HOST:PORT and measure its throughput and\n"
@@ -35,15 +36,30 @@ static const char bench_help_text[] =
         "      --churn              a new connection for every message: "
         "connect,\n"
         "                           send, receive the echo, close\n"
+        "      --setup-timeout S    start the load at most S seconds after the "
+        "last\n"
+        "                           connection was opened, up or not "
+        "(default 5);\n"
+        "                           messages due on a late connection wait "
+        "for it\n"
+        "      --strict             exit 1 when the answered rate falls more "
+        "than 1%\n"
+        "                           short of --rate, a connection was late, "
+        "or a\n"
+        "                           message due was never sent\n"
         "      --json               print one JSON object on standard output\n"
         "  -h, --help               show this help and exit\n"
         "  -V, --version            show the version and exit\n"
         "\n"
+        "Latency counts from when each message was due, and a message still\n"
+        "unanswered at the end counts with its age then (a lower bound); the\n"
+        "uncorrected figure counts from the actual send.\n"
+        "\n"
         "Exit status: 0 if every echo came back intact, 1 on any error "
         "(mismatch,\n"
-        "reset, short echo, failed connect) or if the run could not start, 2 "
-        "on\n"
-        "bad usage.\n";
+        "reset, short echo, failed connect), if no echo came back, if the "
+        "run\n"
+        "could not start, or with --strict on a warning; 2 on bad usage.\n";
 
 enum {
 	OPT_WARMUP = 256,
@@ -51,6 +67,8 @@ enum {
 	OPT_RATE,
 	OPT_CHURN,
 	OPT_JSON,
+	OPT_SETUP_TIMEOUT,
+	OPT_STRICT,
 };
 
 static const struct option bench_longopts[] = {
@@ -64,6 +82,8 @@ static const struct option bench_longopts[] = {
         {"rate", required_argument, NULL, OPT_RATE},
         {"churn", no_argument, NULL, OPT_CHURN},
         {"json", no_argument, NULL, OPT_JSON},
+        {"setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT},
+        {"strict", no_argument, NULL, OPT_STRICT},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -87,6 +107,7 @@ static void bench_opts_defaults(struct bench_opts *o)
 	o->conns = BENCH_DEFAULT_CONNS;
 	o->size = BENCH_DEFAULT_SIZE;
 	o->pipeline = 1;
+	o->setup_timeout = BENCH_DEFAULT_SETUP_TIMEOUT;
 }
 
 /* One option with a value; returns OPTS_OK or reports the bad value. */
@@ -142,6 +163,12 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 			return bench_bad(errout,
 			                 "bad --rate '%s' (messages per "
 			                 "second, more than 0)",
+			                 arg);
+		break;
+	case OPT_SETUP_TIMEOUT:
+		if (num_parse_seconds(arg, 0, 1e6, &o->setup_timeout) < 0)
+			return bench_bad(errout,
+			                 "bad --setup-timeout '%s' (seconds)",
 			                 arg);
 		break;
 	}
@@ -209,6 +236,9 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 			break;
 		case OPT_JSON:
 			o->json = 1;
+			break;
+		case OPT_STRICT:
+			o->strict = 1;
 			break;
 		case 'h':
 			fprintf(out, bench_usage_text, prog);

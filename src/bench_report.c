@@ -1,32 +1,81 @@
 /*
  * bench_report.c - forkloop-bench's results: one table for people, one JSON
- * object for scripts. The table's row names are the JSON field names.
+ * object for scripts, and the warnings that go with both. The table's row
+ * names are the JSON field names.
  */
 #include <inttypes.h>
+#include <stdio.h>
 
 #include "forkloop/bench.h"
 
-struct bench_rates {
-	double msgs, mbytes;
-	double p50, p90, p99, p999, max; /* microseconds */
+struct bench_lat {
+	double p50, p90, p99, p999, max, mean; /* microseconds */
+	uint64_t count;
 };
 
-static double us(uint64_t ns)
+static void bench_lat(const struct hist *h, struct bench_lat *x)
 {
-	return (double)ns / 1e3;
+	x->p50 = (double)hist_quantile(h, 0.50) / 1e3;
+	x->p90 = (double)hist_quantile(h, 0.90) / 1e3;
+	x->p99 = (double)hist_quantile(h, 0.99) / 1e3;
+	x->p999 = (double)hist_quantile(h, 0.999) / 1e3;
+	x->max = (double)h->max / 1e3;
+	x->mean = hist_mean(h) / 1e3;
+	x->count = h->count;
 }
 
-static void bench_rates(const struct bench_result *r, struct bench_rates *x)
+void bench_summarize(const struct bench_opts *o, const struct bench_result *r,
+                     struct bench_summary *s)
 {
-	const struct hist *h = &r->latency;
+	double due;
 
-	x->msgs = r->elapsed > 0 ? (double)r->messages / r->elapsed : 0;
-	x->mbytes = r->elapsed > 0 ? (double)r->bytes / r->elapsed / 1e6 : 0;
-	x->p50 = us(hist_quantile(h, 0.50));
-	x->p90 = us(hist_quantile(h, 0.90));
-	x->p99 = us(hist_quantile(h, 0.99));
-	x->p999 = us(hist_quantile(h, 0.999));
-	x->max = us(h->max > 0 ? h->max : 0);
+	s->msgs_per_sec = r->elapsed > 0 ? (double)r->messages / r->elapsed : 0;
+	s->mbytes_per_sec =
+	        r->elapsed > 0 ? (double)r->bytes / r->elapsed / 1e6 : 0;
+	s->rate_shortfall_pct = 0;
+	s->rate_short = 0;
+	s->little_ratio = 0;
+	if (o->rate > 0 && r->elapsed > 0) {
+		due = o->rate * r->elapsed;
+		if ((double)r->messages < due)
+			s->rate_shortfall_pct =
+			        100.0 * (due - (double)r->messages) / due;
+		s->rate_short = (double)r->messages + 1 <
+		                due * (1 - BENCH_RATE_TOLERANCE / 100);
+	}
+	if (o->rate == 0 && !o->churn && r->latency.count > 0)
+		s->little_ratio = hist_mean(&r->latency) / 1e9 *
+		                  s->msgs_per_sec /
+		                  (double)(o->conns * o->pipeline);
+}
+
+int bench_warnings(const struct bench_opts *o, const struct bench_result *r,
+                   char w[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN])
+{
+	struct bench_summary s;
+	int n = 0;
+
+	bench_summarize(o, r, &s);
+	if (s.rate_short)
+		snprintf(w[n++], BENCH_WARNING_LEN,
+		         "answered %.1f msgs/s, %.1f%% short of --rate %.1f",
+		         s.msgs_per_sec, s.rate_shortfall_pct, o->rate);
+	if (r->late_conns > 0)
+		snprintf(w[n++], BENCH_WARNING_LEN,
+		         "%" PRIu64 " of %" PRIu64 " connections were not up "
+		         "when the load started, %.1f s after the first connect",
+		         r->late_conns, o->conns, r->load_start_ms / 1e3);
+	if (r->conns_pending > 0)
+		snprintf(w[n++], BENCH_WARNING_LEN,
+		         "%" PRIu64 " connections were still connecting at the "
+		         "end",
+		         r->conns_pending);
+	if (r->unsent > 0)
+		snprintf(w[n++], BENCH_WARNING_LEN,
+		         "%" PRIu64 " messages were due and never sent; their "
+		         "ages are in the latency",
+		         r->unsent);
+	return n;
 }
 
 static const char *bench_load_name(const struct bench_opts *o)
@@ -36,55 +85,117 @@ static const char *bench_load_name(const struct bench_opts *o)
 	return o->rate > 0 ? "open" : "closed";
 }
 
+static void text_lat(FILE *f, const char *name, const struct hist *h)
+{
+	struct bench_lat x;
+
+	bench_lat(h, &x);
+	fprintf(f,
+	        "%-22s p50 %.1f  p90 %.1f  p99 %.1f  p999 %.1f  max %.1f  "
+	        "mean %.1f\n",
+	        name, x.p50, x.p90, x.p99, x.p999, x.max, x.mean);
+}
+
 void bench_report_text(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
-	struct bench_rates x;
+	struct bench_summary s;
 	char target[ADDR_STRLEN];
 
-	bench_rates(r, &x);
-	fprintf(f, "%-16s %s, %s loop%s\n", "target",
+	bench_summarize(o, r, &s);
+	fprintf(f, "%-22s %s, %s loop%s\n", "target",
 	        addr_spec_format(&o->target, target, sizeof target),
 	        bench_load_name(o), r->interrupted ? ", interrupted" : "");
-	fprintf(f, "%-16s %" PRIu64 "\n", "conns", o->conns);
-	fprintf(f, "%-16s %" PRIu64 "\n", "size", o->size);
-	fprintf(f, "%-16s %" PRIu64 "\n", "pipeline", o->pipeline);
+	fprintf(f, "%-22s %" PRIu64 "\n", "conns", o->conns);
+	fprintf(f, "%-22s %" PRIu64 "\n", "size", o->size);
+	fprintf(f, "%-22s %" PRIu64 "\n", "pipeline", o->pipeline);
 	if (o->rate > 0)
-		fprintf(f, "%-16s %.1f\n", "rate", o->rate);
-	fprintf(f, "%-16s %.3f\n", "duration_s", r->elapsed);
-	fprintf(f, "%-16s %" PRIu64 "\n", "messages", r->messages);
-	fprintf(f, "%-16s %.1f\n", "msgs_per_sec", x.msgs);
-	fprintf(f, "%-16s %.3f\n", "mbytes_per_sec", x.mbytes);
+		fprintf(f, "%-22s %.1f (answered %.1f, %.1f%% short)\n", "rate",
+		        o->rate, s.msgs_per_sec, s.rate_shortfall_pct);
+	fprintf(f, "%-22s %.3f\n", "duration_s", r->elapsed);
+	fprintf(f, "%-22s %" PRIu64 "\n", "messages", r->messages);
+	fprintf(f, "%-22s %.1f\n", "msgs_per_sec", s.msgs_per_sec);
+	fprintf(f, "%-22s %.3f\n", "mbytes_per_sec", s.mbytes_per_sec);
+	fprintf(f, "%-22s %" PRIu64 " (in flight %" PRIu64 ", unsent %" PRIu64
+	        ")\n",
+	        "unanswered", r->in_flight + r->unsent, r->in_flight,
+	        r->unsent);
 	fprintf(f,
-	        "%-16s %" PRIu64 " (mismatch %" PRIu64 ", reset %" PRIu64
+	        "%-22s %" PRIu64 " (mismatch %" PRIu64 ", reset %" PRIu64
 	        ", closed %" PRIu64 ", connect %" PRIu64 ")\n",
 	        "errors", r->errors, r->err.mismatch, r->err.reset,
 	        r->err.closed, r->err.connect);
-	fprintf(f, "%-16s %.3f (all up in %.1f)\n", "connect_ms", r->connect_ms,
-	        r->setup_ms);
-	fprintf(f, "%-16s p50 %.1f  p90 %.1f  p99 %.1f  p999 %.1f  max %.1f\n",
-	        "latency_us", x.p50, x.p90, x.p99, x.p999, x.max);
+	fprintf(f, "%-22s %.3f (", "connect_ms", r->connect_ms);
+	if (r->setup_done)
+		fprintf(f, "all up in %.1f", r->setup_ms);
+	else
+		fprintf(f, "not all up");
+	fprintf(f, ", load started at %.1f, %" PRIu64 " late)\n",
+	        r->load_start_ms, r->late_conns);
+	text_lat(f, "latency_us", &r->latency);
+	text_lat(f, "latency_uncorrected_us", &r->latency_uncorrected);
+	if (s.little_ratio > 0)
+		fprintf(f, "%-22s %.3f\n", "little_ratio", s.little_ratio);
+}
+
+static void json_lat(FILE *f, const char *name, const struct hist *h)
+{
+	struct bench_lat x;
+
+	bench_lat(h, &x);
+	fprintf(f,
+	        ", \"%s\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f"
+	        ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f, \"count\": "
+	        "%" PRIu64 "}",
+	        name, x.p50, x.p90, x.p99, x.p999, x.max, x.mean, x.count);
+}
+
+/* A JSON string of ours: the warnings hold no quote, backslash or control. */
+static void json_warnings(FILE *f, const struct bench_opts *o,
+                          const struct bench_result *r)
+{
+	char w[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN];
+	int i, n = bench_warnings(o, r, w);
+
+	fprintf(f, ", \"warnings\": [");
+	for (i = 0; i < n; i++)
+		fprintf(f, "%s\"%s\"", i > 0 ? ", " : "", w[i]);
+	fprintf(f, "]");
 }
 
 void bench_report_json(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
-	struct bench_rates x;
+	struct bench_summary s;
 	char target[ADDR_STRLEN];
 
-	bench_rates(r, &x);
+	bench_summarize(o, r, &s);
 	fprintf(f,
 	        "{\"target\": \"%s\", \"load\": \"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
-	        ", \"rate\": %.3f, \"warmup_s\": %.3f",
+	        ", \"rate\": %.3f, \"warmup_s\": %.3f, \"strict\": %s",
 	        addr_spec_format(&o->target, target, sizeof target),
 	        bench_load_name(o), o->conns, o->size, o->pipeline, o->rate,
-	        o->warmup);
+	        o->warmup, o->strict ? "true" : "false");
 	fprintf(f,
 	        ", \"duration_s\": %.6f, \"messages\": %" PRIu64
 	        ", \"bytes\": %" PRIu64
 	        ", \"msgs_per_sec\": %.1f, \"mbytes_per_sec\": %.3f",
-	        r->elapsed, r->messages, r->bytes, x.msgs, x.mbytes);
+	        r->elapsed, r->messages, r->bytes, s.msgs_per_sec,
+	        s.mbytes_per_sec);
+	if (o->rate > 0)
+		fprintf(f,
+		        ", \"rate_achieved\": %.1f, \"rate_shortfall_pct\": "
+		        "%.2f, \"rate_short\": %s",
+		        s.msgs_per_sec, s.rate_shortfall_pct,
+		        s.rate_short ? "true" : "false");
+	else
+		fprintf(f, ", \"rate_achieved\": null, \"rate_shortfall_pct\": "
+		           "0, \"rate_short\": false");
+	fprintf(f,
+	        ", \"unanswered\": %" PRIu64 ", \"in_flight\": %" PRIu64
+	        ", \"unsent\": %" PRIu64,
+	        r->in_flight + r->unsent, r->in_flight, r->unsent);
 	fprintf(f,
 	        ", \"errors\": %" PRIu64
 	        ", \"error_kinds\": {\"mismatch\": %" PRIu64
@@ -92,15 +203,24 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	        ", \"connect\": %" PRIu64 "}",
 	        r->errors, r->err.mismatch, r->err.reset, r->err.closed,
 	        r->err.connect);
+	fprintf(f, ", \"connects\": %" PRIu64 ", \"connect_ms\": %.4f",
+	        r->connects, r->connect_ms);
+	if (r->setup_done)
+		fprintf(f, ", \"setup_ms\": %.3f", r->setup_ms);
+	else
+		fprintf(f, ", \"setup_ms\": null");
 	fprintf(f,
-	        ", \"connects\": %" PRIu64
-	        ", \"connect_ms\": %.4f, \"setup_ms\": %.3f, \"interrupted\": "
-	        "%s",
-	        r->connects, r->connect_ms, r->setup_ms,
-	        r->interrupted ? "true" : "false");
-	fprintf(f,
-	        ", \"latency_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f"
-	        ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f}}\n",
-	        x.p50, x.p90, x.p99, x.p999, x.max,
-	        hist_mean(&r->latency) / 1e3);
+	        ", \"setup_timeout_s\": %.3f, \"load_start_ms\": %.3f"
+	        ", \"late_conns\": %" PRIu64 ", \"conns_pending\": %" PRIu64
+	        ", \"interrupted\": %s",
+	        o->setup_timeout, r->load_start_ms, r->late_conns,
+	        r->conns_pending, r->interrupted ? "true" : "false");
+	json_lat(f, "latency_us", &r->latency);
+	json_lat(f, "latency_uncorrected_us", &r->latency_uncorrected);
+	if (s.little_ratio > 0)
+		fprintf(f, ", \"little_ratio\": %.4f", s.little_ratio);
+	else
+		fprintf(f, ", \"little_ratio\": null");
+	json_warnings(f, o, r);
+	fprintf(f, "}\n");
 }

@@ -5,6 +5,7 @@ the exit status non-zero."""
 import json
 import os
 import resource
+import selectors
 import signal
 import socket
 import socketserver
@@ -89,6 +90,95 @@ class PyEcho(socketserver.ThreadingTCPServer):
         self.thread.join(timeout=5)
 
 
+class SlowServer:
+    """An echo server that is slow on purpose, in ways a load generator must
+    not hide: it starts accepting only after accept_after seconds (and then
+    raises its listen backlog from backlog to backlog_after), then accepts
+    one connection per accept_every seconds; it echoes at most read_max
+    bytes per read, one read per read_every seconds per connection.
+
+    With backlog 1, the kernel completes two handshakes and drops the other
+    SYNs while nobody accepts; the clients send them again after about a
+    second (the initial retransmission timeout, RFC 6298), by when the larger
+    backlog takes them all."""
+
+    def __init__(self, backlog=4096, accept_after=0.0, backlog_after=4096,
+                 accept_every=0.0, read_max=65536, read_every=0.0):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(backlog)
+        self.port = self.lsock.getsockname()[1]
+        self.accept_after, self.accept_every = accept_after, accept_every
+        self.backlog_after = backlog_after
+        self.read_max, self.read_every = read_max, read_every
+        self.accepted = 0
+        self.done = threading.Event()
+        self.sel = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.conns = []
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self.acceptor, self.echoer)]
+        for t in self.threads:
+            t.start()
+
+    def acceptor(self):
+        if self.done.wait(self.accept_after):
+            return
+        self.lsock.listen(self.backlog_after)
+        self.lsock.settimeout(0.05)
+        while not self.done.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.setblocking(True)
+            with self.lock:
+                self.conns.append(c)
+                self.sel.register(c, selectors.EVENT_READ)
+            self.accepted += 1
+            if self.done.wait(self.accept_every):
+                return
+
+    def echoer(self):
+        while not self.done.is_set():
+            with self.lock:
+                if not self.conns:
+                    ready = []
+                else:
+                    ready = self.sel.select(0.01)
+            if not ready:
+                time.sleep(0.005)
+                continue
+            for key, _ in ready:
+                c = key.fileobj
+                try:
+                    data = c.recv(self.read_max)
+                    if data:
+                        c.sendall(data)
+                except OSError:
+                    data = b""
+                if not data:
+                    with self.lock:
+                        self.sel.unregister(c)
+                        self.conns.remove(c)
+                    c.close()
+            if self.read_every:
+                time.sleep(self.read_every)
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.lsock.close()
+        with self.lock:
+            for c in self.conns:
+                c.close()
+        self.sel.close()
+
+
 def nofile(soft, hard):
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -103,6 +193,11 @@ class BenchTest(fltest.ProcTestCase):
         for s in self.servers:
             s.stop()
         super().tearDown()
+
+    def slow(self, **kw):
+        s = SlowServer(**kw)
+        self.servers.append(s)
+        return "127.0.0.1:%d" % s.port
 
     def pyecho(self, how="echo"):
         s = PyEcho(how)
@@ -274,6 +369,9 @@ class BenchTest(fltest.ProcTestCase):
         # messages are due at 0, 5 ms, 10 ms ...: never more than scheduled
         self.assertLessEqual(j["messages"], 201)
         self.assertEqual(j["load"], "open")
+        self.assertFalse(j["rate_short"], j)
+        self.assertEqual(j["warnings"], [])
+        self.assertEqual(j["unsent"], 0)
 
     def test_rate_counts_a_stall_in_the_tail(self):
         # The server sits on its first message for 0.3 s. Messages due in
@@ -284,6 +382,130 @@ class BenchTest(fltest.ProcTestCase):
         self.assertEqual(j["errors"], 0)
         self.assertGreaterEqual(j["latency_us"]["max"], 280000)
         self.assertGreaterEqual(j["latency_us"]["p90"], 100000)
+
+    def test_little_law_holds_against_a_slow_acceptor(self):
+        # 300 connections against a server that accepts one every 10 ms:
+        # for most of the run many connections wait in its accept queue with
+        # a message sent and no echo. Their waits are part of the latency, so
+        # the mean agrees with Little's law: connections / throughput.
+        j, err = self.bench_json("-c", 300, "-d", 2, "--json",
+                                 self.slow(accept_every=0.01))
+        self.assertEqual(j["errors"], 0)
+        self.assertGreater(j["in_flight"], 0)
+        mean_s = j["latency_us"]["mean"] / 1e6
+        little_s = 300 / j["msgs_per_sec"]
+        self.assertGreater(mean_s / little_s, 0.85, j)
+        self.assertLess(mean_s / little_s, 1.15, j)
+        self.assertAlmostEqual(j["little_ratio"], mean_s / little_s,
+                               delta=0.02)
+        self.assertEqual(j["latency_us"]["count"],
+                         j["messages"] + j["unanswered"])
+        self.assertEqual(j["unanswered"], j["in_flight"] + j["unsent"])
+        # the longest wait is the whole run, however few echoes it cost
+        self.assertGreater(j["latency_us"]["max"], 1.5e6)
+
+    def test_little_law_holds_for_forkloop_echo(self):
+        # Both designs, with one and with 100 connections.
+        for mode in ("event", "fork"):
+            srv = self.start(fltest.Server, [fltest.binary("echo"), "--mode",
+                                             mode, "--listen", "127.0.0.1:0"])
+            for conns in (1, 100):
+                j, _ = self.bench_json("-c", conns, "-d", "0.5",
+                                       "127.0.0.1:%d" % srv.port)
+                self.assertEqual(j["errors"], 0)
+                self.assertGreater(j["little_ratio"], 0.85, (mode, j))
+                self.assertLess(j["little_ratio"], 1.15, (mode, j))
+            srv.kill_group()
+
+    def test_stalled_server_shows_in_the_tail(self):
+        # Open loop against forkloop-echo stopped (SIGSTOP) for the last
+        # second: the messages due then are sent and never answered. They
+        # are counted, their ages make the tail, and --strict fails the run.
+        srv = self.start(fltest.Server, [fltest.binary("echo"), "--listen",
+                                         "127.0.0.1:0"])
+        p = self.start(fltest.Proc, [fltest.binary("bench"), "--json",
+                                     "--strict", "--rate", "1000", "-c", "4",
+                                     "-d", "2", "127.0.0.1:%d" % srv.port],
+                       stdout=subprocess.PIPE)
+        time.sleep(1.0)
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            status = p.wait(30)
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        j = json.loads(p.p.stdout.read())
+        self.assertEqual(status, 1, p.stderr_text())
+        self.assertTrue(j["rate_short"], j)
+        self.assertGreater(j["rate_shortfall_pct"], 25, j)
+        self.assertGreater(j["in_flight"], 500, j)
+        self.assertGreater(j["latency_us"]["p99"], 500000, j)
+        self.assertGreater(j["latency_uncorrected_us"]["p99"], 500000, j)
+        self.assertIn("short of --rate", p.stderr_text())
+        self.assertEqual(j["errors"], 0)
+
+    def test_rate_shortfall_is_a_warning(self):
+        # The server reads 64 bytes a millisecond: at most 1,000 echoes a
+        # second, against 4,000 due.
+        target = self.slow(read_max=64, read_every=0.001)
+        j, err = self.bench_json("--rate", 4000, "-c", 1, "-d", 1, target)
+        self.assertTrue(j["rate_short"], j)
+        self.assertGreater(j["rate_shortfall_pct"], 50)
+        self.assertLess(j["rate_achieved"], 1500)
+        self.assertRegex(err, r"warning: answered [0-9.]+ msgs/s, "
+                              r"[0-9.]+% short of --rate 4000")
+        self.assertEqual(len(j["warnings"]), 1, j["warnings"])
+        j, _ = self.bench_json("--strict", "--rate", 4000, "-c", 1, "-d", 1,
+                               target, status=1)
+        self.assertTrue(j["strict"])
+
+    def test_late_connections_carry_their_due_messages(self):
+        # Backlog 1 and nothing accepted for 0.6 s: two connections complete
+        # at once, the others' SYNs are dropped and retried after about a
+        # second. The load starts at the setup timeout; what falls due on a
+        # late connection waits for it and counts from when it was due, not
+        # from when it could be sent.
+        # --strict makes the late connections an exit status of 1.
+        for load in ([], ["--rate", "200"]):
+            target = self.slow(backlog=1, accept_after=0.6)
+            j, err = self.bench_json("--strict", "-c", 8, "-d", 2,
+                                     "--setup-timeout", "0.2", *load, target,
+                                     status=1)
+            self.assertEqual(j["errors"], 0, j)
+            self.assertGreaterEqual(j["late_conns"], 4, j)
+            self.assertIsNotNone(j["setup_ms"], j)
+            self.assertGreater(j["setup_ms"], 800, j)
+            self.assertLess(j["load_start_ms"], 1000, j)
+            self.assertEqual(j["unsent"], 0, j)
+            self.assertEqual(j["connects"], 8)
+            # messages due at the start waited about 0.8 s for a connection
+            self.assertGreater(j["latency_us"]["max"], 500000, j)
+            self.assertLess(j["latency_uncorrected_us"]["max"],
+                            j["latency_us"]["max"] - 300000, j)
+            self.assertRegex(err, r"warning: \d+ of 8 connections were not "
+                                  r"up when the load started")
+
+    def test_unsent_messages_are_counted(self):
+        # The run ends before the late connections come up: what was due on
+        # them was never sent, and is counted, with its age, not skipped.
+        for load in ([], ["--rate", "400"]):
+            target = self.slow(backlog=1, accept_after=5)
+            j, err = self.bench_json("-c", 8, "-d", "0.6", "--setup-timeout",
+                                     "0.1", *load, target, status=1)
+            self.assertGreaterEqual(j["late_conns"], 4, j)
+            self.assertEqual(j["conns_pending"], j["late_conns"], j)
+            self.assertIsNone(j["setup_ms"])
+            self.assertGreater(j["unsent"], 0, j)
+            if load:
+                # every message due on a late connection: 400/s x 0.6 s
+                # spread over 8 connections, most of them late
+                self.assertGreater(j["unsent"], 100, j)
+            else:
+                self.assertEqual(j["unsent"], j["late_conns"], j)
+            self.assertEqual(j["latency_us"]["count"],
+                             j["messages"] + j["unanswered"])
+            self.assertGreater(j["latency_us"]["max"], 500000, j)
+            self.assertIn("were due and never sent", err)
+            self.assertIn("still connecting at the end", err)
 
     def test_connect_rate_opens_every_connection(self):
         j, _ = self.bench_json("-c", 20, "--connect-rate", 200, "-n", 100,

@@ -42,6 +42,8 @@ static void test_defaults(void **state)
 	assert_true(o.rate == 0);
 	assert_false(o.churn);
 	assert_false(o.json);
+	assert_false(o.strict);
+	assert_true(o.setup_timeout == 5.0);
 }
 
 static void test_every_option(void **state)
@@ -59,6 +61,9 @@ static void test_every_option(void **state)
 	                "--connect-rate",
 	                "5000",
 	                "--json",
+	                "--setup-timeout",
+	                "0.25",
+	                "--strict",
 	                "[::1]:7",
 	                NULL};
 	struct bench_opts o;
@@ -74,6 +79,8 @@ static void test_every_option(void **state)
 	assert_true(o.warmup == 0.5);
 	assert_int_equal(o.connect_rate, 5000);
 	assert_true(o.json);
+	assert_true(o.setup_timeout == 0.25);
+	assert_true(o.strict);
 }
 
 static void test_messages_without_duration(void **state)
@@ -140,6 +147,8 @@ static void test_bad_values(void **state)
 	        {"b", "--warmup", "x", "h:1"},
 	        {"b", "--connect-rate", "0", "h:1"},
 	        {"b", "--rate", "0", "h:1"},
+	        {"b", "--setup-timeout", "x", "h:1"},
+	        {"b", "--setup-timeout", "-1", "h:1"},
 	        {"b", "--bogus", "1", "h:1"},
 	        {"b", "-x", "1", "h:1"},
 	};

@@ -15,6 +15,7 @@
 #define BENCH_DEFAULT_CONNS    50
 #define BENCH_DEFAULT_SIZE     64
 #define BENCH_DEFAULT_DURATION 10.0
+#define BENCH_DEFAULT_SETUP_TIMEOUT 5.0
 #define BENCH_MAX_SIZE         (16u * 1024 * 1024)
 #define BENCH_MAX_PIPELINE     4096
 /* Descriptors beyond one per connection: stdio, the event base, slack. */
@@ -32,6 +33,10 @@ struct bench_opts {
 	double rate;           /* open loop, messages per second; 0: closed */
 	int churn;             /* one message per connection */
 	int json;
+	int strict;            /* a shortfall, an unsent message or a late
+	                          connection makes the exit status 1 */
+	double setup_timeout;  /* seconds after the last connect(2) is
+	                          started that the load waits for the rest */
 };
 
 struct bench_errors {
@@ -41,6 +46,17 @@ struct bench_errors {
 	uint64_t closed;   /* the server closed: a short echo */
 };
 
+/*
+ * What a run measured. Latency is counted the way coordinated omission asks
+ * (Tene, "How NOT to measure latency"; wrk2): a message is due when the
+ * load says it should be sent, the open loop's schedule or, in a closed
+ * loop, when the previous echo on its connection completed (the load's
+ * start for the first). latency runs from that time; latency_uncorrected
+ * from when its first byte was actually written. A message still
+ * unanswered at the end of the run enters both with its age then, a lower
+ * bound of its latency, so a server that stops answering cannot shorten
+ * the tail by not answering.
+ */
 struct bench_result {
 	uint64_t messages; /* echoes completed in the measured window */
 	uint64_t bytes;    /* their payload bytes */
@@ -50,9 +66,30 @@ struct bench_result {
 	uint64_t connects;   /* connections established */
 	double connect_ms;   /* mean time for one connect to complete */
 	double setup_ms;     /* until all connections were up (not --churn) */
+	int setup_done;      /* every connection came up or failed */
+	double load_start_ms; /* from the first connect to the load's start */
+	uint64_t late_conns; /* not up yet when the load started */
+	uint64_t conns_pending; /* still connecting at the end */
+	uint64_t in_flight;  /* at the end: sent, echo not complete */
+	uint64_t unsent;     /* at the end: due, not yet written */
 	int interrupted;     /* stopped early by SIGINT or SIGTERM */
-	struct hist latency; /* nanoseconds */
+	struct hist latency; /* nanoseconds from due time */
+	struct hist latency_uncorrected; /* nanoseconds from the send */
 };
+
+/* Derived figures for the report and the exit status. */
+struct bench_summary {
+	double msgs_per_sec, mbytes_per_sec;
+	double rate_shortfall_pct; /* open loop: % below --rate, else 0 */
+	int rate_short;            /* shortfall past BENCH_RATE_TOLERANCE */
+	double little_ratio;       /* closed loop: mean latency x throughput /
+	                              messages kept in flight; 0 if none */
+};
+
+/* An open-loop run may fall short of --rate by this many percent. */
+#define BENCH_RATE_TOLERANCE 1.0
+#define BENCH_MAX_WARNINGS   4
+#define BENCH_WARNING_LEN    160
 
 /*
  * Parse forkloop-bench's command line. Help and version go to out, errors
@@ -74,6 +111,26 @@ int bench_nofile(uint64_t conns);
  * nothing listening, out of memory).
  */
 int bench_run(const struct bench_opts *o, struct bench_result *r);
+
+/*
+ * Fill s from o and r. The rate is short when fewer messages were answered
+ * than were due in the measured window (--rate x duration) by more than
+ * BENCH_RATE_TOLERANCE percent and one message (the one a healthy run may
+ * still have in flight at the end). little_ratio is Little's law's check
+ * (L = lambda W, so W = connections x pipeline / throughput): near 1.0
+ * when no latency was left out.
+ */
+void bench_summarize(const struct bench_opts *o, const struct bench_result *r,
+                     struct bench_summary *s);
+
+/*
+ * What a person should know before trusting the numbers: a rate shortfall,
+ * connections late or never up, messages due and never sent. Writes up to
+ * BENCH_MAX_WARNINGS sentences into w and returns how many. --strict makes
+ * any of them an exit status of 1.
+ */
+int bench_warnings(const struct bench_opts *o, const struct bench_result *r,
+                   char w[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN]);
 
 /* One table for people, or one JSON object with a trailing newline. */
 void bench_report_text(FILE *f, const struct bench_opts *o,
