@@ -37,6 +37,9 @@
 #define RBUF_LEN 65536u
 _Static_assert(PAT_LEN >= RBUF_LEN, "a read must fit one run of the table");
 #define NSEC 1000000000ull
+/* Open loop: messages issued per wake-up at most. */
+#define RATE_BATCH 1024u
+#define RATE_SLACK_NS 1000000ull
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 
@@ -667,19 +670,30 @@ static void bench_sigcb(evutil_socket_t fd, short what, void *arg)
  * Open loop: message j is due at t_start + j / rate, on connection j mod
  * conns, and its latency runs from that time, however late it is sent.
  */
+static uint64_t rate_due(const struct bench *b, uint64_t j)
+{
+	return b->t_start + (uint64_t)((double)j * (1e9 / b->o->rate));
+}
+
+/*
+ * Issue what is due, RATE_BATCH messages at most per wake-up: past that the
+ * timer fires again at once, after signals, the stop timer and the echoes
+ * have had their turn, however far behind a rate the client cannot issue
+ * leaves it. What it never catches up on is counted at the end.
+ */
 static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
-	double per = 1e9 / b->o->rate;
-	uint64_t now = now_ns(), due;
-	struct timeval tv;
+	uint64_t now = now_ns(), due = now;
+	struct timeval tv = {0, 0};
+	unsigned n;
 
 	(void)fd;
 	(void)what;
-	for (;;) {
+	for (n = 0; n < RATE_BATCH; n++) {
 		struct conn *c;
 
-		due = b->t_start + (uint64_t)((double)b->rate_next * per);
+		due = rate_due(b, b->rate_next);
 		if (due > now || !bench_may_issue(b))
 			break;
 		c = &b->conns[b->rate_next++ % b->o->conns];
@@ -690,7 +704,8 @@ static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 	if (b->stopping || !bench_may_issue(b))
 		return;
 	event_base_update_cache_time(b->base);
-	tv = ns_tv(due - now);
+	if (n < RATE_BATCH)
+		tv = ns_tv(due - now);
 	evtimer_add(b->rate_ev, &tv);
 }
 
@@ -858,6 +873,39 @@ static void bench_free(struct bench *b)
 }
 
 /*
+ * Open loop: the messages that fell due by the end and were never issued,
+ * because the client could not keep up with --rate (not those past -n, and
+ * not one due in the last RATE_SLACK_NS, which may just be waiting for its
+ * timer). They are unsent, and their ages, a series from the youngest one's
+ * up by 1 / rate, are recorded at once.
+ */
+static void bench_unissued(struct bench *b)
+{
+	struct bench_result *r = b->r;
+	uint64_t due_end, n, youngest;
+	double per;
+
+	if (b->o->rate <= 0 || !b->started || !b->measuring ||
+	    b->t_end < b->t_start + RATE_SLACK_NS)
+		return;
+	if (b->o->messages > 0 &&
+	    r->messages + b->inflight >= b->o->messages)
+		return;
+	per = 1e9 / b->o->rate;
+	due_end = (uint64_t)((double)(b->t_end - RATE_SLACK_NS - b->t_start) /
+	                     per) + 1;
+	while (due_end > 0 &&
+	       rate_due(b, due_end - 1) > b->t_end - RATE_SLACK_NS)
+		due_end--;
+	if (due_end <= b->rate_next)
+		return;
+	n = due_end - b->rate_next;
+	youngest = b->t_end - rate_due(b, due_end - 1);
+	r->unsent += n;
+	hist_record_series(&r->latency, youngest, per, n);
+}
+
+/*
  * What was due and is unanswered at the end: counted, and its age then
  * recorded as a lower bound of its latency. A message whose first byte went
  * out is in flight; the rest were never sent (their connection was not up,
@@ -887,6 +935,7 @@ static void bench_unanswered(struct bench *b)
 			            since(s->sent, b->t_end));
 		}
 	}
+	bench_unissued(b);
 }
 
 static void bench_finish(struct bench *b)

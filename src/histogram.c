@@ -59,6 +59,47 @@ void hist_record(struct hist *h, uint64_t v)
 		h->max = v;
 }
 
+static uint64_t series_at(uint64_t first, double step, uint64_t k)
+{
+	return first + (uint64_t)((double)k * step);
+}
+
+void hist_record_series(struct hist *h, uint64_t first, double step,
+                        uint64_t n)
+{
+	uint64_t k, last, hi, v;
+	unsigned b;
+
+	if (n == 0)
+		return;
+	if (first < h->min)
+		h->min = first;
+	v = series_at(first, step, n - 1);
+	if (v > h->max)
+		h->max = v;
+	h->count += n;
+	/* The sum of the values before rounding: at most n more. */
+	h->sum += n * first + (uint64_t)(step * (double)(n - 1) *
+	                                 (double)n / 2.0);
+	/* A bucket at a time: values k..last fall in the bucket of the k-th;
+	 * last comes from a division, then agrees with series_at's rounding. */
+	for (k = 0; k < n; k = last + 1) {
+		b = hist_bucket(series_at(first, step, k));
+		hi = hist_bucket_high(b);
+		if (step <= 0 || (double)(hi - first) / step >= (double)(n - 1))
+			last = n - 1;
+		else
+			last = (uint64_t)((double)(hi - first) / step);
+		if (last < k)
+			last = k;
+		while (last > k && series_at(first, step, last) > hi)
+			last--;
+		while (last + 1 < n && series_at(first, step, last + 1) <= hi)
+			last++;
+		h->buckets[b] += last - k + 1;
+	}
+}
+
 void hist_merge(struct hist *dst, const struct hist *src)
 {
 	unsigned i;

@@ -458,6 +458,34 @@ class BenchTest(fltest.ProcTestCase):
                                target, status=1)
         self.assertTrue(j["strict"])
 
+    def test_rate_beyond_the_client_ends_on_time(self):
+        # A billion messages a second is more than any client issues: the
+        # run still ends when -d says, answers signals meanwhile, and counts
+        # every message that fell due and was never issued.
+        srv = self.start(fltest.Server, [fltest.binary("echo"), "--listen",
+                                         "127.0.0.1:0"])
+        target = "127.0.0.1:%d" % srv.port
+        t0 = time.monotonic()
+        j, err = self.bench_json("--rate", "1000000000", "-c", 2, "-d", 1, target)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertTrue(j["rate_short"], j)
+        self.assertGreater(j["unsent"], 100000000, j)
+        self.assertEqual(j["latency_us"]["count"],
+                         j["messages"] + j["unanswered"])
+        # the oldest never-issued message was due at the start of the run
+        self.assertGreater(j["latency_us"]["max"], 900000, j)
+        self.assertGreater(j["latency_us"]["p50"], 300000, j)
+        self.assertIn("were due and never sent", err)
+        p = self.start(fltest.Proc, [fltest.binary("bench"), "--json",
+                                     "--rate", "1000000000", "-c", "2", "-d", "60",
+                                     target], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        p.signal(signal.SIGINT)
+        self.assertEqual(p.wait(10), 0, p.stderr_text())
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertTrue(json.loads(p.p.stdout.read())["interrupted"])
+
     def test_late_connections_carry_their_due_messages(self):
         # Backlog 1 and nothing accepted for 0.6 s: two connections complete
         # at once, the others' SYNs are dropped and retried after about a

@@ -166,6 +166,50 @@ static void test_empty_and_merge(void **state)
 	free(b);
 }
 
+/* A series recorded at once matches its values recorded one by one. */
+static void assert_series(uint64_t first, double step, uint64_t n)
+{
+	static struct hist one, bulk;
+	uint64_t k, sum = 0;
+	unsigned i;
+
+	hist_init(&one);
+	hist_init(&bulk);
+	for (k = 0; k < n; k++) {
+		uint64_t v = first + (uint64_t)((double)k * step);
+
+		hist_record(&one, v);
+		sum += v;
+	}
+	hist_record_series(&bulk, first, step, n);
+	assert_int_equal(bulk.count, one.count);
+	assert_int_equal(bulk.min, one.min);
+	assert_int_equal(bulk.max, one.max);
+	for (i = 0; i < HIST_BUCKETS; i++)
+		if (bulk.buckets[i] != one.buckets[i])
+			fail_msg("first %llu step %f n %llu: bucket %u holds "
+			         "%llu, not %llu",
+			         (unsigned long long)first, step,
+			         (unsigned long long)n, i,
+			         (unsigned long long)bulk.buckets[i],
+			         (unsigned long long)one.buckets[i]);
+	/* the sum drops each value's rounding: at most one unit each */
+	assert_true(bulk.sum >= sum && bulk.sum <= sum + n);
+}
+
+static void test_series(void **state)
+{
+	(void)state;
+	assert_series(0, 1.0, 1000);
+	assert_series(5, 0.0, 77);
+	assert_series(100, 333.333333, 300000); /* 3,000,000 a second */
+	assert_series(1000000, 1e6, 2001);      /* 1,000 a second for 2 s */
+	assert_series(12345, 7.5, 100000);
+	assert_series(1, 1e9, 40);
+	assert_series(999, 2.0, 1);
+	assert_series(3, 1.0, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -176,6 +220,7 @@ int main(void)
 	        cmocka_unit_test(test_bimodal_tail),
 	        cmocka_unit_test(test_decades),
 	        cmocka_unit_test(test_empty_and_merge),
+	        cmocka_unit_test(test_series),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,14 @@ struct hist {
 
 void hist_init(struct hist *h);
 void hist_record(struct hist *h, uint64_t v);
+/*
+ * Record n values at once: first + floor(k x step) for k = 0 .. n-1, as n
+ * calls to hist_record would (the same buckets, count, min and max; the
+ * sum without the rounding, so up to one unit per value more), in time proportional to the buckets
+ * they span, not to n. step >= 0.
+ */
+void hist_record_series(struct hist *h, uint64_t first, double step,
+                        uint64_t n);
 /* Add every value of src to dst. */
 void hist_merge(struct hist *dst, const struct hist *src);
 
