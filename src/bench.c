@@ -697,6 +697,8 @@ static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 		if (due > now || !bench_may_issue(b))
 			break;
 		c = &b->conns[b->rate_next++ % b->o->conns];
+		if (b->measuring)
+			hist_record(&b->r->issue_lag, now - due);
 		conn_queue(c, due);
 		if (c->state == CONN_OPEN)
 			conn_flush(c, now);
@@ -920,19 +922,23 @@ static void bench_unanswered(struct bench *b)
 	for (i = 0; i < b->o->conns; i++) {
 		struct conn *c = &b->conns[i];
 
-		if (c->state == CONN_CONNECTING)
+		/* A --churn connection's connect is the first leg of its
+		 * message's round trip: in flight, not late. */
+		int churning = b->o->churn && c->state == CONN_CONNECTING;
+
+		if (c->state == CONN_CONNECTING && !churning)
 			r->conns_pending++;
 		for (k = 0; b->measuring && k < c->tlen; k++) {
 			struct stamp *s = &c->ts[(c->thead + k) & c->tmask];
 
 			hist_record(&r->latency, since(s->due, b->t_end));
-			if (k >= c->tsent) {
+			if (k < c->tsent)
+				hist_record(&r->latency_uncorrected,
+				            since(s->sent, b->t_end));
+			if (k < c->tsent || churning)
+				r->in_flight++;
+			else
 				r->unsent++;
-				continue;
-			}
-			r->in_flight++;
-			hist_record(&r->latency_uncorrected,
-			            since(s->sent, b->t_end));
 		}
 	}
 	bench_unissued(b);
@@ -961,6 +967,7 @@ int bench_run(const struct bench_opts *o, struct bench_result *r)
 	memset(r, 0, sizeof *r);
 	hist_init(&r->latency);
 	hist_init(&r->latency_uncorrected);
+	hist_init(&r->issue_lag);
 	b.o = o;
 	b.r = r;
 	if (bench_init(&b) < 0)

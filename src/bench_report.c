@@ -134,6 +134,8 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	        r->load_start_ms, r->late_conns);
 	text_lat(f, "latency_us", &r->latency);
 	text_lat(f, "latency_uncorrected_us", &r->latency_uncorrected);
+	if (o->rate > 0)
+		text_lat(f, "issue_lag_us", &r->issue_lag);
 	if (s.little_ratio > 0)
 		fprintf(f, "%-22s %.3f\n", "little_ratio", s.little_ratio);
 }
@@ -217,6 +219,10 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	        r->conns_pending, r->interrupted ? "true" : "false");
 	json_lat(f, "latency_us", &r->latency);
 	json_lat(f, "latency_uncorrected_us", &r->latency_uncorrected);
+	if (o->rate > 0)
+		json_lat(f, "issue_lag_us", &r->issue_lag);
+	else
+		fprintf(f, ", \"issue_lag_us\": null");
 	if (s.little_ratio > 0)
 		fprintf(f, ", \"little_ratio\": %.4f", s.little_ratio);
 	else

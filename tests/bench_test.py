@@ -360,6 +360,12 @@ class BenchTest(fltest.ProcTestCase):
         self.assertGreaterEqual(j["connects"], 200)
         self.assertGreaterEqual(srv.accepted, 200)
         self.assertLatencySane(j)
+        # a connection still connecting at the end is a message in flight
+        j, err = self.bench_json("--churn", "-c", 4, "-d", "0.5",
+                                 "127.0.0.1:%d" % srv.port)
+        self.assertEqual((j["unsent"], j["conns_pending"]), (0, 0), j)
+        self.assertEqual(j["warnings"], [])
+        self.assertEqual(err, "")
 
     def test_rate_paces_messages(self):
         j, _ = self.bench_json("--rate", 200, "-c", 2, "-d", 1,

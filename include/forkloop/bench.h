@@ -75,6 +75,9 @@ struct bench_result {
 	int interrupted;     /* stopped early by SIGINT or SIGTERM */
 	struct hist latency; /* nanoseconds from due time */
 	struct hist latency_uncorrected; /* nanoseconds from the send */
+	struct hist issue_lag; /* open loop: nanoseconds from a message's due
+	                          time to when forkloop-bench queued it, its
+	                          own lateness against the schedule */
 };
 
 /* Derived figures for the report and the exit status. */
