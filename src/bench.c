@@ -98,6 +98,13 @@ struct bench {
 	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev, *tick_ev;
 	struct event *setup_ev;
 	struct event *sigint_ev, *sigterm_ev;
+	/*
+	 * Latency is recorded once per message: into r->latency when it was
+	 * sent the moment it fell due (its two latencies are one value), else
+	 * into the pair below; bench_finish merges them into the result.
+	 */
+	struct hist *late_due;  /* from the due time */
+	struct hist *late_sent; /* from the send, if sent */
 };
 
 static void conn_open(struct conn *c);
@@ -327,8 +334,12 @@ static void bench_count(struct bench *b, struct stamp s, uint64_t now)
 		return;
 	b->r->messages++;
 	b->r->bytes += b->o->size;
-	hist_record(&b->r->latency, since(s.due, now));
-	hist_record(&b->r->latency_uncorrected, since(s.sent, now));
+	if (s.sent == s.due) {
+		hist_record(&b->r->latency, since(s.due, now));
+	} else {
+		hist_record(b->late_due, since(s.due, now));
+		hist_record(b->late_sent, since(s.sent, now));
+	}
 	if (b->o->messages > 0 && b->r->messages >= b->o->messages)
 		bench_stop(b);
 }
@@ -819,11 +830,16 @@ static int bench_init(struct bench *b)
 	b->conns = calloc(b->o->conns, sizeof *b->conns);
 	b->pat = malloc(2 * PAT_LEN);
 	b->rbuf = malloc(RBUF_LEN);
-	if (b->conns == NULL || b->pat == NULL || b->rbuf == NULL) {
+	b->late_due = malloc(sizeof *b->late_due);
+	b->late_sent = malloc(sizeof *b->late_sent);
+	if (b->conns == NULL || b->pat == NULL || b->rbuf == NULL ||
+	    b->late_due == NULL || b->late_sent == NULL) {
 		log_error("out of memory for %llu connections",
 		          (unsigned long long)b->o->conns);
 		return -1;
 	}
+	hist_init(b->late_due);
+	hist_init(b->late_sent);
 	srandom(1);
 	for (i = 0; i < PAT_LEN; i++)
 		b->pat[i] = b->pat[i + PAT_LEN] = (unsigned char)random();
@@ -872,6 +888,8 @@ static void bench_free(struct bench *b)
 	free(b->conns);
 	free(b->pat);
 	free(b->rbuf);
+	free(b->late_due);
+	free(b->late_sent);
 }
 
 /*
@@ -904,7 +922,7 @@ static void bench_unissued(struct bench *b)
 	n = due_end - b->rate_next;
 	youngest = b->t_end - rate_due(b, due_end - 1);
 	r->unsent += n;
-	hist_record_series(&r->latency, youngest, per, n);
+	hist_record_series(b->late_due, youngest, per, n);
 }
 
 /*
@@ -931,9 +949,9 @@ static void bench_unanswered(struct bench *b)
 		for (k = 0; b->measuring && k < c->tlen; k++) {
 			struct stamp *s = &c->ts[(c->thead + k) & c->tmask];
 
-			hist_record(&r->latency, since(s->due, b->t_end));
+			hist_record(b->late_due, since(s->due, b->t_end));
 			if (k < c->tsent)
-				hist_record(&r->latency_uncorrected,
+				hist_record(b->late_sent,
 				            since(s->sent, b->t_end));
 			if (k < c->tsent || churning)
 				r->in_flight++;
@@ -951,6 +969,9 @@ static void bench_finish(struct bench *b)
 	if (!b->stopping)
 		b->t_end = now_ns();
 	bench_unanswered(b);
+	hist_merge(&r->latency_uncorrected, &r->latency);
+	hist_merge(&r->latency_uncorrected, b->late_sent);
+	hist_merge(&r->latency, b->late_due);
 	if (b->progress)
 		fprintf(stderr, "\r\033[K");
 	r->elapsed = b->measuring ? (double)(b->t_end - b->t_measure) / 1e9 : 0;
