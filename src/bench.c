@@ -40,6 +40,8 @@ _Static_assert(PAT_LEN >= RBUF_LEN, "a read must fit one run of the table");
 /* Open loop: messages issued per wake-up at most. */
 #define RATE_BATCH 1024u
 #define RATE_SLACK_NS 1000000ull
+/* How often connect timeouts and stalls are looked for. */
+#define WATCH_S 0.1
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 
@@ -87,6 +89,8 @@ struct bench {
 	unsigned char *rbuf;
 	uint64_t next_id;
 	uint64_t opened, up, down; /* connect phase */
+	uint64_t connecting;       /* slots in CONN_CONNECTING */
+	uint64_t t_progress;       /* the last read of an echo */
 	uint64_t dead; /* slots whose connection failed: never reopened */
 	uint64_t inflight;
 	int ever_connected;
@@ -96,7 +100,7 @@ struct bench {
 	double connect_credit;
 	uint64_t connect_ns;
 	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev, *tick_ev;
-	struct event *setup_ev;
+	struct event *setup_ev, *watch_ev;
 	struct event *sigint_ev, *sigterm_ev;
 	/*
 	 * Latency is recorded once per message: into r->latency when it was
@@ -206,6 +210,8 @@ static uint32_t pat_advance(uint32_t off, size_t n)
  */
 static void conn_close(struct conn *c)
 {
+	if (c->state == CONN_CONNECTING)
+		c->b->connecting--;
 	if (c->state == CONN_CONNECTING || c->state == CONN_OPEN) {
 		event_del(&c->rev);
 		event_del(&c->wev);
@@ -408,7 +414,8 @@ static int conn_input(struct conn *c, ssize_t n)
 	}
 	c->rcvd += (uint64_t)n;
 	c->roff = pat_advance(c->roff, (size_t)n);
-	conn_complete(c, now_ns());
+	b->t_progress = now_ns();
+	conn_complete(c, b->t_progress);
 	return 1;
 }
 
@@ -497,6 +504,7 @@ static void conn_up(struct conn *c)
 	event_assign(&c->wev, b->base, c->fd, EV_WRITE | EV_ET, conn_writecb,
 	             c);
 	event_add(&c->rev, NULL);
+	b->connecting--;
 	c->state = CONN_OPEN;
 	b->ever_connected = 1;
 	b->r->connects++;
@@ -561,6 +569,7 @@ static void conn_open(struct conn *c)
 	sock_nodelay(fd);
 	c->fd = fd;
 	c->state = CONN_CONNECTING;
+	b->connecting++;
 	event_assign(&c->rev, b->base, fd,
 	             EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, conn_readcb, c);
 	event_assign(&c->wev, b->base, fd, EV_WRITE | EV_ET, conn_connectcb, c);
@@ -594,6 +603,37 @@ static void bench_setupcb(evutil_socket_t fd, short what, void *arg)
 	bench_start(b);
 }
 
+/*
+ * Every WATCH_NS: a connect that has taken --connect-timeout fails with
+ * ETIMEDOUT (the kernel would retry SYNs for two minutes), and a run bounded
+ * only by -n ends once no echo has come back for BENCH_STALL_TIMEOUT while
+ * messages are owed.
+ */
+static void bench_watchcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	const struct bench_opts *o = b->o;
+	uint64_t now = now_ns(), i;
+	uint64_t limit = (uint64_t)(o->connect_timeout * 1e9);
+
+	(void)fd;
+	(void)what;
+	for (i = 0; b->connecting > 0 && i < o->conns && !b->fatal; i++) {
+		struct conn *c = &b->conns[i];
+
+		if (c->state == CONN_CONNECTING && now - c->t_connect >= limit)
+			conn_connect_failed(c, ETIMEDOUT);
+	}
+	if (o->duration == 0 && b->started && !b->stopping &&
+	    b->inflight > 0 &&
+	    now - b->t_progress >= (uint64_t)(BENCH_STALL_TIMEOUT * 1e9)) {
+		log_error("no echo came back for %.0f s: stopping",
+		          BENCH_STALL_TIMEOUT);
+		b->r->stalled = 1;
+		bench_stop(b);
+	}
+}
+
 /* --connect-rate: open what the elapsed time allows, every 10 ms. */
 static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
 {
@@ -619,7 +659,7 @@ static void bench_open_all(struct bench *b)
 {
 	struct timeval tick = {0, 10000};
 
-	b->t_open = now_ns();
+	b->t_open = b->t_progress = now_ns();
 	if (b->o->connect_rate == 0) {
 		while (b->opened < b->o->conns && !b->fatal)
 			conn_open(&b->conns[b->opened++]);
@@ -868,9 +908,9 @@ static int bench_init(struct bench *b)
 
 static void bench_free(struct bench *b)
 {
-	struct event *evs[] = {b->connect_ev, b->warm_ev,   b->stop_ev,
-	                       b->rate_ev,    b->tick_ev,   b->sigint_ev,
-	                       b->sigterm_ev, b->setup_ev};
+	struct event *evs[] = {b->connect_ev, b->warm_ev,  b->stop_ev,
+	                       b->rate_ev,    b->tick_ev,  b->sigint_ev,
+	                       b->sigterm_ev, b->setup_ev, b->watch_ev};
 	uint64_t i;
 
 	for (i = 0; b->conns != NULL && i < b->o->conns; i++) {
@@ -996,6 +1036,9 @@ int bench_run(const struct bench_opts *o, struct bench_result *r)
 	b.progress = isatty(STDERR_FILENO);
 	if (b.progress &&
 	    bench_timer(&b, &b.tick_ev, bench_tickcb, 1.0, EV_PERSIST) < 0)
+		goto out;
+	if (bench_timer(&b, &b.watch_ev, bench_watchcb, WATCH_S, EV_PERSIST) <
+	    0)
 		goto out;
 	if (o->churn)
 		bench_start(&b);

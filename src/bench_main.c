@@ -43,6 +43,8 @@ int main(int argc, char **argv)
 	status = r->errors > 0 ? 1 : 0;
 	if (status != 0)
 		log_error("%llu errors", (unsigned long long)r->errors);
+	if (r->stalled)
+		status = 1;
 	if (r->messages == 0 && !r->interrupted) {
 		log_error("no echo came back in %.1f s", r->elapsed);
 		status = 1;

@@ -11,8 +11,9 @@
 static const char bench_usage_text[] =
         "usage: %s [-hV] [-c CONNS] [-s BYTES] [-d SECONDS | -n MESSAGES]\n"
         "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
-        "       [--churn] [--setup-timeout SECONDS] [--strict] [--json]\n"
-        "       HOST:PORT\n";
+        "       [--churn] [--connect-timeout SECONDS] [--setup-timeout "
+        "SECONDS]\n"
+        "       [--strict] [--json] HOST:PORT\n";
 
 static const char bench_help_text[] =
         "Load an echo server at HOST:PORT and measure its throughput and\n"
@@ -22,7 +23,9 @@ static const char bench_help_text[] =
         "  -s, --size BYTES         message size; K, M suffixes (default 64)\n"
         "  -d, --duration SECONDS   measure this long (default 10)\n"
         "  -n, --messages N         stop after N echoes instead (with -d too:\n"
-        "                           whichever comes first)\n"
+        "                           whichever comes first; alone, also after "
+        "10 s\n"
+        "                           without an echo, as an error)\n"
         "  -p, --pipeline K         messages in flight per connection (default "
         "1)\n"
         "      --warmup SECONDS     run this long before measuring (default "
@@ -36,10 +39,13 @@ static const char bench_help_text[] =
         "      --churn              a new connection for every message: "
         "connect,\n"
         "                           send, receive the echo, close\n"
+        "      --connect-timeout S  a connect not done in S seconds fails, an "
+        "error\n"
+        "                           (default 5)\n"
         "      --setup-timeout S    start the load at most S seconds after the "
         "last\n"
         "                           connection was opened, up or not "
-        "(default 5);\n"
+        "(default 2);\n"
         "                           messages due on a late connection wait "
         "for it\n"
         "      --strict             exit 1 when the answered rate falls more "
@@ -68,6 +74,7 @@ enum {
 	OPT_CHURN,
 	OPT_JSON,
 	OPT_SETUP_TIMEOUT,
+	OPT_CONNECT_TIMEOUT,
 	OPT_STRICT,
 };
 
@@ -83,6 +90,7 @@ static const struct option bench_longopts[] = {
         {"churn", no_argument, NULL, OPT_CHURN},
         {"json", no_argument, NULL, OPT_JSON},
         {"setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT},
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"strict", no_argument, NULL, OPT_STRICT},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -108,6 +116,7 @@ static void bench_opts_defaults(struct bench_opts *o)
 	o->size = BENCH_DEFAULT_SIZE;
 	o->pipeline = 1;
 	o->setup_timeout = BENCH_DEFAULT_SETUP_TIMEOUT;
+	o->connect_timeout = BENCH_DEFAULT_CONNECT_TIMEOUT;
 }
 
 /* One option with a value; returns OPTS_OK or reports the bad value. */
@@ -169,6 +178,13 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 		if (num_parse_seconds(arg, 0, 1e6, &o->setup_timeout) < 0)
 			return bench_bad(errout,
 			                 "bad --setup-timeout '%s' (seconds)",
+			                 arg);
+		break;
+	case OPT_CONNECT_TIMEOUT:
+		if (num_parse_seconds(arg, 0.001, 1e6, &o->connect_timeout) < 0)
+			return bench_bad(errout,
+			                 "bad --connect-timeout '%s' (seconds, "
+			                 "more than 0)",
 			                 arg);
 		break;
 	}

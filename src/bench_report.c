@@ -212,11 +212,14 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	else
 		fprintf(f, ", \"setup_ms\": null");
 	fprintf(f,
-	        ", \"setup_timeout_s\": %.3f, \"load_start_ms\": %.3f"
+	        ", \"setup_timeout_s\": %.3f, \"connect_timeout_s\": %.3f"
+	        ", \"load_start_ms\": %.3f"
 	        ", \"late_conns\": %" PRIu64 ", \"conns_pending\": %" PRIu64
-	        ", \"interrupted\": %s",
-	        o->setup_timeout, r->load_start_ms, r->late_conns,
-	        r->conns_pending, r->interrupted ? "true" : "false");
+	        ", \"interrupted\": %s, \"stalled\": %s",
+	        o->setup_timeout, o->connect_timeout, r->load_start_ms,
+	        r->late_conns, r->conns_pending,
+	        r->interrupted ? "true" : "false",
+	        r->stalled ? "true" : "false");
 	json_lat(f, "latency_us", &r->latency);
 	json_lat(f, "latency_uncorrected_us", &r->latency_uncorrected);
 	if (o->rate > 0)

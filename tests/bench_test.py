@@ -541,6 +541,70 @@ class BenchTest(fltest.ProcTestCase):
             self.assertIn("were due and never sent", err)
             self.assertIn("still connecting at the end", err)
 
+    def full_backlog(self):
+        """A listener whose accept queue is full and stays so: connects to
+        it neither complete nor fail (their SYNs are dropped)."""
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        self.addCleanup(lsock.close)
+        port = lsock.getsockname()[1]
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            self.addCleanup(c.close)
+        time.sleep(0.2)
+        return "127.0.0.1:%d" % port
+
+    def test_stalled_connects_do_not_hold_the_run(self):
+        # Two connections complete, six are stuck in SYN retries: the load
+        # starts after the setup timeout, -d bounds the rest, and what was
+        # due on the stuck ones is reported.
+        t0 = time.monotonic()
+        j, err = self.bench_json("-c", 8, "-d", 1,
+                                 self.slow(backlog=1, accept_after=60),
+                                 status=1)
+        self.assertLess(time.monotonic() - t0, 8)
+        self.assertEqual(j["late_conns"], 6, j)
+        self.assertEqual(j["conns_pending"], 6, j)
+        self.assertIn("6 connections were still connecting at the end", err)
+        # With a connect timeout shorter than the run, they are errors.
+        t0 = time.monotonic()
+        j, err = self.bench_json("-c", 8, "-d", 1, "--connect-timeout",
+                                 "0.5", self.slow(backlog=1, accept_after=60),
+                                 status=1)
+        self.assertLess(time.monotonic() - t0, 8)
+        self.assertEqual(j["error_kinds"]["connect"], 6, j)
+        self.assertEqual(j["conns_pending"], 0, j)
+        self.assertIn("6 errors", err)
+
+    def test_connect_timeout_when_nothing_connects(self):
+        t0 = time.monotonic()
+        p = self.bench("-c", 2, "-d", 30, "--connect-timeout", "0.5",
+                       self.full_backlog())
+        self.assertEqual(p.returncode, 1)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertRegex(p.stderr.decode(),
+                         r"cannot connect to 127\.0\.0\.1:\d+: Connection "
+                         r"timed out")
+
+    def test_messages_alone_end_when_nothing_answers(self):
+        # -n without -d against a server that accepts and never echoes.
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        self.addCleanup(s.close)
+        t0 = time.monotonic()
+        j, err = self.bench_json("-c", 2, "-n", 10,
+                                 "127.0.0.1:%d" % s.getsockname()[1],
+                                 status=1)
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertTrue(j["stalled"])
+        self.assertEqual(j["messages"], 0)
+        self.assertEqual(j["in_flight"], 2)
+        self.assertIn("no echo came back for 10 s: stopping", err)
+
     def test_connect_rate_opens_every_connection(self):
         j, _ = self.bench_json("-c", 20, "--connect-rate", 200, "-n", 100,
                                self.pyecho())

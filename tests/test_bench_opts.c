@@ -43,7 +43,8 @@ static void test_defaults(void **state)
 	assert_false(o.churn);
 	assert_false(o.json);
 	assert_false(o.strict);
-	assert_true(o.setup_timeout == 5.0);
+	assert_true(o.setup_timeout == 2.0);
+	assert_true(o.connect_timeout == 5.0);
 }
 
 static void test_every_option(void **state)
@@ -63,6 +64,8 @@ static void test_every_option(void **state)
 	                "--json",
 	                "--setup-timeout",
 	                "0.25",
+	                "--connect-timeout",
+	                "1.5",
 	                "--strict",
 	                "[::1]:7",
 	                NULL};
@@ -80,6 +83,7 @@ static void test_every_option(void **state)
 	assert_int_equal(o.connect_rate, 5000);
 	assert_true(o.json);
 	assert_true(o.setup_timeout == 0.25);
+	assert_true(o.connect_timeout == 1.5);
 	assert_true(o.strict);
 }
 
@@ -149,6 +153,8 @@ static void test_bad_values(void **state)
 	        {"b", "--rate", "0", "h:1"},
 	        {"b", "--setup-timeout", "x", "h:1"},
 	        {"b", "--setup-timeout", "-1", "h:1"},
+	        {"b", "--connect-timeout", "0", "h:1"},
+	        {"b", "--connect-timeout", "x", "h:1"},
 	        {"b", "--bogus", "1", "h:1"},
 	        {"b", "-x", "1", "h:1"},
 	};

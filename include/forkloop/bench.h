@@ -15,7 +15,11 @@
 #define BENCH_DEFAULT_CONNS    50
 #define BENCH_DEFAULT_SIZE     64
 #define BENCH_DEFAULT_DURATION 10.0
-#define BENCH_DEFAULT_SETUP_TIMEOUT 5.0
+#define BENCH_DEFAULT_SETUP_TIMEOUT 2.0
+#define BENCH_DEFAULT_CONNECT_TIMEOUT 5.0
+/* -n without -d: the run ends, as an error, after this long without an echo
+ * while messages are owed. */
+#define BENCH_STALL_TIMEOUT 10.0
 #define BENCH_MAX_SIZE         (16u * 1024 * 1024)
 #define BENCH_MAX_PIPELINE     4096
 /* Descriptors beyond one per connection: stdio, the event base, slack. */
@@ -37,6 +41,8 @@ struct bench_opts {
 	                          connection makes the exit status 1 */
 	double setup_timeout;  /* seconds after the last connect(2) is
 	                          started that the load waits for the rest */
+	double connect_timeout; /* seconds a connect(2) may take before it
+	                           counts as failed (ETIMEDOUT) */
 };
 
 struct bench_errors {
@@ -73,6 +79,8 @@ struct bench_result {
 	uint64_t in_flight;  /* at the end: sent, echo not complete */
 	uint64_t unsent;     /* at the end: due, not yet written */
 	int interrupted;     /* stopped early by SIGINT or SIGTERM */
+	int stalled;         /* -n alone: stopped after BENCH_STALL_TIMEOUT
+	                        without an echo */
 	struct hist latency; /* nanoseconds from due time */
 	struct hist latency_uncorrected; /* nanoseconds from the send */
 	struct hist issue_lag; /* open loop: nanoseconds from a message's due
