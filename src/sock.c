@@ -48,6 +48,24 @@ int sock_nodelay(int fd)
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+int sock_keepalive(int fd, unsigned idle_s)
+{
+	int on = 1, idle = (int)idle_s, cnt = SOCK_KEEPALIVE_PROBES;
+	int intvl = idle / 3 > 0 ? idle / 3 : 1;
+
+	if (idle_s < 1 || idle_s > SOCK_KEEPALIVE_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) <
+	            0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) < 0)
+		return -1;
+	return 0;
+}
+
 int sock_set_blocking(int fd, int blocking)
 {
 	int flags = fcntl(fd, F_GETFL);
