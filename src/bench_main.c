@@ -7,6 +7,7 @@
 
 #include "forkloop/bench.h"
 #include "forkloop/log.h"
+#include "forkloop/stdfds.h"
 
 int main(int argc, char **argv)
 {
@@ -15,6 +16,7 @@ int main(int argc, char **argv)
 	char warn[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN];
 	int status, nwarn, i;
 
+	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
 	switch (bench_opts_parse(argc, argv, &o, stdout, stderr)) {
 	case OPTS_EXIT:

@@ -5,11 +5,13 @@
 
 #include "forkloop/echo.h"
 #include "forkloop/log.h"
+#include "forkloop/stdfds.h"
 
 int main(int argc, char **argv)
 {
 	struct echo_opts o;
 
+	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
 	switch (echo_opts_parse(argc, argv, &o, stdout, stderr)) {
 	case OPTS_EXIT:
