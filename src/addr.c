@@ -1,9 +1,11 @@
 /*
- * addr.c - parse "ADDR:PORT" specs, resolve them with getaddrinfo, and print
- * socket addresses the way users type them.
+ * addr.c - parse the address forms every program takes (addr.h), resolve
+ * them with the system's getaddrinfo(3), and print socket addresses the way
+ * users type them.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -26,6 +28,26 @@ int addr_port_valid(const char *s)
 	return v <= 65535;
 }
 
+/* Does getaddrinfo take host as a numeric address of family? */
+static int addr_numeric(const char *host, int family)
+{
+	struct addrinfo hints, *res = NULL;
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = family;
+	hints.ai_flags = AI_NUMERICHOST;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0)
+		return 0;
+	freeaddrinfo(res);
+	return 1;
+}
+
+/* Digits and dots only: an IPv4 address, since no host name looks so. */
+static int addr_looks_ipv4(const char *host)
+{
+	return host[0] != '\0' && host[strspn(host, "0123456789.")] == '\0';
+}
+
 int addr_set(const char *host, const char *port, struct addr *out,
              const char **why)
 {
@@ -37,85 +59,165 @@ int addr_set(const char *host, const char *port, struct addr *out,
 		*why = "port must be a number from 0 to 65535";
 		return -1;
 	}
+	if (addr_looks_ipv4(host) && !addr_numeric(host, AF_INET)) {
+		*why = "not a valid IPv4 address";
+		return -1;
+	}
+	if (strchr(host, ':') != NULL && !addr_numeric(host, AF_INET6)) {
+		*why = "not a valid IPv6 address";
+		return -1;
+	}
 	memset(out, 0, sizeof *out);
 	memcpy(out->host, host, strlen(host) + 1);
 	memcpy(out->port, port, strlen(port) + 1);
 	return 0;
 }
 
-int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
+/* "[IPV6]:PORT": the host between the brackets, the port after them. */
+static int addr_split_bracket(const char *spec, char *host, const char **port,
+                              const char **why)
 {
-	char host[ADDR_HOSTLEN];
-	const char *colon, *port;
+	const char *close = strchr(spec, ']');
 	size_t hlen;
 
-	if (*spec == '\0') {
-		*why = "empty address";
+	if (close == NULL) {
+		*why = "missing ']' after the IPv6 address: "
+		       "expected [IPV6]:PORT";
 		return -1;
 	}
-	if (*spec == '[') {
-		const char *close = strchr(spec, ']');
-
-		if (close == NULL) {
-			*why = "missing ']' after IPv6 address";
-			return -1;
-		}
-		if (close[1] != ':') {
-			*why = "expected ':PORT' after ']'";
-			return -1;
-		}
-		hlen = (size_t)(close - spec - 1);
-		if (hlen == 0 || memchr(spec + 1, ':', hlen) == NULL) {
-			*why = "brackets must hold an IPv6 address";
-			return -1;
-		}
-		spec++;
-		port = close + 2;
-	} else {
-		colon = strrchr(spec, ':');
-		if (colon == NULL) {
-			if (!(flags & ADDR_PORT_ONLY)) {
-				*why = "expected ADDR:PORT";
-				return -1;
-			}
-			return addr_set("", spec, out, why);
-		}
-		if (memchr(spec, ':', (size_t)(colon - spec)) != NULL) {
-			*why = "write an IPv6 address as [ADDR]:PORT";
-			return -1;
-		}
-		hlen = (size_t)(colon - spec);
-		if (hlen == 0) {
-			*why = "empty host before ':'";
-			return -1;
-		}
-		port = colon + 1;
+	if (close[1] != ':') {
+		*why = "expected ':PORT' after ']': [IPV6]:PORT";
+		return -1;
 	}
-	if (hlen >= sizeof host) {
+	hlen = (size_t)(close - spec - 1);
+	if (hlen == 0 || memchr(spec + 1, ':', hlen) == NULL) {
+		*why = "brackets hold an IPv6 address: [IPV6]:PORT";
+		return -1;
+	}
+	if (hlen >= ADDR_HOSTLEN) {
+		*why = "host name too long";
+		return -1;
+	}
+	memcpy(host, spec + 1, hlen);
+	host[hlen] = '\0';
+	*port = close + 2;
+	return 0;
+}
+
+/* "HOST:PORT", or a PORT alone where flags allow it. */
+static int addr_split_colon(const char *spec, int flags, char *host,
+                            const char **port, const char **why)
+{
+	const char *colon = strrchr(spec, ':');
+	size_t hlen;
+
+	if (colon == NULL) {
+		if (!(flags & ADDR_LISTEN)) {
+			*why = addr_port_valid(spec)
+			               ? "a PORT alone is for listening; "
+			                 "expected " ADDR_FORMS_CONNECT
+			               : "expected " ADDR_FORMS_CONNECT;
+			return -1;
+		}
+		if (!addr_port_valid(spec)) {
+			*why = "expected " ADDR_FORMS_LISTEN
+			       " (a port is a number from 0 to 65535)";
+			return -1;
+		}
+		host[0] = '\0';
+		*port = spec;
+		return 0;
+	}
+	if (memchr(spec, ':', (size_t)(colon - spec)) != NULL) {
+		*why = "write an IPv6 address in brackets, as "
+		       "[ADDR]:PORT";
+		return -1;
+	}
+	hlen = (size_t)(colon - spec);
+	if (hlen == 0) {
+		*why = (flags & ADDR_LISTEN)
+		               ? "empty HOST before ':'; expected " ADDR_FORMS_LISTEN
+		               : "empty HOST before ':'; expected " ADDR_FORMS_CONNECT;
+		return -1;
+	}
+	if (hlen >= ADDR_HOSTLEN) {
 		*why = "host name too long";
 		return -1;
 	}
 	memcpy(host, spec, hlen);
 	host[hlen] = '\0';
-	return addr_set(host, port, out, why);
+	*port = colon + 1;
+	return 0;
 }
 
-struct evutil_addrinfo *addr_resolve(const struct addr *a, int socktype,
-                                     int passive, int *gai_err)
+int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 {
-	struct evutil_addrinfo hints, *res = NULL;
+	char host[ADDR_HOSTLEN];
+	const char *port;
+	int r;
+
+	if (*spec == '\0') {
+		*why = (flags & ADDR_LISTEN) ? "empty address; expected "
+		                               ADDR_FORMS_LISTEN
+		                             : "empty address; expected "
+		                               ADDR_FORMS_CONNECT;
+		return -1;
+	}
+	if (*spec == '[')
+		r = addr_split_bracket(spec, host, &port, why);
+	else
+		r = addr_split_colon(spec, flags, host, &port, why);
+	if (r < 0 || addr_set(host, port, out, why) < 0)
+		return -1;
+	if ((flags & ADDR_CONNECT) && strcmp(out->port, "0") == 0) {
+		*why = "connecting needs a port other than 0";
+		return -1;
+	}
+	return 0;
+}
+
+void addr_dual_stack(struct addr *list, size_t n)
+{
+	int v4any = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(list[i].host, "0.0.0.0") == 0)
+			v4any = 1;
+	for (i = 0; i < n; i++)
+		if (strcmp(list[i].host, "::") == 0)
+			list[i].v6only = v4any;
+}
+
+struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
+                              int *gai_err)
+{
+	struct addrinfo hints, *res = NULL;
 
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = socktype;
-	hints.ai_flags = EVUTIL_AI_ADDRCONFIG | EVUTIL_AI_NUMERICSERV;
+	hints.ai_flags = AI_NUMERICSERV;
+	/*
+	 * AI_ADDRCONFIG leaves out a family the machine has no address of,
+	 * but would also drop a wildcard: the IPv6 one still serves ::1.
+	 */
+	if (a->host[0] != '\0')
+		hints.ai_flags |= AI_ADDRCONFIG;
 	if (passive)
-		hints.ai_flags |= EVUTIL_AI_PASSIVE;
-	*gai_err = evutil_getaddrinfo(a->host[0] != '\0' ? a->host : NULL,
-	                              a->port, &hints, &res);
+		hints.ai_flags |= AI_PASSIVE;
+	*gai_err = getaddrinfo(a->host[0] != '\0' ? a->host : NULL, a->port,
+	                       &hints, &res);
 	if (*gai_err != 0)
 		return NULL;
 	return res;
+}
+
+const char *addr_strerror(int gai_err)
+{
+	if (gai_err == EAI_SYSTEM)
+		return strerror(errno);
+	return gai_strerror(gai_err);
 }
 
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,

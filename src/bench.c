@@ -862,8 +862,8 @@ static int bench_init(struct bench *b)
 	b->ai = addr_resolve(&b->o->target, SOCK_STREAM, 0, &gai_err);
 	addr_spec_format(&b->o->target, b->target, sizeof b->target);
 	if (b->ai == NULL) {
-		log_error("cannot resolve %s: %s", b->target,
-		          evutil_gai_strerror(gai_err));
+		log_error("cannot resolve %s: %s", b->o->target.host,
+		          addr_strerror(gai_err));
 		return -1;
 	}
 	b->cur = b->ai;

@@ -215,14 +215,12 @@ static enum opts_result bench_target(const char *spec, struct bench_opts *o,
 {
 	const char *prog = log_progname(), *why;
 
-	if (addr_parse(spec, 0, &o->target, &why) < 0) {
+	if (addr_parse(spec, ADDR_CONNECT, &o->target, &why) < 0) {
 		fprintf(errout, "%s: bad HOST:PORT '%s': %s\n", prog, spec,
 		        why);
 		fprintf(errout, bench_usage_text, prog);
 		return OPTS_USAGE;
 	}
-	if (strcmp(o->target.port, "0") == 0)
-		return bench_bad(errout, "bad HOST:PORT '%s': port 0", spec);
 	return OPTS_OK;
 }
 

@@ -1,5 +1,6 @@
 /*
- * listener.c - bind listening sockets for every address a spec resolves to.
+ * listener.c - bind listening sockets for every address a spec resolves to,
+ * the one mechanism forkloop-echo and forkloop-chat (and its relay) share.
  *
  * Done by hand rather than with evconnlistener_new_bind so that one name can
  * give several sockets, each error names the address that failed, and the
@@ -14,7 +15,16 @@
 
 #include "forkloop/listener.h"
 
-static int listener_open_one(const struct evutil_addrinfo *ai, int socktype)
+static int listener_is_v6any(const struct sockaddr *sa)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	return sa->sa_family == AF_INET6 &&
+	       IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+}
+
+static int listener_open_one(const struct addrinfo *ai, int socktype,
+                             int v6only)
 {
 	int fd, one = 1, saved;
 
@@ -29,9 +39,13 @@ static int listener_open_one(const struct evutil_addrinfo *ai, int socktype)
 	if (socktype == SOCK_STREAM &&
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
 		goto fail;
-	/* "[::]:P" and "0.0.0.0:P" are separate sockets, as the user asked. */
-	if (ai->ai_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+	/*
+	 * "[::]" takes IPv4 too unless told otherwise (addr_dual_stack); set
+	 * either way, since net.ipv6.bindv6only changes the default.
+	 */
+	if (listener_is_v6any(ai->ai_addr) &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only,
+	               sizeof v6only) < 0)
 		goto fail;
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
 		goto fail;
@@ -45,47 +59,169 @@ fail:
 	return -1;
 }
 
-int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
-                  char *err, size_t errlen)
+static in_port_t *listener_port(struct sockaddr *sa)
 {
-	struct evutil_addrinfo *res, *ai;
-	char name[ADDR_STRLEN];
-	int gai_err;
-	size_t n = 0;
+	if (sa->sa_family == AF_INET6)
+		return &((struct sockaddr_in6 *)sa)->sin6_port;
+	return &((struct sockaddr_in *)sa)->sin_port;
+}
 
-	res = addr_resolve(a, socktype, 1, &gai_err);
-	if (res == NULL) {
-		snprintf(err, errlen, "cannot listen on %s: %s",
-		         addr_spec_format(a, name, sizeof name),
-		         evutil_gai_strerror(gai_err));
+static in_port_t listener_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	return *listener_port((struct sockaddr *)&ss);
+}
+
+/* Was the same address already listed before ai? */
+static int listener_seen(const struct addrinfo *res, const struct addrinfo *ai)
+{
+	for (; res != ai; res = res->ai_next)
+		if (res->ai_addrlen == ai->ai_addrlen &&
+		    memcmp(res->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * A PORT alone: the IPv6 wildcard, which serves IPv4 too, or the IPv4 one
+ * where the system has no IPv6.
+ */
+static const struct addrinfo *listener_wildcard(const struct addrinfo *res,
+                                                int socktype, int *fd)
+{
+	const struct addrinfo *ai, *v4 = NULL;
+
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET && v4 == NULL)
+			v4 = ai;
+		if (ai->ai_family != AF_INET6)
+			continue;
+		*fd = listener_open_one(ai, socktype, 0);
+		if (*fd >= 0 || errno != EAFNOSUPPORT)
+			return ai;
+	}
+	if (v4 != NULL)
+		*fd = listener_open_one(v4, socktype, 0);
+	return v4;
+}
+
+int listener_bind_list(const struct addrinfo *res, const struct addr *a,
+                       int socktype, int *fds, size_t max, char *err,
+                       size_t errlen)
+{
+	const struct addrinfo *ai;
+	struct sockaddr_storage ss;
+	struct addrinfo one;
+	char spec[ADDR_STRLEN], name[ADDR_STRLEN], first[ADDR_STRLEN];
+	in_port_t port = 0;
+	size_t n = 0, naddr = 0;
+	int saved;
+
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		naddr += !listener_seen(res, ai);
+	addr_spec_format(a, spec, sizeof spec);
+	if (naddr > max) {
+		snprintf(err, errlen,
+		         "cannot listen on %s: it resolves to %zu addresses, "
+		         "and only %zu can be served here (give one address, "
+		         "or a port alone for every address)",
+		         spec, naddr, max);
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		int fd;
 
-		if (n == max) {
-			snprintf(err, errlen, "cannot listen on %s: %s",
-			         addr_spec_format(a, name, sizeof name),
-			         "too many addresses");
-			goto fail;
-		}
-		fd = listener_open_one(ai, socktype);
+		if (ai->ai_addrlen > sizeof ss || listener_seen(res, ai))
+			continue;
+		/* Port 0: the first bind picks the port, the others take it. */
+		one = *ai;
+		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		one.ai_addr = (struct sockaddr *)&ss;
+		if (port != 0)
+			*listener_port(one.ai_addr) = port;
+		fd = listener_open_one(&one, socktype, a->v6only);
 		if (fd < 0) {
-			snprintf(err, errlen, "cannot listen on %s: %s",
-			         addr_format(ai->ai_addr, ai->ai_addrlen, name,
-			                     sizeof name),
-			         strerror(errno));
+			saved = errno;
+			addr_format(one.ai_addr, one.ai_addrlen, name,
+			            sizeof name);
+			if (port != 0)
+				snprintf(err, errlen,
+				         "cannot listen on %s: %s (%s takes one "
+				         "port on every address: the one %s got)",
+				         name, strerror(saved), spec, first);
+			else
+				snprintf(err, errlen, "cannot listen on %s: %s",
+				         name, strerror(saved));
 			goto fail;
 		}
 		fds[n++] = fd;
+		if (n == 1 && *listener_port(one.ai_addr) == 0) {
+			listener_local_name(fd, first, sizeof first);
+			port = listener_local_port(fd);
+		}
 	}
-	evutil_freeaddrinfo(res);
 	return (int)n;
 fail:
 	while (n > 0)
 		close(fds[--n]);
-	evutil_freeaddrinfo(res);
 	return -1;
+}
+
+/* A PORT alone: one socket, on the wildcard listener_wildcard picks. */
+static int listener_bind_any(const struct addrinfo *res, const struct addr *a,
+                             int socktype, int *fds, size_t max, char *err,
+                             size_t errlen)
+{
+	const struct addrinfo *ai;
+	char name[ADDR_STRLEN];
+	int fd = -1, saved;
+
+	if (max == 0) {
+		snprintf(err, errlen, "cannot listen on %s: too many sockets",
+		         addr_spec_format(a, name, sizeof name));
+		return -1;
+	}
+	ai = listener_wildcard(res, socktype, &fd);
+	if (ai == NULL) {
+		snprintf(err, errlen, "cannot listen on %s: no wildcard address",
+		         addr_spec_format(a, name, sizeof name));
+		return -1;
+	}
+	if (fd < 0) {
+		saved = errno;
+		snprintf(err, errlen, "cannot listen on %s: %s",
+		         addr_format(ai->ai_addr, ai->ai_addrlen, name,
+		                     sizeof name),
+		         strerror(saved));
+		return -1;
+	}
+	fds[0] = fd;
+	return 1;
+}
+
+int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
+                  char *err, size_t errlen)
+{
+	struct addrinfo *res;
+	int gai_err, n;
+
+	res = addr_resolve(a, socktype, 1, &gai_err);
+	if (res == NULL) {
+		snprintf(err, errlen, "cannot resolve %s: %s",
+		         a->host[0] != '\0' ? a->host : "*",
+		         addr_strerror(gai_err));
+		return -1;
+	}
+	if (a->host[0] == '\0')
+		n = listener_bind_any(res, a, socktype, fds, max, err, errlen);
+	else
+		n = listener_bind_list(res, a, socktype, fds, max, err, errlen);
+	freeaddrinfo(res);
+	return n;
 }
 
 char *listener_local_name(int fd, char *buf, size_t buflen)
@@ -99,3 +235,4 @@ char *listener_local_name(int fd, char *buf, size_t buflen)
 	}
 	return addr_format((struct sockaddr *)&ss, len, buf, buflen);
 }
+

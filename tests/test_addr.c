@@ -1,5 +1,6 @@
 /*
- * test_addr.c - addr_parse, addr_set, addr_port_valid and the formatters.
+ * test_addr.c - addr_parse, addr_set, addr_port_valid, the dual-stack rule,
+ * the formatters, and listener_bind on several addresses.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,10 +10,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "forkloop/addr.h"
+#include "forkloop/listener.h"
 
 static void assert_parses(const char *spec, int flags, const char *host,
                           const char *port)
@@ -40,6 +43,20 @@ static void assert_rejects(const char *spec, int flags)
 	assert_true(strlen(why) > 0);
 }
 
+/* Rejected, and why says so: contains want. */
+static void assert_rejects_why(const char *spec, int flags, const char *want)
+{
+	struct addr a;
+	const char *why = NULL;
+
+	if (addr_parse(spec, flags, &a, &why) == 0)
+		fail_msg("'%s' accepted as host '%s' port '%s'", spec, a.host,
+		         a.port);
+	if (why == NULL || strstr(why, want) == NULL)
+		fail_msg("'%s': '%s' does not say '%s'", spec,
+		         why != NULL ? why : "(null)", want);
+}
+
 static void test_parse_ipv4(void **state)
 {
 	(void)state;
@@ -47,7 +64,7 @@ static void test_parse_ipv4(void **state)
 	assert_parses("0.0.0.0:6666", 0, "0.0.0.0", "6666");
 	assert_parses("127.0.0.1:0", 0, "127.0.0.1", "0");
 	assert_parses("127.0.0.1:65535", 0, "127.0.0.1", "65535");
-	assert_parses("127.0.0.1:80", ADDR_PORT_ONLY, "127.0.0.1", "80");
+	assert_parses("127.0.0.1:80", ADDR_LISTEN, "127.0.0.1", "80");
 }
 
 static void test_parse_ipv6(void **state)
@@ -56,7 +73,7 @@ static void test_parse_ipv6(void **state)
 	assert_parses("[::1]:0", 0, "::1", "0");
 	assert_parses("[::]:6666", 0, "::", "6666");
 	assert_parses("[fe80::1%lo]:80", 0, "fe80::1%lo", "80");
-	assert_parses("[2001:db8::5]:65535", ADDR_PORT_ONLY, "2001:db8::5",
+	assert_parses("[2001:db8::5]:65535", ADDR_LISTEN, "2001:db8::5",
 	              "65535");
 }
 
@@ -70,14 +87,14 @@ static void test_parse_name(void **state)
 static void test_parse_port_only(void **state)
 {
 	(void)state;
-	assert_parses("6666", ADDR_PORT_ONLY, "", "6666");
-	assert_parses("0", ADDR_PORT_ONLY, "", "0");
+	assert_parses("6666", ADDR_LISTEN, "", "6666");
+	assert_parses("0", ADDR_LISTEN, "", "0");
 	assert_rejects("6666", 0);
-	assert_rejects("-1", ADDR_PORT_ONLY);
-	assert_rejects("80x", ADDR_PORT_ONLY);
-	assert_rejects("65536", ADDR_PORT_ONLY);
-	assert_rejects("1.2.3.4", ADDR_PORT_ONLY);
-	assert_rejects("", ADDR_PORT_ONLY);
+	assert_rejects("-1", ADDR_LISTEN);
+	assert_rejects("80x", ADDR_LISTEN);
+	assert_rejects("65536", ADDR_LISTEN);
+	assert_rejects("1.2.3.4", ADDR_LISTEN);
+	assert_rejects("", ADDR_LISTEN);
 }
 
 static void test_parse_rejects(void **state)
@@ -248,7 +265,7 @@ static void test_spec_format(void **state)
 static void test_resolve_numeric(void **state)
 {
 	struct addr a;
-	struct evutil_addrinfo *res;
+	struct addrinfo *res;
 	const char *why;
 	char buf[ADDR_STRLEN];
 	int gai = 0;
@@ -260,7 +277,179 @@ static void test_resolve_numeric(void **state)
 	assert_int_equal(res->ai_family, AF_INET);
 	addr_format(res->ai_addr, (socklen_t)res->ai_addrlen, buf, sizeof buf);
 	assert_string_equal(buf, "127.0.0.1:40123");
-	evutil_freeaddrinfo(res);
+	freeaddrinfo(res);
+}
+
+/* One syntax: a listener and a connecting program read a spec alike. */
+static void test_forms_same_for_listen_and_connect(void **state)
+{
+	static const char *const specs[] = {
+	        "127.0.0.1:80", "[::1]:80", "localhost:80", "[fe80::1%lo]:7",
+	        "example.org:65535",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+		struct addr l, c;
+		const char *why = NULL;
+
+		assert_int_equal(addr_parse(specs[i], ADDR_LISTEN, &l, &why), 0);
+		assert_int_equal(addr_parse(specs[i], ADDR_CONNECT, &c, &why), 0);
+		assert_string_equal(l.host, c.host);
+		assert_string_equal(l.port, c.port);
+	}
+	assert_parses("6666", ADDR_LISTEN, "", "6666");
+}
+
+/* Each error names the forms the caller takes. */
+static void test_errors_name_the_forms(void **state)
+{
+	(void)state;
+	assert_rejects_why("nope", ADDR_LISTEN, ADDR_FORMS_LISTEN);
+	assert_rejects_why("", ADDR_LISTEN, ADDR_FORMS_LISTEN);
+	assert_rejects_why(":80", ADDR_LISTEN, ADDR_FORMS_LISTEN);
+	assert_rejects_why("localhost", ADDR_CONNECT, ADDR_FORMS_CONNECT);
+	assert_rejects_why("6666", ADDR_CONNECT, "for listening");
+	assert_rejects_why("6666", ADDR_CONNECT, ADDR_FORMS_CONNECT);
+	assert_rejects_why(":80", ADDR_CONNECT, ADDR_FORMS_CONNECT);
+	assert_rejects_why("::1:80", ADDR_LISTEN, "in brackets");
+	assert_rejects_why("[::1]", ADDR_CONNECT, "[IPV6]:PORT");
+	assert_rejects_why("[::1:80", ADDR_CONNECT, "[IPV6]:PORT");
+	assert_rejects_why("127.0.0.1:0", ADDR_CONNECT, "other than 0");
+	assert_parses("127.0.0.1:0", ADDR_LISTEN, "127.0.0.1", "0");
+}
+
+/* Digits and dots are an address, never a name to look up. */
+static void test_invalid_literals_are_not_names(void **state)
+{
+	struct addr a;
+	const char *why = NULL;
+
+	(void)state;
+	assert_rejects_why("256.1.1.1:80", 0, "not a valid IPv4 address");
+	assert_rejects_why("1.2.3.4.5:80", ADDR_LISTEN,
+	                   "not a valid IPv4 address");
+	assert_rejects_why("1.2.3.256:80", ADDR_CONNECT,
+	                   "not a valid IPv4 address");
+	assert_rejects_why("[::g]:80", 0, "not a valid IPv6 address");
+	assert_rejects_why("[1:2:3:4:5:6:7:8:9]:80", 0,
+	                   "not a valid IPv6 address");
+	assert_int_equal(addr_set("256.1.1.1", "80", &a, &why), -1);
+	assert_non_null(strstr(why, "not a valid IPv4 address"));
+	/* What getaddrinfo takes as numeric stays accepted. */
+	assert_parses("10.1.2.3:80", 0, "10.1.2.3", "80");
+	assert_parses("127.1:80", 0, "127.1", "80");
+	assert_parses("host-1.example:80", 0, "host-1.example", "80");
+}
+
+static void test_dual_stack_rule(void **state)
+{
+	struct addr l[3];
+	const char *why;
+
+	(void)state;
+	assert_int_equal(addr_parse("[::]:7", ADDR_LISTEN, &l[0], &why), 0);
+	assert_int_equal(addr_parse("127.0.0.1:7", ADDR_LISTEN, &l[1], &why),
+	                 0);
+	addr_dual_stack(l, 2);
+	assert_int_equal(l[0].v6only, 0);
+	assert_int_equal(addr_parse("0.0.0.0:8", ADDR_LISTEN, &l[2], &why), 0);
+	addr_dual_stack(l, 3);
+	assert_int_equal(l[0].v6only, 1);
+	assert_int_equal(l[1].v6only, 0);
+	assert_int_equal(l[2].v6only, 0);
+}
+
+static void test_strerror_is_the_system_resolver(void **state)
+{
+	(void)state;
+	assert_string_equal(addr_strerror(EAI_NONAME), gai_strerror(EAI_NONAME));
+	assert_string_equal(addr_strerror(EAI_AGAIN), gai_strerror(EAI_AGAIN));
+}
+
+/* An addrinfo list of IPv4 addresses, all with port 0. */
+static struct addrinfo *v4list(struct sockaddr_in *sin, struct addrinfo *ai,
+                               const char *const *hosts, size_t n)
+{
+	size_t i;
+
+	memset(ai, 0, n * sizeof *ai);
+	for (i = 0; i < n; i++) {
+		memset(&sin[i], 0, sizeof sin[i]);
+		sin[i].sin_family = AF_INET;
+		assert_int_equal(inet_pton(AF_INET, hosts[i], &sin[i].sin_addr),
+		                 1);
+		ai[i].ai_family = AF_INET;
+		ai[i].ai_socktype = SOCK_STREAM;
+		ai[i].ai_addr = (struct sockaddr *)&sin[i];
+		ai[i].ai_addrlen = sizeof sin[i];
+		ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
+	}
+	return ai;
+}
+
+static unsigned local_port(int fd)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof sin;
+
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	return ntohs(sin.sin_port);
+}
+
+/* A name with several addresses and port 0: one port for all of them. */
+static void test_bind_list_one_port(void **state)
+{
+	static const char *const hosts[] = {"127.0.0.1", "127.0.0.2",
+	                                    "127.0.0.1"};
+	struct sockaddr_in sin[3];
+	struct addrinfo ai[3];
+	struct addr a;
+	const char *why;
+	char err[512];
+	int fds[4], n, type;
+
+	(void)state;
+	assert_int_equal(addr_parse("two.example:0", 0, &a, &why), 0);
+	for (type = SOCK_STREAM; type <= SOCK_DGRAM; type++) {
+		v4list(sin, ai, hosts, 3);
+		n = listener_bind_list(ai, &a, type, fds, 4, err, sizeof err);
+		if (n < 0)
+			fail_msg("%s", err);
+		assert_int_equal(n, 2); /* the duplicate is dropped */
+		assert_int_not_equal(local_port(fds[0]), 0);
+		assert_int_equal(local_port(fds[0]), local_port(fds[1]));
+		close(fds[0]);
+		close(fds[1]);
+	}
+	n = listener_bind_list(v4list(sin, ai, hosts, 2), &a, SOCK_STREAM, fds,
+	                       1, err, sizeof err);
+	assert_int_equal(n, -1);
+	assert_non_null(strstr(err, "resolves to 2 addresses"));
+}
+
+/* The port the first bind got is taken on the next address: say so. */
+static void test_bind_list_port_taken(void **state)
+{
+	static const char *const hosts[] = {"127.0.0.1", "0.0.0.0"};
+	struct sockaddr_in sin[2];
+	struct addrinfo ai[2];
+	struct addr a;
+	const char *why;
+	char err[512], want[64];
+	int fds[2], n;
+
+	(void)state;
+	assert_int_equal(addr_parse("two.example:0", 0, &a, &why), 0);
+	n = listener_bind_list(v4list(sin, ai, hosts, 2), &a, SOCK_DGRAM, fds,
+	                       2, err, sizeof err);
+	assert_int_equal(n, -1);
+	assert_non_null(strstr(err, "cannot listen on 0.0.0.0:"));
+	assert_non_null(strstr(err, "Address already in use"));
+	snprintf(want, sizeof want, "the one 127.0.0.1:");
+	assert_non_null(strstr(err, want));
+	assert_non_null(strstr(err, "two.example:0 takes one port"));
 }
 
 int main(void)
@@ -278,6 +467,13 @@ int main(void)
 	        cmocka_unit_test(test_format_v6),
 	        cmocka_unit_test(test_format_truncates),
 	        cmocka_unit_test(test_spec_format),
+	        cmocka_unit_test(test_forms_same_for_listen_and_connect),
+	        cmocka_unit_test(test_errors_name_the_forms),
+	        cmocka_unit_test(test_invalid_literals_are_not_names),
+	        cmocka_unit_test(test_dual_stack_rule),
+	        cmocka_unit_test(test_strerror_is_the_system_resolver),
+	        cmocka_unit_test(test_bind_list_one_port),
+	        cmocka_unit_test(test_bind_list_port_taken),
 	        cmocka_unit_test(test_resolve_numeric),
 	};
 

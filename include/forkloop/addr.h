@@ -1,9 +1,18 @@
 /*
- * addr.h - parse "ADDR:PORT" specs, resolve them, and print socket addresses.
+ * addr.h - one syntax for every address the three programs take, resolved
+ * with the system's getaddrinfo(3), and socket addresses printed the way
+ * users type them.
+ *
+ * The forms (RFC 3986 section 3.2.2 puts an IPv6 literal in brackets):
+ *   PORT           listening only: every address, IPv6 and IPv4
+ *   HOST:PORT      a host name or an IPv4 address
+ *   [IPV6]:PORT    an IPv6 address, with an optional %scope
+ * forkloop-chat also takes HOST PORT as two arguments (addr_set).
  */
 #ifndef FORKLOOP_ADDR_H
 #define FORKLOOP_ADDR_H
 
+#include <netdb.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -14,40 +23,72 @@
 /* Longest "[v6%scope]:65535". */
 #define ADDR_STRLEN (ADDR_HOSTLEN + 10)
 
+/* The forms, as error messages and usage texts name them. */
+#define ADDR_FORMS_LISTEN  "PORT, HOST:PORT or [IPV6]:PORT"
+#define ADDR_FORMS_CONNECT "HOST:PORT or [IPV6]:PORT"
+
 struct addr {
-	char host[ADDR_HOSTLEN]; /* "" means the wildcard address */
+	char host[ADDR_HOSTLEN]; /* "" means every address (a PORT alone) */
 	char port[ADDR_PORTLEN]; /* decimal, 0..65535 */
+	/*
+	 * For the IPv6 wildcard "::": 1 listens on IPv6 only, 0 on IPv6 and
+	 * IPv4 through one socket (IPV6_V6ONLY, ipv6(7)). See addr_dual_stack.
+	 */
+	int v6only;
 };
 
-/* Accept a bare "PORT" (wildcard host) in addr_parse. */
-#define ADDR_PORT_ONLY 0x1
+/* addr_parse flags. */
+#define ADDR_LISTEN  0x1 /* a PORT alone means every address */
+#define ADDR_CONNECT 0x2 /* a host and a port other than 0 are needed */
 
 /*
- * Parse "HOST:PORT", "[IPV6]:PORT" or, with ADDR_PORT_ONLY, "PORT".
- * Returns 0, or -1 with *why set to a static explanation.
+ * Parse spec, one of the forms above, into out. A host made of digits and
+ * dots is an IPv4 address (RFC 1123 section 2.1: no host name looks like
+ * one) and must be one getaddrinfo(3) takes with AI_NUMERICHOST, as must an
+ * IPv6 address in brackets. Returns 0, or -1 with *why set to a static
+ * explanation that names the forms accepted.
  */
 int addr_parse(const char *spec, int flags, struct addr *out, const char **why);
 
-/* Fill out from separate host and port strings; same checks as addr_parse. */
+/*
+ * Fill out from a separate host ("" for every address) and port, with the
+ * checks addr_parse makes on them. Returns 0, or -1 with *why set.
+ */
 int addr_set(const char *host, const char *port, struct addr *out,
              const char **why);
 
-/* Is s a decimal port number 0..65535? */
+/* Is s a decimal port number 0..65535? Returns 1 or 0. */
 int addr_port_valid(const char *s);
 
 /*
- * Resolve a for SOCK_STREAM or SOCK_DGRAM; passive for bind().
- * Returns a list to free with evutil_freeaddrinfo, or NULL with *gai_err set
- * (print it with evutil_gai_strerror).
+ * The dual-stack rule for the n listening addresses of one program: "[::]"
+ * listens on IPv6 and IPv4 (IPV6_V6ONLY off, as Linux does by default)
+ * unless "0.0.0.0" is among them too; then each wildcard keeps its own
+ * family. Sets v6only on every "::" in list.
  */
-struct evutil_addrinfo *addr_resolve(const struct addr *a, int socktype,
-                                     int passive, int *gai_err);
+void addr_dual_stack(struct addr *list, size_t n);
+
+/*
+ * Resolve a for socktype (SOCK_STREAM or SOCK_DGRAM) with getaddrinfo(3),
+ * passive (for bind) or not. A PORT alone, passive, gives the wildcard
+ * addresses of both families. Returns a list to free with freeaddrinfo(3),
+ * or NULL with *gai_err set to getaddrinfo's EAI_ code (errno is set too
+ * for EAI_SYSTEM): print it with addr_strerror.
+ */
+struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
+                              int *gai_err);
+
+/*
+ * The system resolver's message for a getaddrinfo(3) error: gai_strerror(3),
+ * or strerror(errno) for EAI_SYSTEM.
+ */
+const char *addr_strerror(int gai_err);
 
 /* "127.0.0.1:40123" or "[::1]:40123" into buf; returns buf. */
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                   size_t buflen);
 
-/* "host:port" or "[host]:port" for a struct addr, for messages. */
+/* "host:port", "[host]:port" or "*:port" for a struct addr; returns buf. */
 char *addr_spec_format(const struct addr *a, char *buf, size_t buflen);
 
 #endif

@@ -1,9 +1,11 @@
 /*
- * listener.h - bind listening sockets for every address a spec resolves to.
+ * listener.h - bind listening sockets for every address a spec resolves to,
+ * for forkloop-echo and forkloop-chat alike.
  */
 #ifndef FORKLOOP_LISTENER_H
 #define FORKLOOP_LISTENER_H
 
+#include <netdb.h>
 #include <stddef.h>
 
 #include "forkloop/addr.h"
@@ -13,15 +15,29 @@
 
 /*
  * Create non-blocking, close-on-exec sockets of socktype (SOCK_STREAM or
- * SOCK_DGRAM) bound to every address a resolves to, listening if stream.
- * Stores up to max descriptors in fds and returns how many, or -1 with a
- * message such as "cannot listen on 127.0.0.1:6666: Address already in use"
- * in err.
+ * SOCK_DGRAM) for a, listening if stream: a PORT alone gives one socket on
+ * "[::]" that serves IPv6 and IPv4 (IPV6_V6ONLY off, ipv6(7); "0.0.0.0"
+ * where the system has no IPv6); a host, one socket per address it resolves
+ * to (getaddrinfo(3), duplicates dropped), all on one port: with port 0 the
+ * first bind picks it. Stores up to max descriptors in fds and returns how
+ * many, or -1 with nothing left open and a message in err such as "cannot
+ * listen on 127.0.0.1:6666: Address already in use", "cannot resolve
+ * nosuch.invalid: Name or service not known", or, past max, "cannot listen
+ * on NAME:PORT: it resolves to 2 addresses, and at most 1 can be served
+ * here".
  */
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
                   char *err, size_t errlen);
 
-/* The local address of fd, formatted by addr_format, into buf. */
+/*
+ * listener_bind's work on addresses already resolved: bind every address in
+ * res (a names them in messages; a->v6only applies to "::"). Same result.
+ */
+int listener_bind_list(const struct addrinfo *res, const struct addr *a,
+                       int socktype, int *fds, size_t max, char *err,
+                       size_t errlen);
+
+/* The local address of fd, formatted by addr_format, into buf; returns buf. */
 char *listener_local_name(int fd, char *buf, size_t buflen);
 
 #endif
