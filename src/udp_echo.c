@@ -8,17 +8,42 @@
  * kernel refuses is dropped and counted, as UDP allows.
  *
  * Echo over UDP is a reflector: a forged source address turns it against a
- * third party, or against another echo, chargen or daytime service (or itself)
- * in a loop that never ends. Datagrams from port 0, from those services' ports
- * and from this socket's own address and port get no reply; a token bucket
- * per source address, in a fixed table, caps the replies each may draw.
+ * third party, or against another service that answers any datagram, or
+ * against the daemon itself, in a loop that never ends. So, in this order:
+ * - udp_guard: no reply to the system ports (below 1024), where echo,
+ *   chargen and their kind live, nor to an address that is not unicast;
+ * - udp_echo_serves: no reply to any address and port the daemon itself
+ *   receives on, through any of its sockets. For a wildcard socket that is
+ *   its port on every address of the host: getifaddrs(3) lists them, and a
+ *   NETLINK_ROUTE socket subscribed to address changes says when to list them
+ *   again. It is drained right before each verdict that needs the list: the
+ *   kernel queues the notice when the address is added, before anything can
+ *   be sent from it, so a datagram from a new address never meets a stale
+ *   list;
+ * - the rate cap (on by default in forkloop-echo): at most N replies to a
+ *   source address in any one second, so that a loop with another echo
+ *   service on an ordinary port ends when one of the two runs out of
+ *   replies.
+ *
+ * The rate cap counts the replies to each source in tenths of a second over
+ * the last eleven tenths: a sliding window of at least one second, where a
+ * token bucket holding N would allow 2N in the first second. A source stays
+ * in the fixed table while its window holds a reply, so a source at its cap
+ * cannot be pushed out by others and come back with a fresh allowance; while
+ * the table is full of such sources, new sources get no reply. An entry is
+ * reused only once its window is empty, when forgetting it changes nothing.
  *
  * A socket bound to a wildcard address asks for the destination of each
  * datagram (IP_PKTINFO, IPV6_RECVPKTINFO) and replies from it, so that a
  * client hears back from the address it wrote to.
  */
+#include <sys/queue.h>
+
 #include <errno.h>
 #include <ifaddrs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -28,6 +53,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/util.h>
+
 #include "forkloop/listener.h"
 #include "forkloop/log.h"
 #include "forkloop/udp.h"
@@ -36,10 +63,8 @@
 #define UDP_BATCH   8
 /* Batches per readable event, so TCP connections get their turn. */
 #define UDP_ROUNDS 8
-/* Local addresses remembered for the own-address guard. */
-#define UDP_MAX_SELF 64
-/* Buckets searched for a source address; the oldest of them is replaced. */
-#define UDP_RATE_WAYS 4
+/* Steps a source's window spans: the current one and UDP_RATE_STEPS more. */
+#define UDP_RATE_RING (UDP_RATE_STEPS + 1)
 
 /* An address reduced to what the guards compare; IPv4-mapped is IPv4. */
 struct udp_key {
@@ -48,24 +73,37 @@ struct udp_key {
 	unsigned port;
 };
 
-struct udp_bucket {
+/* One source address of the rate cap: its replies, step by step. */
+struct udp_source {
 	struct udp_key key;
-	double tokens;
-	double last;
-	int used;
+	int64_t step;   /* the latest step ring holds */
+	int64_t last;   /* the step of the latest reply */
+	uint64_t total; /* replies in ring */
+	uint32_t ring[UDP_RATE_RING];
+	LIST_ENTRY(udp_source) chain;
+	TAILQ_ENTRY(udp_source) lru; /* by last, oldest first */
 };
 
+LIST_HEAD(udp_chain, udp_source);
+TAILQ_HEAD(udp_lru, udp_source);
+
 struct udp_rate {
-	double rate;
+	uint64_t rate;
 	uint32_t seed;
-	struct udp_bucket b[UDP_RATE_SLOTS];
+	int64_t now; /* the latest step seen */
+	size_t nused;
+	struct udp_lru lru;
+	struct udp_chain chains[UDP_RATE_SLOTS];
+	struct udp_source s[UDP_RATE_SLOTS];
 };
 
 struct udp_sock {
 	struct udp_echo *u;
 	struct event *ev;
 	int fd;
-	int wildcard; /* bound to 0.0.0.0 or :: */
+	int wildcard;  /* bound to 0.0.0.0 or :: */
+	int dualstack; /* bound to :: and serving IPv4 too */
+	struct udp_key key;
 	struct sockaddr_storage local;
 	socklen_t locallen;
 };
@@ -76,14 +114,20 @@ struct udp_ctl {
 	         CMSG_SPACE(sizeof(struct in_pktinfo))];
 };
 
+/* The host's addresses, for sockets bound to a wildcard address. */
+struct udp_self {
+	int nl;    /* NETLINK_ROUTE socket told of address changes; -1: none */
+	int known; /* addrs lists the host's addresses */
+	struct udp_key *addrs;
+	size_t n;
+};
+
 struct udp_echo {
 	struct event_base *base;
 	struct udp_rate *rate;
 	struct udp_sock socks[UDP_MAX_SOCKS];
 	size_t nsocks;
-	struct udp_key self[UDP_MAX_SELF];
-	size_t nself;
-	int self_loaded;
+	struct udp_self self;
 	uint64_t in, out, dropped;
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
@@ -96,8 +140,11 @@ static const struct {
 	unsigned port;
 	const char *why;
 } udp_reflectors[] = {
-        {7, "source port 7 (echo)"},   {13, "source port 13 (daytime)"},
-        {17, "source port 17 (qotd)"}, {19, "source port 19 (chargen)"},
+        {0, "source port 0"},
+        {7, "source port 7 (echo)"},
+        {13, "source port 13 (daytime)"},
+        {17, "source port 17 (qotd)"},
+        {19, "source port 19 (chargen)"},
         {37, "source port 37 (time)"},
 };
 
@@ -147,19 +194,37 @@ static int udp_key_loopback(const struct udp_key *k)
 	return memcmp(k->addr, v6, sizeof v6) == 0;
 }
 
+/* Unspecified, multicast or limited broadcast: a reply reaches none or many. */
+static int udp_key_unicast(const struct udp_key *k)
+{
+	static const unsigned char ones[4] = {255, 255, 255, 255};
+
+	if (k->family == AF_INET)
+		return k->addr[0] != 0 && (k->addr[0] & 0xf0) != 0xe0 &&
+		       memcmp(k->addr, ones, 4) != 0;
+	return !udp_key_wildcard(k) && k->addr[0] != 0xff;
+}
+
+static const char *udp_port_why(unsigned port)
+{
+	for (size_t i = 0; i < sizeof udp_reflectors / sizeof udp_reflectors[0];
+	     i++)
+		if (port == udp_reflectors[i].port)
+			return udp_reflectors[i].why;
+	return "source port below 1024";
+}
+
 const char *udp_guard(const struct sockaddr *src, const struct sockaddr *local,
                       const struct sockaddr *dst)
 {
 	struct udp_key s, l, d;
-	size_t i;
 
 	if (udp_key(src, &s) < 0)
 		return "unknown address family";
-	if (s.port == 0)
-		return "source port 0";
-	for (i = 0; i < sizeof udp_reflectors / sizeof udp_reflectors[0]; i++)
-		if (s.port == udp_reflectors[i].port)
-			return udp_reflectors[i].why;
+	if (s.port < UDP_MIN_SOURCE_PORT)
+		return udp_port_why(s.port);
+	if (!udp_key_unicast(&s))
+		return "not a unicast address";
 	if (local == NULL || udp_key(local, &l) < 0 || s.port != l.port)
 		return NULL;
 	if (!udp_key_wildcard(&l))
@@ -179,8 +244,9 @@ struct udp_rate *udp_rate_new(uint64_t rate)
 
 	if (r == NULL)
 		return NULL;
-	r->rate = (double)rate;
-	/* Unpredictable slots: a sender cannot aim at another's bucket. */
+	r->rate = rate;
+	TAILQ_INIT(&r->lru);
+	/* Unpredictable chains: a sender cannot aim at another's. */
 	evutil_secure_rng_get_bytes(&r->seed, sizeof r->seed);
 	return r;
 }
@@ -200,46 +266,222 @@ static uint32_t udp_rate_hash(const struct udp_rate *r, const struct udp_key *k)
 	return h;
 }
 
-static struct udp_bucket *udp_rate_find(struct udp_rate *r,
-                                        const struct udp_key *k, double now)
+static struct udp_source *udp_rate_find(struct udp_rate *r,
+                                        const struct udp_key *k)
 {
-	size_t sets = UDP_RATE_SLOTS / UDP_RATE_WAYS;
-	struct udp_bucket *set, *oldest;
+	struct udp_source *e;
 
-	set = &r->b[(udp_rate_hash(r, k) % sets) * UDP_RATE_WAYS];
-	oldest = &set[0];
-	for (size_t i = 0; i < UDP_RATE_WAYS; i++) {
-		if (set[i].used && udp_key_same_addr(&set[i].key, k))
-			return &set[i];
-		if (!set[i].used ||
-		    (oldest->used && set[i].last < oldest->last))
-			oldest = &set[i];
-	}
-	oldest->key = *k;
-	oldest->key.port = 0;
-	oldest->tokens = r->rate;
-	oldest->last = now;
-	oldest->used = 1;
-	return oldest;
+	LIST_FOREACH(e, &r->chains[udp_rate_hash(r, k) % UDP_RATE_SLOTS], chain)
+		if (udp_key_same_addr(&e->key, k))
+			return e;
+	return NULL;
 }
 
-int udp_rate_allow(struct udp_rate *r, const struct sockaddr *sa, double now)
+/*
+ * An entry for the new source k: a free one, or the one whose latest reply
+ * is oldest if that has left the window. NULL while every entry holds a
+ * reply in its window.
+ */
+static struct udp_source *udp_rate_take(struct udp_rate *r,
+                                        const struct udp_key *k, int64_t step)
 {
-	struct udp_bucket *b;
+	struct udp_source *e;
+
+	if (r->nused < UDP_RATE_SLOTS) {
+		e = &r->s[r->nused++];
+	} else {
+		e = TAILQ_FIRST(&r->lru);
+		if (step - e->last < UDP_RATE_RING)
+			return NULL;
+		LIST_REMOVE(e, chain);
+		TAILQ_REMOVE(&r->lru, e, lru);
+	}
+	memset(e->ring, 0, sizeof e->ring);
+	e->key = *k;
+	e->step = e->last = step;
+	e->total = 0;
+	LIST_INSERT_HEAD(&r->chains[udp_rate_hash(r, k) % UDP_RATE_SLOTS], e,
+	                 chain);
+	TAILQ_INSERT_TAIL(&r->lru, e, lru);
+	return e;
+}
+
+/* Move e's window on to step: forget the replies of the steps it leaves. */
+static void udp_source_advance(struct udp_source *e, int64_t step)
+{
+	if (step <= e->step)
+		return;
+	if (step - e->step >= UDP_RATE_RING) {
+		memset(e->ring, 0, sizeof e->ring);
+		e->total = 0;
+	} else {
+		for (int64_t s = e->step + 1; s <= step; s++) {
+			e->total -= e->ring[s % UDP_RATE_RING];
+			e->ring[s % UDP_RATE_RING] = 0;
+		}
+	}
+	e->step = step;
+}
+
+int udp_rate_allow(struct udp_rate *r, const struct sockaddr *sa, double now,
+                   const char **why)
+{
+	const char *unused;
+	struct udp_source *e;
+	struct udp_key k;
+	int64_t step;
+
+	if (why == NULL)
+		why = &unused;
+	if (udp_key(sa, &k) < 0) {
+		*why = "unknown address family";
+		return 0;
+	}
+	k.port = 0;
+	step = (int64_t)floor(now * UDP_RATE_STEPS);
+	if (step < r->now)
+		step = r->now;
+	r->now = step;
+	e = udp_rate_find(r, &k);
+	if (e == NULL && (e = udp_rate_take(r, &k, step)) == NULL) {
+		*why = "rate table full";
+		return 0;
+	}
+	udp_source_advance(e, step);
+	if (e->total >= r->rate) {
+		*why = "rate limit";
+		return 0;
+	}
+	e->ring[step % UDP_RATE_RING]++;
+	e->total++;
+	e->last = step;
+	TAILQ_REMOVE(&r->lru, e, lru);
+	TAILQ_INSERT_TAIL(&r->lru, e, lru);
+	return 1;
+}
+
+/* -- the host's addresses --------------------------------------------- */
+
+/*
+ * Subscribe to address changes before the first listing, so that no change
+ * falls between the two.
+ */
+static void udp_self_open(struct udp_self *self)
+{
+	struct sockaddr_nl nl;
+
+	self->nl = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	                  NETLINK_ROUTE);
+	if (self->nl < 0)
+		return;
+	memset(&nl, 0, sizeof nl);
+	nl.nl_family = AF_NETLINK;
+	nl.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+	if (bind(self->nl, (struct sockaddr *)&nl, sizeof nl) < 0) {
+		close(self->nl);
+		self->nl = -1;
+	}
+}
+
+static void udp_self_close(struct udp_self *self)
+{
+	if (self->nl >= 0)
+		close(self->nl);
+	self->nl = -1;
+	free(self->addrs);
+	self->addrs = NULL;
+	self->n = 0;
+	self->known = 0;
+}
+
+/* List the host's addresses again; on failure, none is known. */
+static void udp_self_load(struct udp_self *self)
+{
+	struct ifaddrs *ifa, *i;
+	struct udp_key *addrs;
+	size_t n = 0;
+
+	self->known = 0;
+	if (getifaddrs(&ifa) < 0)
+		return;
+	for (i = ifa; i != NULL; i = i->ifa_next)
+		n++;
+	addrs = reallocarray(self->addrs, n + 1, sizeof *addrs);
+	if (addrs == NULL) {
+		freeifaddrs(ifa);
+		return;
+	}
+	self->addrs = addrs;
+	self->n = 0;
+	for (i = ifa; i != NULL; i = i->ifa_next)
+		if (i->ifa_addr != NULL &&
+		    udp_key(i->ifa_addr, &self->addrs[self->n]) == 0)
+			self->n++;
+	freeifaddrs(ifa);
+	self->known = 1;
+}
+
+/*
+ * Did the kernel report an address change since the last call? Reads every
+ * notice queued; a queue that overflowed (ENOBUFS) lost some, so it counts
+ * as a change too.
+ */
+static int udp_self_changed(int nl)
+{
+	char buf[512];
+	int changed = 0;
+
+	for (;;) {
+		ssize_t n = recv(nl, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+
+		if (n >= 0) {
+			changed = 1;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		return changed || errno != EAGAIN;
+	}
+}
+
+/* Is k one of the host's addresses (or, if they are unknown, any)? */
+static int udp_self_has(struct udp_self *self, const struct udp_key *k)
+{
+	if (udp_key_loopback(k))
+		return 1;
+	if (self->nl < 0 || udp_self_changed(self->nl) || !self->known)
+		udp_self_load(self);
+	if (!self->known)
+		return 1;
+	for (size_t i = 0; i < self->n; i++)
+		if (udp_key_same_addr(k, &self->addrs[i]))
+			return 1;
+	return 0;
+}
+
+/* Does us receive what is sent to k's family? */
+static int udp_sock_family(const struct udp_sock *us, const struct udp_key *k)
+{
+	return us->key.family == k->family ||
+	       (us->dualstack && k->family == AF_INET);
+}
+
+int udp_echo_serves(struct udp_echo *u, const struct sockaddr *sa)
+{
 	struct udp_key k;
 
 	if (udp_key(sa, &k) < 0)
 		return 0;
-	b = udp_rate_find(r, &k, now);
-	if (now > b->last)
-		b->tokens += (now - b->last) * r->rate;
-	if (b->tokens > r->rate)
-		b->tokens = r->rate;
-	b->last = now;
-	if (b->tokens < 1)
-		return 0;
-	b->tokens -= 1;
-	return 1;
+	for (size_t i = 0; i < u->nsocks; i++) {
+		const struct udp_sock *us = &u->socks[i];
+
+		if (us->key.port != k.port || !udp_sock_family(us, &k))
+			continue;
+		if (!us->wildcard ? udp_key_same_addr(&us->key, &k)
+		                  : udp_self_has(&u->self, &k))
+			return 1;
+	}
+	return 0;
 }
 
 /* -- serving ---------------------------------------------------------- */
@@ -250,37 +492,6 @@ static double udp_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The host's addresses, once, for sockets bound to a wildcard address. */
-static void udp_self_load(struct udp_echo *u)
-{
-	struct ifaddrs *ifa, *i;
-
-	u->self_loaded = 1;
-	if (getifaddrs(&ifa) < 0)
-		return;
-	for (i = ifa; i != NULL && u->nself < UDP_MAX_SELF; i = i->ifa_next)
-		if (i->ifa_addr != NULL &&
-		    udp_key(i->ifa_addr, &u->self[u->nself]) == 0)
-			u->nself++;
-	freeifaddrs(ifa);
-}
-
-/* Is src this socket's port on one of the host's addresses? */
-static int udp_is_self(const struct udp_sock *us, const struct sockaddr *src)
-{
-	const struct udp_echo *u = us->u;
-	struct udp_key k, l;
-
-	if (udp_key(src, &k) < 0 ||
-	    udp_key((const struct sockaddr *)&us->local, &l) < 0 ||
-	    k.port != l.port)
-		return 0;
-	for (size_t i = 0; i < u->nself; i++)
-		if (udp_key_same_addr(&k, &u->self[i]))
-			return 1;
-	return 0;
 }
 
 static void udp_prepare(struct udp_echo *u)
@@ -370,11 +581,11 @@ static const char *udp_check(struct udp_sock *us, struct msghdr *h,
 	                dst->sa_family != AF_UNSPEC ? dst : NULL);
 	if (why != NULL)
 		return why;
-	if (us->wildcard && udp_is_self(us, h->msg_name))
+	if (udp_echo_serves(us->u, h->msg_name))
 		return "own address";
 	if (us->u->rate != NULL &&
-	    !udp_rate_allow(us->u->rate, h->msg_name, now))
-		return "rate limit";
+	    !udp_rate_allow(us->u->rate, h->msg_name, now, &why))
+		return why;
 	return NULL;
 }
 
@@ -446,6 +657,7 @@ struct udp_echo *udp_echo_new(struct event_base *base, uint64_t rate)
 	if (u == NULL)
 		return NULL;
 	u->base = base;
+	u->self.nl = -1;
 	u->bufs = malloc((size_t)UDP_BATCH * UDP_BUFSIZE);
 	if (rate > 0)
 		u->rate = udp_rate_new(rate);
@@ -465,6 +677,7 @@ void udp_echo_stop(struct udp_echo *u)
 		close(u->socks[i].fd);
 	}
 	u->nsocks = 0;
+	udp_self_close(&u->self);
 }
 
 void udp_echo_free(struct udp_echo *u)
@@ -487,25 +700,37 @@ static int udp_want_pktinfo(int fd, int family)
 	return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
 }
 
+/* Does a socket bound to :: receive IPv4 too? Assume so if it cannot say. */
+static int udp_dualstack(int fd)
+{
+	int v6only = 0;
+	socklen_t len = sizeof v6only;
+
+	if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) < 0)
+		return 1;
+	return !v6only;
+}
+
 static int udp_sock_init(struct udp_echo *u, struct udp_sock *us, int fd)
 {
-	struct udp_key k;
-
 	us->u = u;
 	us->fd = fd;
 	us->locallen = sizeof us->local;
 	if (getsockname(fd, (struct sockaddr *)&us->local, &us->locallen) < 0)
 		return -1;
-	if (udp_key((struct sockaddr *)&us->local, &k) < 0) {
+	if (udp_key((struct sockaddr *)&us->local, &us->key) < 0) {
 		errno = EAFNOSUPPORT;
 		return -1;
 	}
-	us->wildcard = udp_key_wildcard(&k);
+	us->wildcard = udp_key_wildcard(&us->key);
 	if (us->wildcard) {
 		if (udp_want_pktinfo(fd, us->local.ss_family) < 0)
 			return -1;
-		if (!u->self_loaded)
-			udp_self_load(u);
+		us->dualstack = us->key.family == AF_INET6 && udp_dualstack(fd);
+		if (u->self.nl < 0 && !u->self.known) {
+			udp_self_open(&u->self);
+			udp_self_load(&u->self);
+		}
 	}
 	us->ev = event_new(u->base, fd, EV_READ | EV_PERSIST, udp_readcb, us);
 	if (us->ev == NULL || event_add(us->ev, NULL) < 0) {
