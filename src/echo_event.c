@@ -8,8 +8,12 @@
  * output buffer, which libevent then flushes when the socket is writable.
  * A textbook bufferevent echo instead arms and disarms its write event for
  * every message (two epoll_ctl calls) and asks FIONREAD before every read:
- * this file avoids both while keeping the bufferevent for queued output,
- * write timeouts and errors.
+ * this file avoids both while keeping the bufferevent for queued output and
+ * errors.
+ *
+ * A connection closed for any reason but the client's FIN or an error, with
+ * input unread or echo not yet acknowledged, lingers (echo.h): FIN sent,
+ * input read and discarded until the client's FIN, then closed.
  */
 #include <errno.h>
 #include <signal.h>
@@ -17,6 +21,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -44,19 +49,33 @@
 #define WRITE_CHUNK (256 * 1024)
 /* How long accepting pauses when the process runs out of descriptors. */
 #define ACCEPT_PAUSE_MS 100
+#define NSIGNALS        (3 + ECHO_NIGNORED_SIGNALS)
 
 struct echo_server;
+
+/* --idle-timeout's tick, and what moved by the last one. */
+struct conn_idle {
+	struct event ev;
+	struct echo_progress progress;
+	unsigned ticks; /* ticks in a row with nothing moved */
+};
 
 struct conn {
 	TAILQ_ENTRY(conn) entry;
 	struct echo_server *srv;
 	struct bufferevent *bev;
-	struct event rev;     /* readable (or idle) socket */
-	uint64_t in;          /* bytes read from the client */
-	uint32_t rsize;       /* bytes to ask for: grows when reads fill it */
-	unsigned reading : 1; /* rev is added */
-	unsigned closing : 1; /* no more reads: close once output drains */
-	char *name;           /* peer address, kept only with -v */
+	struct event rev;       /* readable socket; discards input in linger */
+	struct conn_idle *idle; /* NULL without --idle-timeout */
+	uint64_t in;            /* bytes read from the client */
+	uint64_t dropped;       /* echo given up when nothing moved */
+	uint64_t linger_end;    /* CLOCK_MONOTONIC ms: lingering ends */
+	const char *why;        /* why it is closing */
+	uint32_t rsize;         /* bytes to ask for: grows when reads fill it */
+	unsigned reading : 1;   /* rev is added */
+	unsigned closing : 1;   /* no more reads: close once output drains */
+	unsigned eof : 1;       /* the client's FIN was read */
+	unsigned lingering : 1; /* our FIN sent, discarding input */
+	char *name;             /* peer address, kept only with -v */
 };
 
 struct echo_server {
@@ -64,12 +83,16 @@ struct echo_server {
 	struct event_base *base;
 	struct evconnlistener *lev[ECHO_MAX_SOCKETS];
 	size_t nlev;
-	struct event *sigs[3];
-	struct event *resume_ev; /* re-enables accepting after EMFILE */
+	struct event *sigs[NSIGNALS];
+	struct event *resume_ev; /* re-enables accepting: burst, EMFILE */
 	struct event *drain_ev;  /* ends a SIGTERM drain */
-	const struct timeval *idle_tv;
+	const struct timeval *idle_tv; /* one tick of --idle-timeout */
 	TAILQ_HEAD(, conn) conns;
 	struct echo_stats closed; /* bytes of closed connections, counters */
+	unsigned burst;           /* accepts since the loop last had a turn */
+	struct echo_pause pause;
+	struct echo_loglimit refusals;
+	struct echo_loglimit accept_errors;
 	int draining;
 	struct udp_echo *udp; /* NULL unless UDP is served */
 };
@@ -84,11 +107,34 @@ static uint64_t conn_pending(const struct conn *c)
 	       evbuffer_get_length(bufferevent_get_input(c->bev));
 }
 
+/* Bytes handed to the kernel for the client. */
+static uint64_t conn_out(const struct conn *c)
+{
+	return c->in - conn_pending(c) - c->dropped;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void conn_idle_stop(struct conn *c)
+{
+	if (c->idle == NULL)
+		return;
+	event_del(&c->idle->ev);
+	free(c->idle);
+	c->idle = NULL;
+}
+
 /* The one place a connection is freed. */
 static void conn_free(struct conn *c, const char *why)
 {
 	struct echo_server *srv = c->srv;
-	uint64_t out = c->in - conn_pending(c);
+	uint64_t out = conn_out(c);
 
 	if (c->name != NULL) {
 		log_verbose("%s closed (%s): %llu bytes in, %llu out", c->name,
@@ -101,6 +147,7 @@ static void conn_free(struct conn *c, const char *why)
 	srv->closed.open--;
 	TAILQ_REMOVE(&srv->conns, c, entry);
 	event_del(&c->rev);
+	conn_idle_stop(c);
 	bufferevent_free(c->bev); /* closes the socket */
 	free(c);
 	if (srv->draining && TAILQ_EMPTY(&srv->conns))
@@ -110,24 +157,95 @@ static void conn_free(struct conn *c, const char *why)
 static void conn_read_enable(struct conn *c, int on)
 {
 	if (on && !c->reading)
-		event_add(&c->rev, c->srv->idle_tv);
+		event_add(&c->rev, NULL);
 	else if (!on && c->reading)
 		event_del(&c->rev);
 	c->reading = on ? 1 : 0;
 }
 
-/* Stop reading; close now if nothing is owed, else once output drains. */
-static void conn_finish(struct conn *c, const char *why)
+/* Lingering: discard input until the client's FIN, a pause or the end. */
+static void conn_lingercb(evutil_socket_t fd, short what, void *arg)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	static char sink[READ_MAX];
+	struct conn *c = arg;
+	ssize_t n;
 
-	conn_read_enable(c, 0);
-	if (evbuffer_get_length(out) == 0) {
-		conn_free(c, why);
+	if (what & EV_TIMEOUT) {
+		conn_free(c, c->why);
 		return;
 	}
+	n = read(fd, sink, sizeof sink);
+	if (n > 0 && now_ms() < c->linger_end)
+		return;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	conn_free(c, c->why);
+}
+
+/*
+ * Everything owed is with the kernel. After the client's FIN nothing more
+ * can arrive, and with nothing unread or unacknowledged nothing can be
+ * lost: close. Otherwise send our FIN and linger (echo.h).
+ */
+static void conn_close(struct conn *c)
+{
+	static const struct timeval pause = {ECHO_LINGER_MS / 1000,
+	                                     ECHO_LINGER_MS % 1000 * 1000};
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	if (c->eof || !echo_linger_needed(fd) || shutdown(fd, SHUT_WR) < 0) {
+		conn_free(c, c->why);
+		return;
+	}
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	conn_idle_stop(c);
+	c->lingering = 1;
+	c->linger_end = now_ms() + ECHO_LINGER_MAX_MS;
+	event_del(&c->rev);
+	event_assign(&c->rev, c->srv->base, fd, EV_READ | EV_PERSIST,
+	             conn_lingercb, c);
+	event_add(&c->rev, &pause);
+	c->reading = 1;
+}
+
+/* Stop reading; close once the output drains. */
+static void conn_finish(struct conn *c, const char *why)
+{
+	if (c->closing)
+		return;
 	c->closing = 1;
+	c->why = why;
+	conn_read_enable(c, 0);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_close(c);
+		return;
+	}
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* Nothing moved for --idle-timeout: give up the echo still queued, close. */
+static void conn_idlecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	(void)fd;
+	(void)what;
+	if (echo_progress_moved(bufferevent_getfd(c->bev), c->in, conn_out(c),
+	                        &c->idle->progress)) {
+		c->idle->ticks = 0;
+		return;
+	}
+	if (++c->idle->ticks < ECHO_IDLE_TICKS)
+		return;
+	c->dropped += evbuffer_get_length(out);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	if (c->closing) {
+		c->why = "idle";
+		conn_close(c);
+		return;
+	}
+	conn_finish(c, "idle");
 }
 
 /*
@@ -181,12 +299,7 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	ssize_t n;
 
-	if (what & EV_TIMEOUT) {
-		/* Idle means neither side moving: queued output is progress. */
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			conn_free(c, "idle");
-		return;
-	}
+	(void)what;
 	n = conn_read(c, fd);
 	if (n > 0) {
 		if (conn_echo(c) < 0)
@@ -194,6 +307,7 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (n == 0) {
+		c->eof = 1;
 		conn_finish(c, "end of input");
 		return;
 	}
@@ -207,10 +321,11 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->lingering)
+		return;
 	if (c->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			conn_free(c, c->srv->draining ? "drained"
-			                              : "end of input");
+			conn_close(c);
 		return;
 	}
 	conn_read_enable(c, 1);
@@ -221,11 +336,8 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)bev;
-	if (what & BEV_EVENT_TIMEOUT)
-		conn_free(c, "write timeout");
-	else
-		conn_free(c,
-		          evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	(void)what;
+	conn_free(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
 static struct conn *conn_new(struct echo_server *srv, evutil_socket_t fd,
@@ -239,8 +351,16 @@ static struct conn *conn_new(struct echo_server *srv, evutil_socket_t fd,
 		return NULL;
 	c->srv = srv;
 	c->rsize = READ_MIN;
+	if (srv->idle_tv != NULL) {
+		c->idle = calloc(1, sizeof *c->idle);
+		if (c->idle == NULL) {
+			free(c);
+			return NULL;
+		}
+	}
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
+		free(c->idle);
 		free(c);
 		return NULL;
 	}
@@ -260,33 +380,14 @@ static struct conn *conn_new(struct echo_server *srv, evutil_socket_t fd,
 	bufferevent_setwatermark(c->bev, EV_WRITE, srv->opts->max_pending / 2,
 	                         0);
 	bufferevent_set_max_single_write(c->bev, WRITE_CHUNK);
-	if (srv->idle_tv != NULL)
-		bufferevent_set_timeouts(c->bev, NULL, srv->idle_tv);
+	if (c->idle != NULL) {
+		event_assign(&c->idle->ev, srv->base, -1, EV_PERSIST,
+		             conn_idlecb, c);
+		event_add(&c->idle->ev, srv->idle_tv);
+	}
 	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
 	conn_read_enable(c, 1);
 	return c;
-}
-
-static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
-                            struct sockaddr *sa, int salen, void *arg)
-{
-	struct echo_server *srv = arg;
-
-	(void)lev;
-	if (srv->opts->max_conns != 0 &&
-	    srv->closed.open >= srv->opts->max_conns) {
-		srv->closed.refused++;
-		evutil_closesocket(fd);
-		return;
-	}
-	sock_nodelay(fd);
-	if (conn_new(srv, fd, sa, salen) == NULL) {
-		log_error("cannot set up a connection: out of memory");
-		evutil_closesocket(fd);
-		return;
-	}
-	srv->closed.open++;
-	srv->closed.accepted++;
 }
 
 static void server_listen_enable(struct echo_server *srv, int on)
@@ -300,6 +401,54 @@ static void server_listen_enable(struct echo_server *srv, int on)
 }
 
 /*
+ * An evconnlistener accepts until accept(2) fails, unless its callback
+ * disables it: after ECHO_ACCEPT_BURST accepts, disable them all and let
+ * the loop run its signals, timers and connections before the zero
+ * timeout of resume_ev enables them again.
+ */
+static void server_accept_yield(struct echo_server *srv)
+{
+	static const struct timeval now = {0, 0};
+
+	if (++srv->burst < ECHO_ACCEPT_BURST)
+		return;
+	srv->burst = 0;
+	server_listen_enable(srv, 0);
+	evtimer_add(srv->resume_ev, &now);
+}
+
+static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
+                            struct sockaddr *sa, int salen, void *arg)
+{
+	struct echo_server *srv = arg;
+	char peer[ADDR_STRLEN];
+
+	(void)lev;
+	echo_pause_over(&srv->pause);
+	server_accept_yield(srv);
+	if (srv->opts->max_conns != 0 &&
+	    srv->closed.open >= srv->opts->max_conns) {
+		srv->closed.refused++;
+		if (log_get_level() >= LOG_VERBOSE)
+			echo_refused_log(&srv->refusals,
+			                 addr_format(sa, (socklen_t)salen, peer,
+			                             sizeof peer),
+			                 srv->closed.open, srv->opts->max_conns);
+		evutil_closesocket(fd);
+		return;
+	}
+	if (echo_conn_setup(srv->opts, fd) < 0)
+		log_verbose("cannot set socket options: %s", strerror(errno));
+	if (conn_new(srv, fd, sa, salen) == NULL) {
+		log_error("cannot set up a connection: out of memory");
+		evutil_closesocket(fd);
+		return;
+	}
+	srv->closed.open++;
+	srv->closed.accepted++;
+}
+
+/*
  * accept() failed. Out of descriptors or memory, the pending connection
  * stays queued and the listener stays readable: pause instead of spinning.
  */
@@ -308,25 +457,30 @@ static void server_accept_errorcb(struct evconnlistener *lev, void *arg)
 	struct echo_server *srv = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+	uint64_t held;
 
 	(void)lev;
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
-		log_error("accept: %s", strerror(err));
+		/* One connect's failure (EPERM, EPROTO): a flood repeats it. */
+		if (echo_loglimit_pass(&srv->accept_errors,
+		                       (int64_t)now_ms(), &held))
+			log_error("accept: %s (%llu more not logged)",
+			          strerror(err), (unsigned long long)held);
 		return;
 	}
-	if (evtimer_pending(srv->resume_ev, NULL))
-		return;
-	log_error("accept: %s; pausing for %d ms", strerror(err),
-	          ACCEPT_PAUSE_MS);
+	echo_pause_note(&srv->pause, "accept", err);
 	server_listen_enable(srv, 0);
 	evtimer_add(srv->resume_ev, &tv);
 }
 
 static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 {
+	struct echo_server *srv = arg;
+
 	(void)fd;
 	(void)what;
-	server_listen_enable(arg, 1);
+	srv->burst = 0;
+	server_listen_enable(srv, 1);
 }
 
 static void server_stats(struct echo_server *srv)
@@ -337,7 +491,7 @@ static void server_stats(struct echo_server *srv)
 	TAILQ_FOREACH(c, &srv->conns, entry)
 	{
 		s.bytes_in += c->in;
-		s.bytes_out += c->in - conn_pending(c);
+		s.bytes_out += conn_out(c);
 	}
 	udp_echo_stats(srv->udp, &s);
 	echo_stats_log(&s);
@@ -390,8 +544,10 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGUSR1)
 		server_stats(arg);
-	else
+	else if (sig == SIGINT || sig == SIGTERM)
 		server_drain(arg);
+	else
+		echo_signal_log((int)sig);
 }
 
 /* Serve one socket: TCP through an evconnlistener, UDP through udp_echo. */
@@ -422,8 +578,9 @@ static int server_serve(void *arg, const struct echo_socket *s)
 
 static int server_init(struct echo_server *srv, const struct echo_opts *o)
 {
-	static const int signals[] = {SIGINT, SIGTERM, SIGUSR1};
+	int signals[NSIGNALS] = {SIGINT, SIGTERM, SIGUSR1};
 
+	memcpy(signals + 3, echo_ignored_signals, sizeof echo_ignored_signals);
 	memset(srv, 0, sizeof *srv);
 	srv->opts = o;
 	TAILQ_INIT(&srv->conns);
@@ -432,7 +589,7 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 		log_error("cannot create the event base");
 		return -1;
 	}
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < NSIGNALS; i++) {
 		srv->sigs[i] = evsignal_new(srv->base, signals[i],
 		                            server_signalcb, srv);
 		if (srv->sigs[i] == NULL || evsignal_add(srv->sigs[i], NULL))
@@ -443,11 +600,14 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 	if (srv->resume_ev == NULL || srv->drain_ev == NULL)
 		return -1;
 	if (o->idle_timeout > 0) {
+		double tick = o->idle_timeout / ECHO_IDLE_TICKS;
 		struct timeval tv;
 
-		tv.tv_sec = (time_t)o->idle_timeout;
-		tv.tv_usec = (suseconds_t)((o->idle_timeout - tv.tv_sec) * 1e6);
-		/* A common timeout: re-arming it per read is O(1). */
+		tv.tv_sec = (time_t)tick;
+		tv.tv_usec = (suseconds_t)((tick - (double)tv.tv_sec) * 1e6);
+		if (tv.tv_sec == 0 && tv.tv_usec == 0)
+			tv.tv_usec = 1;
+		/* A common timeout: adding one per connection is O(1). */
 		srv->idle_tv = event_base_init_common_timeout(srv->base, &tv);
 	}
 	return 0;
@@ -462,7 +622,7 @@ static void server_free(struct echo_server *srv)
 	for (size_t i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]);
 	udp_echo_free(srv->udp);
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < NSIGNALS; i++)
 		if (srv->sigs[i] != NULL)
 			event_free(srv->sigs[i]);
 	if (srv->resume_ev != NULL)
@@ -478,7 +638,7 @@ int echo_event_run(const struct echo_opts *o)
 	struct echo_server srv;
 	int status = 1;
 
-	signal(SIGPIPE, SIG_IGN);
+	echo_signals_ignore();
 	if (server_init(&srv, o) == 0 &&
 	    echo_sockets_serve(o, server_serve, &srv) == 0) {
 		if (event_base_dispatch(srv.base) == 0)

@@ -8,7 +8,8 @@
  * delivered through libevent's handler in the child would change the parent.
  * Signals are blocked around fork(2); the child resets the parent's handlers,
  * installs its own and closes every inherited descriptor but its connection
- * and standard I/O before unblocking them.
+ * and standard I/O before unblocking them. A child never outlives the
+ * parent: it asks for SIGKILL when the parent dies (PR_SET_PDEATHSIG).
  *
  * Byte counters live in a shared anonymous mapping that children add to, so
  * the parent's statistics include live connections.
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -36,9 +38,9 @@
 #include "forkloop/sock.h"
 #include "forkloop/udp.h"
 
-#define FORK_BUFSIZE     (64 * 1024)
-#define FORK_RETRY_USEC  100000 /* pause after accept or fork fails */
-#define FORK_LINGER_MSEC 1000   /* wait for the peer's FIN after ours */
+#define FORK_BUFSIZE    (64 * 1024)
+#define FORK_RETRY_USEC 100000 /* pause after accept or fork fails */
+#define FORK_NSIGNALS   (4 + ECHO_NIGNORED_SIGNALS)
 
 /* Counters every process adds to. */
 struct fork_shared {
@@ -51,15 +53,17 @@ struct server {
 	struct event_base *base;
 	struct evconnlistener *lev[ECHO_MAX_SOCKETS];
 	size_t nlev;
-	struct event *sigev[4];
-	struct event *resume_ev; /* accept again after a failure */
+	struct event *sigev[FORK_NSIGNALS];
+	struct event *resume_ev; /* accept again: burst, failure */
 	struct event *kill_ev;   /* drain deadline */
 	struct fork_shared *shared;
 	pid_t *pids; /* live children */
 	size_t npids, pidcap;
 	uint64_t accepted, refused;
+	unsigned burst; /* accepts since the loop last had a turn */
+	struct echo_pause pause;
+	struct echo_loglimit refusals;
 	int stopping;
-	int failing; /* accept or fork failed, error already reported */
 	struct udp_echo *udp; /* served by the parent; NULL unless UDP */
 };
 
@@ -69,6 +73,8 @@ struct child {
 	const char *peer;
 	struct fork_shared *shared;
 	double idle_timeout;
+	unsigned ticks; /* idle ticks in a row with nothing moved */
+	struct echo_progress progress;
 	uint64_t in, out;
 };
 
@@ -80,12 +86,31 @@ static void child_sighandler(int sig)
 	child_stop = 1;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Die with the parent, whatever kills it, even SIGKILL: PR_SET_PDEATHSIG
+ * (prctl(2)). The parent may have died before it took effect, so check
+ * that it is still the one that forked us.
+ */
+static void child_die_with(pid_t parent)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(1);
+}
+
 /*
  * Handlers the parent installed (through libevent) reset to the default, a
  * flag for SIGTERM and SIGINT, installed without SA_RESTART so that a read
- * blocked on an idle client returns EINTR. SIGPIPE stays ignored; SIGUSR1 is
- * ignored, so a statistics request sent to the whole process group does not
- * end connections.
+ * blocked on an idle client returns EINTR. SIGPIPE stays ignored; SIGUSR1
+ * and the signals the parent only logs are ignored, so a signal sent to the
+ * whole process group does not end connections.
  */
 static void child_signals(const sigset_t *parentmask)
 {
@@ -97,6 +122,8 @@ static void child_signals(const sigset_t *parentmask)
 	sigaction(SIGCHLD, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGUSR1, &sa, NULL);
+	for (size_t i = 0; i < ECHO_NIGNORED_SIGNALS; i++)
+		sigaction(echo_ignored_signals[i], &sa, NULL);
 	sa.sa_handler = child_sighandler;
 	sigfillset(&sa.sa_mask);
 	sa.sa_flags = 0;
@@ -114,19 +141,21 @@ static void child_close_inherited(int fd)
 }
 
 /*
- * An idle timeout is the socket's own: a read that waits, or a write that
- * makes no progress, this long fails with EAGAIN. No poll per message.
+ * An idle tick is the socket's own timeout: a read that waits, or a write
+ * that makes no progress, this long fails with EAGAIN. No poll per message.
  */
-static void child_sockopts(const struct child *c)
+static void child_sockopts(const struct child *c, const struct echo_opts *o)
 {
+	double tick = c->idle_timeout / ECHO_IDLE_TICKS;
 	struct timeval tv;
 
 	sock_set_blocking(c->fd, 1);
-	sock_nodelay(c->fd);
+	if (echo_conn_setup(o, c->fd) < 0)
+		log_verbose("cannot set socket options: %s", strerror(errno));
 	if (c->idle_timeout <= 0)
 		return;
-	tv.tv_sec = (time_t)c->idle_timeout;
-	tv.tv_usec = (suseconds_t)((c->idle_timeout - (double)tv.tv_sec) * 1e6);
+	tv.tv_sec = (time_t)tick;
+	tv.tv_usec = (suseconds_t)((tick - (double)tv.tv_sec) * 1e6);
 	if (tv.tv_sec == 0 && tv.tv_usec == 0)
 		tv.tv_usec = 1;
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -143,6 +172,46 @@ static int child_wait(const struct child *c, int msec)
 		r = poll(&pfd, 1, msec);
 	} while (r < 0 && errno == EINTR);
 	return r;
+}
+
+/* A socket timeout expired: 1 if nothing moved for the whole idle timeout. */
+static int child_idle(struct child *c)
+{
+	if (echo_progress_moved(c->fd, c->in, c->out, &c->progress)) {
+		c->ticks = 0;
+		return 0;
+	}
+	return ++c->ticks >= ECHO_IDLE_TICKS;
+}
+
+/*
+ * Write all n bytes, through EINTR and through idle ticks in which bytes
+ * still moved. Returns 0, or -1 with errno set (EAGAIN: idle).
+ */
+static int child_write(struct child *c, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(c->fd, buf, n);
+
+		if (w > 0) {
+			atomic_fetch_add_explicit(&c->shared->bytes_out,
+			                          (uint64_t)w,
+			                          memory_order_relaxed);
+			c->out += (uint64_t)w;
+			buf += w;
+			n -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (!child_idle(c))
+				continue;
+			errno = EAGAIN;
+		}
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -167,48 +236,51 @@ static const char *child_echo(struct child *c, char *buf, size_t len)
 		n = read(c->fd, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EAGAIN) {
+			if (!child_idle(c))
+				continue;
+			return "idle";
+		}
 		if (n == 0)
 			return "eof";
 		if (n < 0)
-			return errno == EAGAIN ? "idle" : strerror(errno);
+			return strerror(errno);
 		atomic_fetch_add_explicit(&c->shared->bytes_in, (uint64_t)n,
 		                          memory_order_relaxed);
 		c->in += (uint64_t)n;
-		if (sock_write_all(c->fd, buf, (size_t)n, NULL) < 0)
+		if (child_write(c, buf, (size_t)n) < 0)
 			return errno == EAGAIN ? "idle" : strerror(errno);
-		atomic_fetch_add_explicit(&c->shared->bytes_out, (uint64_t)n,
-		                          memory_order_relaxed);
-		c->out += (uint64_t)n;
 	}
 }
 
 /*
- * Closing with unread input sends a reset, which can destroy echo still in
- * flight to the peer. After a stop signal with input pending, send our FIN
- * and discard input until the peer's FIN; the parent's drain deadline bounds
- * the wait.
+ * Closing with unread input, or with echo not yet acknowledged, can turn
+ * into a reset that destroys echo still in flight to the peer (echo.h).
+ * Send our FIN and discard input until the peer's FIN, a pause of
+ * ECHO_LINGER_MS or ECHO_LINGER_MAX_MS in all.
  */
 static void child_linger(struct child *c, char *buf, size_t len)
 {
-	int pending = 0;
+	uint64_t end = now_ms() + ECHO_LINGER_MAX_MS, now;
 
-	if (shutdown(c->fd, SHUT_WR) < 0)
+	if (!echo_linger_needed(c->fd) || shutdown(c->fd, SHUT_WR) < 0)
 		return;
-	if (ioctl(c->fd, FIONREAD, &pending) == 0 && pending == 0)
-		return;
-	while (child_wait(c, FORK_LINGER_MSEC) > 0)
+	while ((now = now_ms()) < end &&
+	       child_wait(c, end - now < ECHO_LINGER_MS ? (int)(end - now)
+	                                                : ECHO_LINGER_MS) > 0)
 		if (sock_read(c->fd, buf, len, NULL) <= 0)
 			return;
 }
 
 static void __attribute__((noreturn))
 child_run(struct server *srv, int fd, const char *peer,
-          const sigset_t *parentmask)
+          const sigset_t *parentmask, pid_t parent)
 {
 	static char buf[FORK_BUFSIZE];
 	struct child c;
 	const char *why;
 
+	child_die_with(parent);
 	memset(&c, 0, sizeof c);
 	c.fd = fd;
 	c.peer = peer;
@@ -216,9 +288,9 @@ child_run(struct server *srv, int fd, const char *peer,
 	c.idle_timeout = srv->o->idle_timeout;
 	child_signals(parentmask);
 	child_close_inherited(fd);
-	child_sockopts(&c);
+	child_sockopts(&c, srv->o);
 	why = child_echo(&c, buf, sizeof buf);
-	if (strcmp(why, "shutdown") == 0)
+	if (strcmp(why, "shutdown") == 0 || strcmp(why, "idle") == 0)
 		child_linger(&c, buf, sizeof buf);
 	else if (strcmp(why, "eof") == 0)
 		shutdown(fd, SHUT_WR);
@@ -282,11 +354,7 @@ static void server_pause(struct server *srv, const char *what, int err)
 {
 	struct timeval tv = {0, FORK_RETRY_USEC};
 
-	if (!srv->failing)
-		log_error("%s: %s; pausing accepts", what, strerror(err));
-	else
-		log_verbose("%s: %s; pausing accepts", what, strerror(err));
-	srv->failing = 1;
+	echo_pause_note(&srv->pause, what, err);
 	server_set_accepting(srv, 0);
 	evtimer_add(srv->resume_ev, &tv);
 }
@@ -297,14 +365,32 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	srv->burst = 0;
 	if (!srv->stopping)
 		server_set_accepting(srv, 1);
+}
+
+/*
+ * An evconnlistener accepts until accept(2) fails, unless its callback
+ * disables it: after ECHO_ACCEPT_BURST accepts (and forks), disable the
+ * listeners so that the loop reaps, answers signals and runs its timers,
+ * and enable them again from the zero timeout of resume_ev.
+ */
+static void server_accept_yield(struct server *srv)
+{
+	static const struct timeval now = {0, 0};
+
+	if (++srv->burst < ECHO_ACCEPT_BURST)
+		return;
+	srv->burst = 0;
+	server_set_accepting(srv, 0);
+	evtimer_add(srv->resume_ev, &now);
 }
 
 static void server_spawn(struct server *srv, int fd, const char *peer)
 {
 	sigset_t all, old;
-	pid_t pid;
+	pid_t pid, parent = getpid();
 	int err;
 
 	if (server_reserve_pid(srv) < 0) {
@@ -317,7 +403,7 @@ static void server_spawn(struct server *srv, int fd, const char *peer)
 	sigprocmask(SIG_SETMASK, &all, &old);
 	pid = fork();
 	if (pid == 0)
-		child_run(srv, fd, peer, &old);
+		child_run(srv, fd, peer, &old, parent);
 	err = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(fd);
@@ -328,8 +414,22 @@ static void server_spawn(struct server *srv, int fd, const char *peer)
 	}
 	srv->pids[srv->npids++] = pid;
 	srv->accepted++;
-	srv->failing = 0;
+	echo_pause_over(&srv->pause);
 	log_verbose("accepted from %s (pid %ld)", peer, (long)pid);
+}
+
+static void server_reap(struct server *srv);
+
+/*
+ * --max-conns counts open connections: a child that exited holds none,
+ * even before SIGCHLD's turn in the loop comes, so reap before refusing.
+ */
+static int server_full(struct server *srv)
+{
+	if (srv->o->max_conns == 0 || srv->npids < srv->o->max_conns)
+		return 0;
+	server_reap(srv);
+	return srv->npids >= srv->o->max_conns;
 }
 
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
@@ -339,12 +439,13 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	char peer[ADDR_STRLEN];
 
 	(void)lev;
+	server_accept_yield(srv);
 	addr_format(sa, (socklen_t)salen, peer, sizeof peer);
-	if (srv->o->max_conns != 0 && srv->npids >= srv->o->max_conns) {
+	if (server_full(srv)) {
 		close(fd);
 		srv->refused++;
-		log_verbose("refused %s: %zu connections open", peer,
-		            srv->npids);
+		echo_refused_log(&srv->refusals, peer, srv->npids,
+		                 srv->o->max_conns);
 		return;
 	}
 	server_spawn(srv, fd, peer);
@@ -421,10 +522,11 @@ static void server_stop(struct server *srv)
 	evtimer_add(srv->kill_ev, &tv);
 }
 
-static void server_stats(const struct server *srv)
+static void server_stats(struct server *srv)
 {
 	struct echo_stats s;
 
+	server_reap(srv); /* open= counts connections, not zombies */
 	memset(&s, 0, sizeof s);
 	s.open = srv->npids;
 	s.accepted = srv->accepted;
@@ -445,8 +547,12 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 	case SIGUSR1:
 		server_stats(arg);
 		break;
-	default:
+	case SIGINT:
+	case SIGTERM:
 		server_stop(arg);
+		break;
+	default:
+		echo_signal_log((int)sig);
 		break;
 	}
 }
@@ -484,10 +590,11 @@ static int server_serve(void *arg, const struct echo_socket *s)
 
 static int server_events(struct server *srv)
 {
-	static const int sigs[] = {SIGCHLD, SIGUSR1, SIGINT, SIGTERM};
+	int sigs[FORK_NSIGNALS] = {SIGCHLD, SIGUSR1, SIGINT, SIGTERM};
 	size_t i;
 
-	for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+	memcpy(sigs + 4, echo_ignored_signals, sizeof echo_ignored_signals);
+	for (i = 0; i < FORK_NSIGNALS; i++) {
 		srv->sigev[i] =
 		        evsignal_new(srv->base, sigs[i], server_signalcb, srv);
 		if (srv->sigev[i] == NULL || evsignal_add(srv->sigev[i], NULL))
@@ -559,7 +666,7 @@ int echo_fork_run(const struct echo_opts *o)
 	struct server srv;
 	int status = 1;
 
-	signal(SIGPIPE, SIG_IGN);
+	echo_signals_ignore();
 	if (server_init(&srv, o) < 0 ||
 	    echo_sockets_serve(o, server_serve, &srv) < 0)
 		goto out;

@@ -1,18 +1,27 @@
 /*
  * echo_opts.c - forkloop-echo's command line, and what both designs share:
- * mode names and the statistics line.
+ * mode names, the statistics line, the signals that only log, and the log
+ * lines a flood could repeat (refusals, paused accepts).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <time.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "forkloop/echo.h"
 #include "forkloop/num.h"
+#include "forkloop/sock.h"
+#include "forkloop/udp.h"
 
 static const char echo_usage_text[] = "usage: %s [-qvhV] [-m event|fork] [-l "
-                                      "ADDR:PORT]... [--max-pending BYTES]\n"
+                                      "[ADDR:]PORT]... [--max-pending BYTES]\n"
                                       "       [--max-conns N] [--idle-timeout "
                                       "SECONDS] [--drain-timeout SECONDS]\n"
+                                      "       [--keepalive SECONDS]\n"
                                       "       [--udp | --udp-only] "
                                       "[--udp-rate N]\n";
 
@@ -22,9 +31,15 @@ static const char echo_help_text[] =
         "  -m, --mode MODE          event: one process, one libevent loop "
         "(default);\n"
         "                           fork: one child process per connection\n"
-        "  -l, --listen ADDR:PORT   listen here; repeatable; [IPv6]:PORT and "
-        "host\n"
-        "                           names work; port 0 picks a free port\n"
+        "  -l, --listen [ADDR:]PORT listen here; repeatable; a PORT alone "
+        "listens\n"
+        "                           on every address, IPv6 and IPv4; "
+        "[IPv6]:PORT\n"
+        "                           and host names work ([::] takes IPv4 "
+        "too\n"
+        "                           unless 0.0.0.0 is also given); port 0 "
+        "picks a\n"
+        "                           free port\n"
         "                           (default " ECHO_DEFAULT_LISTEN ")\n"
         "      --max-pending BYTES  stop reading a client whose unsent echo "
         "passes\n"
@@ -35,8 +50,14 @@ static const char echo_help_text[] =
         "no\n"
         "                           limit)\n"
         "      --idle-timeout SECONDS\n"
-        "                           close a connection idle this long "
-        "(default: never)\n"
+        "                           close a connection on which no byte "
+        "moved either\n"
+        "                           way for this long (default: never)\n"
+        "      --keepalive SECONDS  TCP keepalive: probe a peer silent for "
+        "SECONDS\n"
+        "                           (1-32767), up to 3 probes SECONDS/3 "
+        "apart; drop\n"
+        "                           it if none is answered (default: off)\n"
         "      --drain-timeout SECONDS\n"
         "                           on SIGINT/SIGTERM, give connections this "
         "long to\n"
@@ -44,9 +65,10 @@ static const char echo_help_text[] =
         "      --udp                also echo UDP datagrams on the same "
         "addresses\n"
         "      --udp-only           echo UDP datagrams only, no TCP\n"
-        "      --udp-rate N         answer at most N datagrams per second "
-        "per source\n"
-        "                           address (default: no limit)\n"
+        "      --udp-rate N         answer at most N datagrams in any second "
+        "per\n"
+        "                           source address (default 100; 0: no "
+        "limit)\n"
         "  -v, --verbose            log every connection\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -58,8 +80,13 @@ static const char echo_help_text[] =
         "or\n"
         "SIGTERM, 1 on a runtime error, 2 on bad usage.\n"
         "\n"
-        "Datagrams from port 0, from ports 7, 13, 17, 19 and 37, or from the\n"
-        "server's own address and port get no reply. Started by systemd "
+        "Datagrams from ports below 1024, from addresses that are not "
+        "unicast, or\n"
+        "from any address and port the server receives on get no reply. "
+        "--udp-rate\n"
+        "needs --udp or --udp-only, except under socket activation; TCP "
+        "options\n"
+        "do not go with --udp-only. Started by systemd "
         "socket\n"
         "activation (LISTEN_FDS), it serves the sockets it is given instead "
         "of\n"
@@ -70,6 +97,7 @@ enum {
 	OPT_MAX_CONNS,
 	OPT_IDLE_TIMEOUT,
 	OPT_DRAIN_TIMEOUT,
+	OPT_KEEPALIVE,
 	OPT_UDP,
 	OPT_UDP_ONLY,
 	OPT_UDP_RATE,
@@ -82,6 +110,7 @@ static const struct option echo_longopts[] = {
         {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+        {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
         {"udp", no_argument, NULL, OPT_UDP},
         {"udp-only", no_argument, NULL, OPT_UDP_ONLY},
         {"udp-rate", required_argument, NULL, OPT_UDP_RATE},
@@ -114,6 +143,92 @@ void echo_stats_log(const struct echo_stats *s)
 	          s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out);
 }
 
+const int echo_ignored_signals[ECHO_NIGNORED_SIGNALS] = {
+        SIGHUP, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+        SIGIO,  SIGPWR,  SIGXFSZ, SIGSTKFLT,
+};
+
+void echo_signals_ignore(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+		signal(sig, SIG_IGN);
+}
+
+void echo_signal_log(int sig)
+{
+	if (sig == SIGHUP)
+		log_info("SIGHUP: nothing to reload (every setting comes from "
+		         "the command line); still serving");
+	else
+		log_info("SIG%s ignored", sigabbrev_np(sig));
+}
+
+int echo_loglimit_pass(struct echo_loglimit *l, int64_t now_ms,
+                       uint64_t *held)
+{
+	if (l->n == ECHO_LOG_PER_SEC && now_ms - l->t[l->next] < 1000) {
+		l->held++;
+		return 0;
+	}
+	l->t[l->next] = now_ms;
+	l->next = (l->next + 1) % ECHO_LOG_PER_SEC;
+	if (l->n < ECHO_LOG_PER_SEC)
+		l->n++;
+	*held = l->held;
+	l->held = 0;
+	return 1;
+}
+
+static double echo_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void echo_refused_log(struct echo_loglimit *l, const char *peer,
+                      uint64_t open, uint64_t max)
+{
+	uint64_t held;
+
+	if (log_get_level() < LOG_VERBOSE ||
+	    !echo_loglimit_pass(l, (int64_t)(echo_now() * 1000), &held))
+		return;
+	if (held == 0)
+		log_verbose("refused %s: %" PRIu64
+		            " connections open (--max-conns %" PRIu64 ")",
+		            peer, open, max);
+	else
+		log_verbose("refused %s: %" PRIu64
+		            " connections open (--max-conns %" PRIu64
+		            "); %" PRIu64 " more refused, not logged",
+		            peer, open, max, held);
+}
+
+void echo_pause_note(struct echo_pause *p, const char *what, int err)
+{
+	if (p->on) {
+		p->waits++;
+		return;
+	}
+	p->on = 1;
+	p->since = echo_now();
+	p->waits = 1;
+	log_error("%s: %s; pausing accepts", what, strerror(err));
+}
+
+void echo_pause_over(struct echo_pause *p)
+{
+	if (!p->on)
+		return;
+	p->on = 0;
+	log_error("accepting again after %.1f s; %" PRIu64
+	          " attempts waited",
+	          echo_now() - p->since, p->waits);
+}
+
 static enum opts_result echo_bad(FILE *errout, const char *prog,
                                  const char *fmt, const char *arg)
 {
@@ -131,6 +246,58 @@ static void echo_opts_defaults(struct echo_opts *o)
 	o->max_pending = ECHO_DEFAULT_MAX_PENDING;
 	o->drain_timeout = ECHO_DEFAULT_DRAIN;
 	o->log_level = LOG_NORMAL;
+	o->udp_rate = UDP_DEFAULT_RATE;
+}
+
+/* The options only TCP connections use, by getopt_long's value. */
+static const char *echo_tcp_option(int c)
+{
+	switch (c) {
+	case OPT_MAX_PENDING:
+		return "--max-pending";
+	case OPT_MAX_CONNS:
+		return "--max-conns";
+	case OPT_IDLE_TIMEOUT:
+		return "--idle-timeout";
+	case OPT_DRAIN_TIMEOUT:
+		return "--drain-timeout";
+	case OPT_KEEPALIVE:
+		return "--keepalive";
+	}
+	return NULL;
+}
+
+/* Started by socket activation: LISTEN_PID is ours (sd_listen_fds(3))? */
+static int echo_activated(void)
+{
+	const char *pid = getenv("LISTEN_PID");
+	uint64_t v;
+
+	return pid != NULL && getenv("LISTEN_FDS") != NULL &&
+	       num_parse_u64(pid, 1, UINT32_MAX, &v) == 0 &&
+	       v == (uint64_t)getpid();
+}
+
+/*
+ * What the UDP options leave undone: --udp beside --udp-only; --udp-rate
+ * with no datagram socket (socket activation may pass some, whatever --udp
+ * says); a TCP option (tcp_opt) with --udp-only. NULL if nothing.
+ */
+static const char *echo_udp_conflict(const struct echo_opts *o, int udp_both,
+                                     int rate_given, const char *tcp_opt,
+                                     char *buf, size_t len)
+{
+	if (udp_both)
+		return "--udp and --udp-only cannot be used together";
+	if (rate_given && o->udp == ECHO_UDP_OFF && !echo_activated())
+		return "--udp-rate needs --udp or --udp-only";
+	if (tcp_opt != NULL && o->udp == ECHO_UDP_ONLY) {
+		snprintf(buf, len,
+		         "%s applies to TCP connections: not with --udp-only",
+		         tcp_opt);
+		return buf;
+	}
+	return NULL;
 }
 
 enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
@@ -139,13 +306,19 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	const char *prog = log_progname();
 	const char *why;
 	int c, is_fork, verbose = 0, quiet = 0;
+	uint64_t ka;
 	char opt[3];
+	const char *tcp_opt = NULL, *udp_why;
+	int udp_seen = 0, rate_given = 0;
+	char udp_buf[128];
 
 	echo_opts_defaults(o);
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:l:vqhV", echo_longopts,
 	                        NULL)) != -1) {
+		if (echo_tcp_option(c) != NULL)
+			tcp_opt = echo_tcp_option(c);
 		switch (c) {
 		case 'm':
 			is_fork = opts_mode_fork(optarg);
@@ -163,7 +336,8 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				                "too many --listen (at most "
 				                "%s)",
 				                "16");
-			if (addr_parse(optarg, 0, &o->listen[o->nlisten],
+			if (addr_parse(optarg, ADDR_LISTEN,
+			               &o->listen[o->nlisten],
 			               &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
 				        prog, optarg, why);
@@ -204,11 +378,22 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				                "(seconds)",
 				                optarg);
 			break;
+		case OPT_KEEPALIVE:
+			if (num_parse_u64(optarg, 1, SOCK_KEEPALIVE_MAX, &ka) <
+			    0)
+				return echo_bad(errout, prog,
+				                "bad --keepalive '%s' (whole "
+				                "seconds, 1 to 32767)",
+				                optarg);
+			o->keepalive = (unsigned)ka;
+			break;
 		case OPT_UDP:
+			udp_seen |= 1;
 			if (o->udp != ECHO_UDP_ONLY)
 				o->udp = ECHO_UDP_ON;
 			break;
 		case OPT_UDP_ONLY:
+			udp_seen |= 2;
 			o->udp = ECHO_UDP_ONLY;
 			break;
 		case OPT_UDP_RATE:
@@ -219,6 +404,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				        "bad --udp-rate '%s' (datagrams "
 				        "per second, 0 for no limit)",
 				        optarg);
+			rate_given = 1;
 			break;
 		case 'v':
 			verbose = 1;
@@ -249,10 +435,16 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	if (verbose && quiet)
 		return echo_bad(errout, prog, "%s",
 		                "-v and -q cannot be used together");
+	udp_why = echo_udp_conflict(o, udp_seen == 3, rate_given, tcp_opt,
+	                            udp_buf, sizeof udp_buf);
+	if (udp_why != NULL)
+		return echo_bad(errout, prog, "%s", udp_why);
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
 	if (o->nlisten == 0) {
-		addr_parse(ECHO_DEFAULT_LISTEN, 0, &o->listen[0], &why);
+		addr_parse(ECHO_DEFAULT_LISTEN, ADDR_LISTEN, &o->listen[0],
+		           &why);
 		o->nlisten = 1;
 	}
+	addr_dual_stack(o->listen, o->nlisten);
 	return OPTS_OK;
 }

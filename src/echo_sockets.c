@@ -4,11 +4,18 @@
  * sockets bound to every --listen address and UDP sockets beside them.
  * Everything is bound before anything is served, so a taken port fails the
  * start before a single "listening on" line is printed.
+ *
+ * Also what both designs ask of an accepted connection: its options,
+ * whether bytes still move on it (--idle-timeout), and whether closing it
+ * now would lose echo already owed.
  */
 #include <errno.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -82,6 +89,11 @@ static int sockets_bind_udp_beside(struct echo_sockets *ss, int tcpfd)
 		log_error("cannot serve udp on %s: %s", host, why);
 		return -1;
 	}
+	/* "[::]" beside "0.0.0.0" keeps to IPv6 for UDP as for TCP. */
+	len = sizeof a.v6only;
+	if (sa.ss_family == AF_INET6 &&
+	    getsockopt(tcpfd, IPPROTO_IPV6, IPV6_V6ONLY, &a.v6only, &len) < 0)
+		a.v6only = 0;
 	return sockets_bind(ss, &a, SOCK_DGRAM);
 }
 
@@ -164,4 +176,42 @@ int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
 	}
 	activation_notify("READY=1");
 	return 0;
+}
+
+int echo_conn_setup(const struct echo_opts *o, int fd)
+{
+	if (sock_nodelay(fd) < 0)
+		return -1;
+	if (o->keepalive != 0 && sock_keepalive(fd, o->keepalive) < 0)
+		return -1;
+	return 0;
+}
+
+int echo_progress_moved(int fd, uint64_t in, uint64_t out,
+                        struct echo_progress *p)
+{
+	struct echo_progress now = {.in = in, .out = out};
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	int moved;
+
+	memset(&ti, 0, sizeof ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    len >= offsetof(struct tcp_info, tcpi_bytes_received) +
+	                    sizeof ti.tcpi_bytes_received) {
+		now.acked = ti.tcpi_bytes_acked;
+		now.received = ti.tcpi_bytes_received;
+	}
+	moved = memcmp(&now, p, sizeof now) != 0;
+	*p = now;
+	return moved;
+}
+
+int echo_linger_needed(int fd)
+{
+	int unread = 0, unsent = 0;
+
+	if (ioctl(fd, FIONREAD, &unread) < 0 || ioctl(fd, SIOCOUTQ, &unsent) < 0)
+		return 1;
+	return unread > 0 || unsent > 0;
 }

@@ -5,9 +5,11 @@ Every server is started with --listen 127.0.0.1:0 --mode MODE plus the
 scenario's options, in its own process group, and killed by group afterwards.
 """
 
+import ctypes
 import os
 import random
 import re
+import resource
 import select
 import selectors
 import signal
@@ -27,6 +29,10 @@ KIB = 1024
 MIB = 1024 * 1024
 STATS_RE = re.compile(r"stats: open=(\d+) accepted=(\d+) refused=(\d+) "
                       r"bytes_in=(\d+) bytes_out=(\d+)")
+# "127.0.0.1:P closed (why): N bytes in, M out" (event mode) or
+# "closed 127.0.0.1:P: N bytes in, M bytes out (why)" (fork mode).
+CLOSED_RE = r"127\.0\.0\.1:%d\b.*: (\d+) bytes in, (\d+) (?:bytes )?out"
+SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
 
 
 def group_rss_kb(pgid):
@@ -66,6 +72,50 @@ def tcp_queues(local_port, remote_port):
                 tx, rx = fields[4].split(":")
                 return int(tx, 16), int(rx, 16)
     return None
+
+
+def tcp_entry(local_port, remote_port):
+    """The /proc/net/tcp fields of 127.0.0.1:local_port -> remote_port."""
+    local = "0100007F:" + hexport(local_port)
+    remote = "0100007F:" + hexport(remote_port)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return fields
+    return None
+
+
+def socket_fd(pids, inode):
+    """(pid, fd) of the first of pids that holds socket inode."""
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == \
+                        "socket:[%s]" % inode:
+                    return pid, int(fd)
+            except OSError:
+                continue
+    return None
+
+
+def pidfd_getfd(pid, fd):
+    """A copy of another process's descriptor (pidfd_getfd(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        new = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if new < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "pidfd_getfd: " + os.strerror(e))
+        return new
+    finally:
+        os.close(pidfd)
 
 
 def listening_ports(pid):
@@ -744,6 +794,8 @@ class EchoTest(fltest.ProcTestCase):
             ["--max-conns", "0"], ["--max-conns", "-3"],
             ["--idle-timeout", "-1"], ["--idle-timeout", "soon"],
             ["--drain-timeout", "abc"], ["-v", "-q"], ["stray"],
+            ["--keepalive", "0"], ["--keepalive", "32768"],
+            ["--keepalive", "1.5"], ["--keepalive", "soon"],
         ]
         many = []
         for _ in range(16):
@@ -839,6 +891,333 @@ class EchoTest(fltest.ProcTestCase):
         self.assertEqual(p.wait(timeout=20), 0)
         p.t.join(5)
         self.assertEqual(p.stderr_text(), "")
+
+    # -- signals, load, closing, limits -----------------------------------
+
+    def test_sighup_and_other_signals_do_not_end_the_daemon(self):
+        # A terminal hangup, a stray SIGUSR2 or alarm, sent to the whole
+        # group: the daemon logs and goes on, its connections too.
+        srv = self.server()
+        s = self.connect(srv)
+        self.roundtrip(s, b"before")
+        sigs = [signal.SIGHUP, signal.SIGUSR2, signal.SIGALRM,
+                signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
+                signal.SIGPWR, signal.SIGXFSZ, signal.SIGSTKFLT,
+                signal.SIGRTMIN, signal.SIGRTMAX]
+        for sig in sigs:
+            os.killpg(srv.pgid, sig)
+            time.sleep(0.05)
+            self.assertAlive(srv)
+        srv.wait_line(r"SIGHUP: nothing to reload")
+        srv.wait_line(r"SIGUSR2 ignored")
+        self.roundtrip(s, b"after every signal")
+        self.assertServes(srv)
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(timeout=20), 0, srv.stderr_text())
+        self.assertGroupGone(srv)
+
+    def test_children_die_with_the_daemon(self):
+        # Whatever kills the daemon, even SIGKILL, nothing serves on: in
+        # fork mode every child dies with its parent.
+        srv = self.server()
+        socks = [self.connect(srv) for _ in range(3)]
+        for s in socks:
+            self.roundtrip(s, b"x")
+        if MODE == "fork":
+            self.assertEqual(len(fltest.children(srv.pid)), 3)
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.wait(timeout=10)
+        for i, s in enumerate(socks):
+            try:
+                closed = closed_by_peer(s, timeout=5)
+            except socket.timeout:
+                closed = False
+            if not closed:
+                s.settimeout(2)
+                try:
+                    s.sendall(b"anyone?")
+                    served = s.recv(100) == b"anyone?"
+                except OSError:
+                    served = False
+                self.fail("connection %d still open 5 s after the daemon "
+                          "was killed (still echoing: %s)" % (i, served))
+
+        def alive():
+            # Zombies left to an init that does not reap serve nothing.
+            out = []
+            for pid in fltest.pgroup_pids(srv.pgid):
+                try:
+                    if fltest.proc_state(pid) != "Z":
+                        out.append(pid)
+                except OSError:
+                    pass
+            return out
+        wait_until(lambda: not alive(), 10)
+        self.assertEqual(alive(), [], "processes outlived the daemon")
+
+    def test_accept_burst_yields_to_signals(self):
+        # Connections queued while the daemon was stopped, and SIGUSR1:
+        # one wake-up accepts a bounded burst, then answers the signal.
+        n = 200
+        srv = self.server()
+        self.assertServes(srv, 1024)
+        before = self.stats(srv)["accepted"]
+        with srv.cond:
+            nstats = sum(1 for l in srv.lines
+                         if l is not None and STATS_RE.search(l))
+        socks = []
+        srv.signal(signal.SIGSTOP)
+        try:
+            self.assertTrue(wait_until(
+                lambda: fltest.proc_state(srv.pid) == "T", 5))
+            for _ in range(n):
+                socks.append(self.connect(srv))
+            srv.signal(signal.SIGUSR1)
+        finally:
+            srv.signal(signal.SIGCONT)
+        m = srv.wait_line(STATS_RE.pattern, count=nstats + 1)[-1]
+        burst = int(m.group(2)) - before
+        self.assertLess(burst, 64, "%d accepts before the signal's turn "
+                        "(of %d queued)" % (burst, n))
+        for i, s in enumerate(socks):
+            self.roundtrip(s, b"%d" % i)
+        st = self.stats(srv)
+        self.assertEqual(st["accepted"] - before, n, st)
+
+    def test_churn_does_not_starve_the_loop(self):
+        # forkloop-bench --churn -c 10: never more than 10 connections, so
+        # --max-conns 50 refuses none; signals are answered at once.
+        srv = self.server("--max-conns", "50", "--drain-timeout", "2")
+        bench = self.start(Proc, [fltest.binary("bench"), "--churn",
+                                  "-c", "10", "-d", "6", "--json",
+                                  "%s:%d" % (srv.host, srv.port)],
+                           stdout=subprocess.PIPE)
+        time.sleep(1.0)
+        self.assertIsNone(bench.p.poll(), bench.stderr_text())
+        slowest = 0.0
+        most = 0
+        for _ in range(5):
+            t0 = time.monotonic()
+            st = self.stats(srv, timeout=10)
+            slowest = max(slowest, time.monotonic() - t0)
+            if MODE == "fork":
+                most = max(most, len(fltest.children(srv.pid)))
+            time.sleep(0.2)
+        self.assertGreater(st["accepted"], 100, st)
+        self.assertLess(slowest, 0.5, "SIGUSR1 answered %.2f s late" % slowest)
+        self.assertEqual(st["refused"], 0, st)
+        self.assertLess(most, 50, "%d children at once" % most)
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        try:
+            status = srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.fail("still running 10 s after SIGTERM under churn")
+        took = time.monotonic() - t0
+        self.assertLess(took, 1.5, "SIGTERM took %.2f s under churn" % took)
+        self.assertEqual(status, 0, srv.stderr_text())
+
+    def test_drain_delivers_echo_to_a_client_still_sending(self):
+        # The client sends without pause and does not read; the daemon gets
+        # SIGTERM; the client then reads to EOF and must get every byte the
+        # daemon sent it, not a reset that destroys what was in flight.
+        data = self.payload(MIB) * 32
+        srv = self.server("-v", "--drain-timeout", "10")
+        s = self.connect(srv)
+        port = s.getsockname()[1]
+        stop = threading.Event()
+        off = [0]
+
+        def send():
+            view = memoryview(data)
+            s.settimeout(0.1)
+            while not stop.is_set() and off[0] < len(data):
+                try:
+                    off[0] += s.send(view[off[0]:off[0] + 256 * KIB])
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        srv.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        stop.set()
+        t.join(10)
+        got = bytearray()
+        err = None
+        s.settimeout(30)
+        while True:
+            try:
+                b = s.recv(1 << 20)
+            except OSError as e:
+                err = e
+                break
+            if not b:
+                break
+            got += b
+        self.assertPrefix(bytes(got), data)
+        m = srv.wait_line(CLOSED_RE % port, timeout=20)[-1]
+        out = int(m.group(2))
+        self.assertGreater(out, 0)
+        self.assertEqual(len(got), out, "received %d of the %d bytes the "
+                         "daemon sent (%r)" % (len(got), out, err))
+        self.assertIsNone(err)
+        self.assertEqual(srv.wait(timeout=30), 0, srv.stderr_text())
+
+    def test_idle_timeout_spares_a_slow_transfer(self):
+        # A reader with an 8 KiB buffer taking 2 KiB every 50 ms keeps bytes
+        # moving: not idle. Once it stops reading and sending, it is.
+        data = self.payload(MIB) * 32
+        srv = self.server("-v", "--idle-timeout", "1")
+        s = socket.socket()
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * KIB)
+        s.connect((srv.host, srv.port))
+        port = s.getsockname()[1]
+        stop = threading.Event()
+        off = [0]
+
+        def send():
+            view = memoryview(data)
+            while not stop.is_set() and off[0] < len(data):
+                try:
+                    off[0] += s.send(view[off[0]:off[0] + 64 * KIB])
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+        s.settimeout(0.1)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        got = bytearray()
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 3.5:
+                try:
+                    b = s.recv(2 * KIB)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    b = b""
+                if not b:
+                    self.fail("closed %.2f s into a transfer that moved "
+                              "2 KiB every 50 ms" % (time.monotonic() - start))
+                got += b
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            t.join(10)
+        self.assertGreater(len(got), 64 * KIB)
+        self.assertPrefix(bytes(got), data)
+        # Neither reading nor sending now: idle, closed.
+        t0 = time.monotonic()
+        srv.wait_line(r"127\.0\.0\.1:%d\b.*idle" % port, timeout=10)
+        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertAlive(srv)
+
+    def test_verbose_logs_refusals_rate_limited(self):
+        srv = self.server("-v", "--max-conns", "1")
+        a = self.connect(srv)
+        self.roundtrip(a, b"a")
+        n = 60
+        first = None
+        for _ in range(n):
+            c = socket.create_connection((srv.host, srv.port), timeout=10)
+            if first is None:
+                first = c.getsockname()[1]
+            self.assertTrue(closed_by_peer(c, timeout=10))
+            c.close()
+        st = self.wait_stats(srv, lambda st: st["refused"] >= n)
+        self.assertEqual(st["refused"], n, st)
+        srv.wait_line(r"refused 127\.0\.0\.1:%d\b" % first)
+        with srv.cond:
+            logged = sum(1 for l in srv.lines
+                         if l is not None and "refused 127.0.0.1:" in l)
+        self.assertLessEqual(logged, 2 * 10, "a line per refusal: "
+                             "unbounded under a flood of connects")
+        srv.wait_line(r"refused 127\.0\.0\.1:%d: 1 connections open "
+                      r"\(--max-conns 1\)" % first)
+        time.sleep(1.1)
+        last = socket.create_connection((srv.host, srv.port), timeout=10)
+        port = last.getsockname()[1]
+        self.assertTrue(closed_by_peer(last, timeout=10))
+        last.close()
+        srv.wait_line(r"refused 127\.0\.0\.1:%d:" % port)
+        rx = re.compile(r"refused 127\.0\.0\.1:\d+: 1 connections open "
+                        r"\(--max-conns 1\)(?:; (\d+) more refused, not "
+                        r"logged)?$")
+        with srv.cond:
+            lines = [rx.search(l) for l in srv.lines if l is not None]
+        lines = [m for m in lines if m]
+        held = sum(int(m.group(1) or 0) for m in lines)
+        self.assertLess(len(lines), n, "a line per refusal, unbounded")
+        self.assertGreater(held, 0)
+        self.assertEqual(len(lines) + held, n + 1, srv.stderr_text())
+        self.roundtrip(a, b"still served")
+
+    def test_keepalive_set_on_connections(self):
+        srv = self.server("--keepalive", "7")
+        s = self.connect(srv)
+        self.roundtrip(s, b"k")
+        port = s.getsockname()[1]
+        # /proc/net/tcp: timer 2 is keepalive (1, a retransmission, may
+        # show until the echo is acknowledged), due in clock ticks.
+        wait_until(lambda: tcp_entry(srv.port, port)[5][:2] == "02", 5)
+        entry = tcp_entry(srv.port, port)
+        timer, when = entry[5].split(":")
+        self.assertEqual(timer, "02", entry)
+        self.assertLessEqual(int(when, 16), 7 * os.sysconf("SC_CLK_TCK"))
+        pids = [srv.pid] + [p for p, st in fltest.children(srv.pid)]
+        found = socket_fd(pids, entry[9])
+        self.assertIsNotNone(found, "no process holds the connection")
+        fd = pidfd_getfd(*found)
+        with socket.socket(fileno=fd) as dup:
+            self.assertEqual(dup.getsockopt(socket.SOL_SOCKET,
+                                            socket.SO_KEEPALIVE), 1)
+            self.assertEqual(dup.getsockopt(socket.IPPROTO_TCP,
+                                            socket.TCP_KEEPIDLE), 7)
+            self.assertEqual(dup.getsockopt(socket.IPPROTO_TCP,
+                                            socket.TCP_KEEPINTVL), 2)
+            self.assertEqual(dup.getsockopt(socket.IPPROTO_TCP,
+                                            socket.TCP_KEEPCNT), 3)
+        plain = self.server()
+        p = self.connect(plain)
+        self.roundtrip(p, b"p")
+        pport = p.getsockname()[1]
+        wait_until(lambda: tcp_entry(plain.port, pport)[5][:2] == "00", 5)
+        entry = tcp_entry(plain.port, pport)
+        self.assertEqual(entry[5].split(":")[0], "00", entry)
+
+    def test_out_of_descriptors_logged_once(self):
+        srv = self.server("-v")
+        self.assertServes(srv, 1024)
+        self.wait_children_gone(srv)
+        time.sleep(0.2)
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % srv.pid)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            c = self.connect(srv)
+            c.sendall(b"waited")
+            srv.wait_line(r"accept: Too many open files; pausing", timeout=5)
+            time.sleep(1.5)
+            with srv.cond:
+                n = sum(1 for l in srv.lines
+                        if l is not None and "pausing" in l)
+            self.assertEqual(n, 1, srv.stderr_text())
+        finally:
+            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        self.assertEqual(recv_exactly(c, 6, timeout=10), b"waited")
+        m = srv.wait_line(r"accepting again after (\d+\.\d) s; (\d+) "
+                          r"attempts waited")[-1]
+        self.assertGreaterEqual(float(m.group(1)), 1.4)
+        self.assertGreaterEqual(int(m.group(2)), 10)
+        self.assertServes(srv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "forkloop/echo.h"
+#include "forkloop/udp.h"
 #include "forkloop/log.h"
 
 #define MAX_ARGS 64
@@ -99,7 +100,7 @@ static void test_defaults(void **state)
 	assert_ok(&r);
 	assert_int_equal(r.o.mode, ECHO_MODE_EVENT);
 	assert_int_equal(r.o.nlisten, 1);
-	assert_string_equal(r.o.listen[0].host, "0.0.0.0");
+	assert_string_equal(r.o.listen[0].host, ""); /* every address */
 	assert_string_equal(r.o.listen[0].port, "6666");
 	assert_true(r.o.max_pending == 256 * 1024);
 	assert_true(r.o.max_conns == 0);
@@ -173,8 +174,8 @@ static void test_listen_bad(void **state)
 {
 	static const char *const bad[] = {
 	        "",
-	        "6666",
 	        "1.2.3.4",
+	        "256.1.1.1:80",
 	        ":80",
 	        "::1:80",
 	        "[::1]80",
@@ -559,7 +560,7 @@ static void test_udp(void **state)
 	parse(&r, NULL);
 	assert_ok(&r);
 	assert_int_equal(r.o.udp, ECHO_UDP_OFF);
-	assert_true(r.o.udp_rate == 0);
+	assert_true(r.o.udp_rate == UDP_DEFAULT_RATE);
 	run_free(&r);
 	parse(&r, "--udp", "-l", "127.0.0.1:0", NULL);
 	assert_ok(&r);
@@ -569,14 +570,12 @@ static void test_udp(void **state)
 	assert_ok(&r);
 	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
 	run_free(&r);
-	/* --udp-only wins whichever comes first. */
+	/* One or the other, whichever comes first. */
 	parse(&r, "--udp-only", "--udp", NULL);
-	assert_ok(&r);
-	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
+	assert_usage(&r, "--udp and --udp-only cannot be used together");
 	run_free(&r);
 	parse(&r, "--udp", "--udp-only", NULL);
-	assert_ok(&r);
-	assert_int_equal(r.o.udp, ECHO_UDP_ONLY);
+	assert_usage(&r, "--udp and --udp-only cannot be used together");
 	run_free(&r);
 	parse(&r, "--udp", "--udp-rate", "100", NULL);
 	assert_ok(&r);
@@ -586,9 +585,13 @@ static void test_udp(void **state)
 	assert_ok(&r);
 	assert_true(r.o.udp_rate == 0);
 	run_free(&r);
-	parse(&r, "--udp-rate", "4294967295", NULL);
+	parse(&r, "--udp", "--udp-rate", "4294967295", NULL);
 	assert_ok(&r);
 	assert_true(r.o.udp_rate == UINT32_MAX);
+	run_free(&r);
+	/* Without UDP served, --udp-rate would do nothing. */
+	parse(&r, "--udp-rate", "10", NULL);
+	assert_usage(&r, "--udp-rate");
 	run_free(&r);
 }
 
@@ -667,6 +670,101 @@ static void test_stats_log_udp(void **state)
 	                    "udp_out=7 udp_dropped=18446744073709551615\n");
 }
 
+static void test_keepalive(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 0);
+	run_free(&r);
+	parse(&r, "--keepalive", "60", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 60);
+	run_free(&r);
+	parse(&r, "--keepalive=1", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 1);
+	run_free(&r);
+	parse(&r, "--keepalive", "32767", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 32767);
+	run_free(&r);
+	parse(&r, "--help", NULL);
+	assert_non_null(strstr(r.out, "--keepalive SECONDS"));
+	assert_non_null(strstr(r.out, "3 probes SECONDS/3 apart"));
+	run_free(&r);
+}
+
+static void test_keepalive_bad(void **state)
+{
+	static const char *const bad[] = {
+	        "", "0", "-1", "32768", "1.5", "1s", "abc", "99999999999",
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		parse(&r, "--keepalive", bad[i], NULL);
+		assert_usage(&r, "--keepalive");
+		run_free(&r);
+	}
+	parse(&r, "--keepalive", NULL);
+	assert_usage(&r, "--keepalive");
+	run_free(&r);
+}
+
+static void test_loglimit(void **state)
+{
+	struct echo_loglimit l;
+	uint64_t held = 99;
+	int i, passed = 0;
+
+	(void)state;
+	memset(&l, 0, sizeof l);
+	for (i = 0; i < 100; i++)
+		passed += echo_loglimit_pass(&l, 7000, &held);
+	assert_int_equal(passed, ECHO_LOG_PER_SEC);
+	assert_true(held == 0);
+	/* A second later: the first line says how many were held back. */
+	assert_int_equal(echo_loglimit_pass(&l, 8000, &held), 1);
+	assert_true(held == 100 - ECHO_LOG_PER_SEC);
+	assert_int_equal(echo_loglimit_pass(&l, 8000, &held), 1);
+	assert_true(held == 0);
+	/* A second with few lines holds none back. */
+	assert_int_equal(echo_loglimit_pass(&l, 20000, &held), 1);
+	assert_true(held == 0);
+}
+
+/* No one-second window holds more than ECHO_LOG_PER_SEC lines, even one
+ * that spans two calendar seconds: a line every 10 ms for 3 s. */
+static void test_loglimit_any_window(void **state)
+{
+	struct echo_loglimit l;
+	int64_t logged[300];
+	uint64_t held;
+	int i, j, n = 0;
+
+	(void)state;
+	memset(&l, 0, sizeof l);
+	for (i = 0; i < 300; i++)
+		if (echo_loglimit_pass(&l, 500 + 10 * i, &held))
+			logged[n++] = 500 + 10 * i;
+	for (i = 0; i < n; i++) {
+		int in = 0;
+
+		for (j = i; j < n && logged[j] < logged[i] + 1000; j++)
+			in++;
+		if (in > ECHO_LOG_PER_SEC)
+			fail_msg("%d lines in the second from %lld ms", in,
+			         (long long)logged[i]);
+	}
+	/* and it does not starve: 10 a second over 3 s */
+	assert_true(n >= 3 * ECHO_LOG_PER_SEC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +793,10 @@ int main(void)
 	        cmocka_unit_test(test_udp_bad),
 	        cmocka_unit_test(test_udp_help),
 	        cmocka_unit_test(test_stats_log_udp),
+	        cmocka_unit_test(test_keepalive),
+	        cmocka_unit_test(test_keepalive_bad),
+	        cmocka_unit_test(test_loglimit),
+	        cmocka_unit_test(test_loglimit_any_window),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

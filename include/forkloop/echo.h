@@ -13,7 +13,7 @@
 #include "forkloop/opts.h"
 
 #define ECHO_MAX_LISTEN          16
-#define ECHO_DEFAULT_LISTEN      "0.0.0.0:6666"
+#define ECHO_DEFAULT_LISTEN      "6666"
 #define ECHO_DEFAULT_MAX_PENDING (256 * 1024)
 #define ECHO_DEFAULT_DRAIN       5.0
 
@@ -30,6 +30,7 @@ struct echo_opts {
 	uint64_t max_conns;   /* 0: no limit */
 	double idle_timeout;  /* seconds; 0: none */
 	double drain_timeout; /* seconds */
+	unsigned keepalive;   /* TCP keepalive idle seconds; 0: off */
 	enum log_level log_level;
 	enum echo_udp udp;
 	uint64_t udp_rate; /* replies per second per source address; 0: none */
@@ -60,6 +61,79 @@ const char *echo_mode_name(enum echo_mode m);
 /* "forkloop-echo: stats: open=1 accepted=2 ..." through log_error. */
 void echo_stats_log(const struct echo_stats *s);
 
+/*
+ * Accepts one wake-up of the event loop may make before the listeners are
+ * disabled and re-enabled from a zero-timeout event, so that signals,
+ * reaping, timers and open connections get their turn under a flood of
+ * connects (an evconnlistener otherwise accepts until EAGAIN).
+ */
+#define ECHO_ACCEPT_BURST 16
+
+/*
+ * Signals whose default action ends the process (signal(7)) and that the
+ * daemon catches to log and go on serving: SIGHUP (nothing to reload, as
+ * every setting comes from the command line), SIGUSR2, SIGALRM, SIGVTALRM,
+ * SIGPROF, SIGIO, SIGPWR, SIGXFSZ (a log file past RLIMIT_FSIZE then fails
+ * with EFBIG instead), SIGSTKFLT. SIGINT and SIGTERM drain, SIGUSR1 logs
+ * statistics; SIGQUIT, SIGXCPU and the fault signals keep their default.
+ */
+#define ECHO_NIGNORED_SIGNALS 9
+extern const int echo_ignored_signals[ECHO_NIGNORED_SIGNALS];
+
+/*
+ * Ignore SIGPIPE (a peer's reset fails the write with EPIPE instead) and the
+ * real-time signals SIGRTMIN to SIGRTMAX, whose default action ends the
+ * process (signal(7)). Call before installing any handler.
+ */
+void echo_signals_ignore(void);
+
+/* Log that sig, one of echo_ignored_signals, arrived and changes nothing. */
+void echo_signal_log(int sig);
+
+/*
+ * A log line a flood could repeat without bound, such as one per refused
+ * connect: at most ECHO_LOG_PER_SEC in any one second (a sliding window
+ * over the times of the last lines logged). echo_loglimit_pass takes the
+ * current time in milliseconds (any monotonic clock) and returns 1 if a
+ * line may be logged now, storing in *held how many were held back before
+ * it (then counted afresh), or 0 if this one is held back. A zeroed struct
+ * is ready for use.
+ */
+#define ECHO_LOG_PER_SEC 10
+struct echo_loglimit {
+	int64_t t[ECHO_LOG_PER_SEC]; /* when the last lines were logged, ms */
+	unsigned next;               /* the oldest of them, once n is full */
+	unsigned n;                  /* how many of t are in use */
+	uint64_t held; /* lines held back since the last one logged */
+};
+int echo_loglimit_pass(struct echo_loglimit *l, int64_t now_ms,
+                       uint64_t *held);
+
+/*
+ * With -v, log a connection from peer that --max-conns refused with open
+ * connections open, through l: "refused 127.0.0.1:5000: 50 connections
+ * open (--max-conns 50)", with "; 12 more refused, not logged" when the
+ * limit held lines back.
+ */
+void echo_refused_log(struct echo_loglimit *l, const char *peer,
+                      uint64_t open, uint64_t max);
+
+/*
+ * Accepting paused because accept(2) or fork(2) failed for want of
+ * descriptors, memory or processes (EMFILE, ENFILE, ENOBUFS, ENOMEM,
+ * EAGAIN). echo_pause_note logs the first failure of a run of them
+ * ("accept: Too many open files; pausing accepts") and counts the rest;
+ * echo_pause_over, called on the next accept that works, logs how long
+ * the pause lasted and how many attempts waited, once.
+ */
+struct echo_pause {
+	int on;
+	double since;   /* CLOCK_MONOTONIC seconds at the first failure */
+	uint64_t waits; /* failed attempts since */
+};
+void echo_pause_note(struct echo_pause *p, const char *what, int err);
+void echo_pause_over(struct echo_pause *p);
+
 /* Sockets one daemon serves: listening TCP and UDP, bound or inherited. */
 #define ECHO_MAX_SOCKETS 64
 
@@ -82,6 +156,53 @@ typedef int echo_serve_fn(void *arg, const struct echo_socket *s);
  */
 int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
                        void *arg);
+
+/*
+ * Options every accepted connection gets, in both designs: TCP_NODELAY, and
+ * with --keepalive TCP keepalive (sock_keepalive: the first probe after
+ * that many idle seconds, then SOCK_KEEPALIVE_PROBES probes a third of it
+ * apart; tcp(7)). Returns 0, or -1 with errno set.
+ */
+int echo_conn_setup(const struct echo_opts *o, int fd);
+
+/*
+ * --idle-timeout is checked ECHO_IDLE_TICKS times per period: a connection
+ * is idle, and closed, after that many ticks in a row in which no byte
+ * moved either way, so between the timeout and a quarter more after its
+ * last byte moved.
+ */
+#define ECHO_IDLE_TICKS 4
+
+/*
+ * Whether bytes moved on a TCP connection: what TCP_INFO reports as
+ * received from the peer and acknowledged by it (tcpi_bytes_received and
+ * tcpi_bytes_acked, tcp(7), Linux 4.2 and later), which counts a transfer
+ * the peer reads slowly even while the kernel's send buffer stays full, and
+ * the application's own in and out counts (all a socket without TCP_INFO
+ * has). echo_progress_moved returns 1 if any of them changed since the
+ * last call (*p holds them) and 0 if none did.
+ */
+struct echo_progress {
+	uint64_t acked, received; /* TCP_INFO */
+	uint64_t in, out;         /* the caller's counts */
+};
+int echo_progress_moved(int fd, uint64_t in, uint64_t out,
+                        struct echo_progress *p);
+
+/*
+ * Closing a socket that still has unread input makes the kernel send a
+ * reset and discard what it has not yet delivered (RFC 1122, 4.2.2.13;
+ * RFC 9293, 3.6), and a reset is also the answer to input that arrives
+ * after the close. So a close that is not answering the peer's FIN first
+ * shuts down the sending side, then reads and discards until the peer's
+ * FIN for up to ECHO_LINGER_MS without input and ECHO_LINGER_MAX_MS in all
+ * ("lingering close"). echo_linger_needed says whether that is needed now:
+ * 1 while input is unread (FIONREAD) or output unsent or unacknowledged
+ * (SIOCOUTQ, tcp(7)), 0 when closing at once loses nothing.
+ */
+#define ECHO_LINGER_MS     1000
+#define ECHO_LINGER_MAX_MS 5000
+int echo_linger_needed(int fd);
 
 /* Run until SIGINT/SIGTERM. Return the process exit status (0 or 1). */
 int echo_event_run(const struct echo_opts *o);
