@@ -9,6 +9,16 @@
  * other devices (EPERM); such a stdin is read in chunks whenever the socket's
  * output drains to its low-water mark, and such a stdout is written directly
  * (it never blocks for long).
+ *
+ * stdin stays blocking: it is read once each time epoll says it is readable,
+ * never in a loop, so no read waits. Its open file description is often the
+ * terminal the shell shares, where O_NONBLOCK would outlive us. stdout must
+ * not block the loop, so it is made non-blocking (chat_stdio_set_blocking:
+ * undone while stopped and at exit).
+ *
+ * The peer's FIN is a half-close: what it sent is printed, and what stdin
+ * already gave is still sent. At the end chat_deliver checks that the peer's
+ * TCP acknowledged every byte; a reset is reported with what was lost.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +34,6 @@
 #include <event2/event.h>
 
 #include "forkloop/chat.h"
-#include "forkloop/sock.h"
 
 struct chat_ev {
 	const struct chat_opts *o;
@@ -36,12 +45,13 @@ struct chat_ev {
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
 	struct evbuffer *out; /* from the peer, not yet on stdout */
+	uint64_t in_bytes;    /* read from stdin for the peer */
 	int in_paused;
 	int in_eof;
 	int fin_sent;
 	int peer_paused;
 	int peer_eof;
-	int peer_gone;
+	int reset;  /* the peer reset the connection (ECONNRESET, EPIPE) */
 	int status; /* -1 while the session runs */
 };
 
@@ -76,15 +86,14 @@ static void chat_ev_finish(struct chat_ev *c, int status)
 }
 
 /*
- * Done once the peer has closed and stdout has everything. A listening
- * endpoint takes the peer's FIN as a half-close and also waits for its own
- * FIN to go out, or for the peer to be gone.
+ * Done once the peer has finished sending, stdout has everything, and our
+ * own FIN has gone out after all we read (or the peer reset).
  */
 static void chat_ev_check_done(struct chat_ev *c)
 {
 	if (!c->peer_eof || evbuffer_get_length(c->out) > 0)
 		return;
-	if (c->o->listen && !c->fin_sent && !c->peer_gone)
+	if (!c->fin_sent && !c->reset)
 		return;
 	chat_ev_finish(c, 0);
 }
@@ -94,11 +103,15 @@ static void chat_ev_send_fin(struct chat_ev *c)
 	if (!c->in_eof || c->fin_sent ||
 	    evbuffer_get_length(bufferevent_get_output(c->peer)) > 0)
 		return;
-	if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-		log_error("cannot shut down the connection: %s",
-		          strerror(errno));
-		chat_ev_finish(c, 1);
-		return;
+	if (shutdown(c->fd, SHUT_WR) < 0) {
+		/* ENOTCONN: a reset came first; chat_deliver reports it. */
+		if (errno != ENOTCONN) {
+			log_error("cannot shut down the connection: %s",
+			          strerror(errno));
+			chat_ev_finish(c, 1);
+			return;
+		}
+		c->reset = 1;
 	}
 	c->fin_sent = 1;
 	log_verbose("end of standard input; sent FIN");
@@ -132,6 +145,7 @@ static int chat_ev_in_read(struct chat_ev *c)
 	if (n > 0) {
 		v.iov_len = (size_t)n;
 		evbuffer_commit_space(dst, &v, 1);
+		c->in_bytes += (uint64_t)n;
 		return 1;
 	}
 	if (n == 0) {
@@ -241,14 +255,18 @@ static void chat_ev_peer_eventcb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_EOF) {
 		c->peer_eof = 1;
-		log_info("peer closed the connection");
+		log_info("peer finished sending");
+		/*
+		 * A connecting endpoint reads no more stdin: it sends what it
+		 * has, then its FIN. A listening one goes on until stdin ends.
+		 */
+		if (!c->o->listen && !c->in_eof)
+			chat_ev_in_eof(c);
 	} else if ((what & BEV_EVENT_ERROR) &&
 	           (err == ECONNRESET || err == EPIPE)) {
-		if (!c->peer_eof)
-			log_info("peer closed the connection: %s",
-			         strerror(err));
+		/* chat_deliver reports it, with what was lost. */
 		c->peer_eof = 1;
-		c->peer_gone = 1;
+		c->reset = 1;
 		bufferevent_disable(c->peer, EV_READ | EV_WRITE);
 	} else if (what & BEV_EVENT_ERROR) {
 		log_error("connection to the peer: %s", strerror(err));
@@ -286,7 +304,7 @@ static int chat_ev_setup_peer(struct chat_ev *c)
 static int chat_ev_setup_stdio(struct chat_ev *c)
 {
 	if (chat_pollable(STDOUT_FILENO, EPOLLOUT)) {
-		if (sock_set_blocking(STDOUT_FILENO, 0) < 0)
+		if (chat_stdio_set_blocking(STDOUT_FILENO, 0) < 0)
 			return -1;
 		c->out_ev = event_new(c->base, STDOUT_FILENO, EV_WRITE,
 		                      chat_ev_out_writecb, c);
@@ -295,8 +313,6 @@ static int chat_ev_setup_stdio(struct chat_ev *c)
 	}
 	if (!chat_pollable(STDIN_FILENO, EPOLLIN))
 		return 0;
-	if (sock_set_blocking(STDIN_FILENO, 0) < 0)
-		return -1;
 	c->in_ev = event_new(c->base, STDIN_FILENO, EV_READ | EV_PERSIST,
 	                     chat_ev_in_readcb, c);
 	if (c->in_ev == NULL)
@@ -346,6 +362,8 @@ static void chat_ev_free_signals(struct chat_ev *c)
 
 static void chat_ev_teardown(struct chat_ev *c)
 {
+	uint64_t unsent;
+
 	chat_ev_free_signals(c);
 	if (c->in_ev != NULL)
 		event_free(c->in_ev);
@@ -353,6 +371,12 @@ static void chat_ev_teardown(struct chat_ev *c)
 		event_free(c->out_ev);
 	/* Whatever happened, the peer sees a FIN. */
 	shutdown(c->fd, SHUT_WR);
+	/* Stdin's bytes still in the socket's output count as not delivered. */
+	if (c->status == 0 && c->peer != NULL && !chat_sig_caught) {
+		unsent = evbuffer_get_length(bufferevent_get_output(c->peer));
+		c->status = chat_deliver(c->fd, c->in_bytes - unsent, unsent,
+		                         c->reset);
+	}
 	if (c->peer != NULL)
 		bufferevent_free(c->peer);
 	else

@@ -5,19 +5,33 @@
  * What the tutorial gets wrong and this does not: it writes exactly the bytes
  * read and retries short writes and EINTR (sock.c); signal handlers are
  * installed before fork and only set flags, shut the socket down, signal the
- * child or _exit; SIGPIPE is ignored; stdio is flushed before fork; when the
- * peer closes, the parent stops the child and reaps it, so nothing is left
- * behind and the process the user started is the last to exit.
+ * child or die of the signal; SIGPIPE is ignored; stdio is flushed before
+ * fork; when the peer closes, the parent stops the child and reaps it, so
+ * nothing is left behind and the process the user started is the last to
+ * exit. The child counts what it read from stdin in a page shared with the
+ * parent, which checks at the end that the peer acknowledged all of it
+ * (chat_deliver): a reset or a write to a departed peer is reported, not
+ * taken for success.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "forkloop/chat.h"
 #include "forkloop/sock.h"
+
+/* The child's exit status when the peer reset the connection. */
+#define CHAT_CHILD_RESET 3
+
+/* Shared between parent and child: what the child read and wrote. */
+struct chat_fork_count {
+	uint64_t got;  /* read from stdin */
+	uint64_t sent; /* written to the socket */
+};
 
 static volatile sig_atomic_t chat_child_done;
 static volatile sig_atomic_t chat_child_status;
@@ -48,14 +62,19 @@ static void chat_fork_catch_chld(void)
 	sigaction(SIGCHLD, &sa, NULL);
 }
 
-/* The child: stdin to the socket until EOF, then FIN. Never returns. */
-static void chat_fork_send(int fd)
+/*
+ * The child: stdin to the socket until EOF, then FIN, counting in *cnt.
+ * Never returns.
+ */
+static void chat_fork_send(int fd, volatile struct chat_fork_count *cnt)
 {
 	static char buf[CHAT_CHUNK];
 	ssize_t n;
 
 	for (;;) {
 		n = sock_read(STDIN_FILENO, buf, sizeof buf, &chat_sig_caught);
+		if (n > 0)
+			cnt->got += (uint64_t)n;
 		if (n == 0) {
 			shutdown(fd, SHUT_WR);
 			_exit(0);
@@ -68,34 +87,41 @@ static void chat_fork_send(int fd)
 		}
 		if (sock_write_all(fd, buf, (size_t)n, &chat_sig_caught) < 0)
 			break;
+		cnt->sent += (uint64_t)n;
 	}
-	if (errno == EPIPE || errno == ECONNRESET) {
-		log_verbose("peer is gone: %s", strerror(errno));
-		_exit(0);
-	}
+	/* The parent reports it, with what was lost. */
+	if (errno == EPIPE || errno == ECONNRESET)
+		_exit(CHAT_CHILD_RESET);
 	log_error("cannot send to the peer: %s", strerror(errno));
 	_exit(1);
 }
 
-/* The parent: the socket to stdout until the peer closes. */
+/*
+ * The parent: the socket to stdout until the peer finishes sending. Returns
+ * 0 then, CHAT_UNDELIVERED on a reset, 1 on an error, 128 + signal.
+ */
 static int chat_fork_recv(int fd)
 {
 	static char buf[CHAT_CHUNK];
 	ssize_t n;
 
 	for (;;) {
+		/*
+		 * chat_sig_wake_fd is fd by now: a signal caught after this
+		 * check shuts fd down and the read returns; one caught before
+		 * it (even before the fork) must be seen here.
+		 */
+		if (chat_sig_caught)
+			return chat_sig_status();
 		n = sock_read(fd, buf, sizeof buf, &chat_sig_caught);
 		if (chat_sig_caught)
 			return chat_sig_status();
 		if (n == 0) {
-			log_info("peer closed the connection");
+			log_info("peer finished sending");
 			return 0;
 		}
-		if (n < 0 && errno == ECONNRESET) {
-			log_info("peer closed the connection: %s",
-			         strerror(errno));
-			return 0;
-		}
+		if (n < 0 && errno == ECONNRESET)
+			return CHAT_UNDELIVERED;
 		if (n < 0) {
 			log_error("cannot receive from the peer: %s",
 			          strerror(errno));
@@ -131,7 +157,8 @@ static int chat_fork_reap(pid_t pid)
 	}
 }
 
-static pid_t chat_fork_start(int fd, int lfd)
+static pid_t chat_fork_start(int fd, int lfd,
+                             volatile struct chat_fork_count *cnt)
 {
 	pid_t pid;
 
@@ -148,43 +175,60 @@ static pid_t chat_fork_start(int fd, int lfd)
 		_exit(0);
 	if (lfd >= 0)
 		close(lfd);
-	chat_fork_send(fd);
+	chat_fork_send(fd, cnt);
 	_exit(1);
 }
 
 int chat_fork_session(const struct chat_opts *o, int fd, int lfd)
 {
-	int status, st;
+	volatile struct chat_fork_count *cnt;
+	int status, st, reset;
 	pid_t pid;
 
 	chat_fork_catch_chld();
-	sock_set_blocking(STDIN_FILENO, 1);
-	sock_set_blocking(STDOUT_FILENO, 1);
-	pid = chat_fork_start(fd, lfd);
+	chat_stdio_set_blocking(STDIN_FILENO, 1);
+	chat_stdio_set_blocking(STDOUT_FILENO, 1);
+	cnt = mmap(NULL, sizeof *cnt, PROT_READ | PROT_WRITE,
+	           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (cnt == MAP_FAILED) {
+		log_error("cannot map shared memory: %s", strerror(errno));
+		close(fd);
+		return 1;
+	}
+	cnt->got = cnt->sent = 0;
+	pid = chat_fork_start(fd, lfd, cnt);
 	if (pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
+		munmap((void *)cnt, sizeof *cnt);
 		close(fd);
 		return 1;
 	}
 	chat_sig_child = pid;
 	chat_sig_wake_fd = fd;
 	if (chat_sig_caught && !chat_child_done)
-		kill(pid, SIGTERM);
+		kill(pid, chat_sig_caught);
 	status = chat_fork_recv(fd);
 	/*
-	 * The peer closed. A connecting endpoint is done; a listening one
-	 * takes it as a half-close and keeps sending until stdin ends or the
-	 * peer is gone.
+	 * The peer finished sending. A connecting endpoint reads no more
+	 * stdin; a listening one takes it as a half-close and keeps sending
+	 * until stdin ends or the peer is gone. What the child read and could
+	 * not send counts as not delivered.
 	 */
 	if ((status != 0 || !o->listen) && !chat_child_done)
 		kill(pid, SIGTERM);
 	st = chat_fork_reap(pid);
 	chat_sig_wake_fd = -1;
+	reset = status == CHAT_UNDELIVERED ||
+	        (WIFEXITED(st) && WEXITSTATUS(st) == CHAT_CHILD_RESET);
+	if (status == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 1)
+		status = 1;
 	shutdown(fd, SHUT_WR);
+	if ((status == 0 || reset) && !chat_sig_caught)
+		status = chat_deliver(fd, cnt->sent, cnt->got - cnt->sent,
+		                      reset);
+	munmap((void *)cnt, sizeof *cnt);
 	close(fd);
 	if (chat_sig_caught)
 		return chat_sig_status();
-	if (status == 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0)
-		return 1;
 	return status;
 }

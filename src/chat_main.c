@@ -4,11 +4,14 @@
  */
 #include "forkloop/chat.h"
 #include "forkloop/log.h"
+#include "forkloop/stdfds.h"
 
 int main(int argc, char **argv)
 {
 	struct chat_opts o;
+	int status;
 
+	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
 	switch (chat_opts_parse(argc, argv, &o, stdout, stderr)) {
 	case OPTS_EXIT:
@@ -19,7 +22,8 @@ int main(int argc, char **argv)
 		break;
 	}
 	log_init(argv[0], o.log_level);
-	if (o.broker)
-		return chat_broker_run(&o);
-	return chat_run(&o);
+	status = o.broker ? chat_broker_run(&o) : chat_run(&o);
+	/* Ended by SIGINT or SIGTERM: die of it, so a shell loop stops. */
+	chat_sig_reraise();
+	return status;
 }

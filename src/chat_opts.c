@@ -1,15 +1,18 @@
 /*
  * chat_opts.c - forkloop-chat's command line, and what both designs share:
- * signal flags, stdio flags, and setting up the connection (listen and
- * accept, or connect).
+ * signal flags, stdio flags, setting up the connection (listen and accept,
+ * or connect) and, at its end, checking that the peer got everything.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "forkloop/chat.h"
@@ -22,11 +25,15 @@ volatile sig_atomic_t chat_sig_wake_fd = -1;
 volatile sig_atomic_t chat_sig_child;
 volatile sig_atomic_t chat_sig_exit;
 
-static int chat_saved_flags[2] = {-1, -1};
+/* stdin's and stdout's flags as found, and as the session wants them. */
+static volatile sig_atomic_t chat_saved_flags[2] = {-1, -1};
+static volatile sig_atomic_t chat_session_flags[2] = {-1, -1};
 
 static const char chat_usage_text[] =
-        "usage: %s [-kqvhV] [-m event|fork] -l [ADDR:]PORT\n"
-        "       %s [-qvhV] [-m event|fork] HOST PORT\n"
+        "usage: %s [-kqvhV] [-m event|fork] [--keepalive SECONDS] "
+        "-l [ADDR:]PORT\n"
+        "       %s [-qvhV] [-m event|fork] [--keepalive SECONDS]\n"
+        "       HOST PORT | HOST:PORT\n"
         "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
         "       -l [ADDR:]PORT\n";
 
@@ -38,10 +45,21 @@ static const char chat_help_text[] =
         "                           fork: one process per direction\n"
         "  -l, --listen [ADDR:]PORT wait for one peer here rather than "
         "connect;\n"
-        "                           port 0 picks a free port\n"
+        "                           a PORT alone listens on every address,\n"
+        "                           IPv6 and IPv4; [IPv6]:PORT and host "
+        "names\n"
+        "                           work; port 0 picks a free port\n"
         "  -k, --keep-open          with --listen: after a peer leaves, wait "
         "for\n"
         "                           the next one\n"
+        "      --keepalive SECONDS  TCP keepalive: after SECONDS (1 to 32767) "
+        "idle,\n"
+        "                           probes SECONDS/3 apart (at least 1 s); "
+        "after\n"
+        "                           3 unanswered probes the peer is dropped, "
+        "about\n"
+        "                           twice SECONDS after the last traffic "
+        "(default off)\n"
         "      --broker             with --listen: relay lines among every "
         "client\n"
         "                           that connects (event mode only)\n"
@@ -62,9 +80,12 @@ static const char chat_help_text[] =
         "its sending side and prints what the peer sends until the peer "
         "closes.\n"
         "Status messages go to standard error. Exit status: 0 when the peer\n"
-        "closes, 1 on a runtime error, 2 on bad usage, 130 or 143 after "
-        "SIGINT\n"
-        "or SIGTERM.\n"
+        "closes and has everything sent to it; 1 on a runtime error, or "
+        "when the\n"
+        "peer reset the connection or did not get everything; 2 on bad "
+        "usage.\n"
+        "SIGINT or SIGTERM ends the endpoint by that signal (130 or 143 in a "
+        "shell).\n"
         "\n"
         "With --broker, each line a client sends goes to every other client "
         "as\n"
@@ -76,7 +97,7 @@ static const char chat_help_text[] =
         "until\n"
         "SIGINT or SIGTERM (exit status 130 or 143).\n";
 
-enum { OPT_BROKER = 256, OPT_MAX_PENDING, OPT_MAX_LINE };
+enum { OPT_BROKER = 256, OPT_MAX_PENDING, OPT_MAX_LINE, OPT_KEEPALIVE };
 
 static const struct option chat_longopts[] = {
         {"mode", required_argument, NULL, 'm'},
@@ -85,6 +106,7 @@ static const struct option chat_longopts[] = {
         {"broker", no_argument, NULL, OPT_BROKER},
         {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
+        {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -116,6 +138,23 @@ static enum opts_result chat_bad_option(FILE *errout, const char *prog,
 	                opts_refused(argv, opt));
 }
 
+/* The peer as one argument: HOST:PORT or [IPV6]:PORT. */
+static enum opts_result chat_opts_target(const char *spec, struct chat_opts *o,
+                                         FILE *errout, const char *prog)
+{
+	const char *why;
+
+	if (addr_parse(spec, ADDR_CONNECT, &o->addr, &why) == 0)
+		return OPTS_OK;
+	if (strchr(spec, ':') == NULL && !addr_port_valid(spec))
+		return chat_bad(errout, prog, "%s",
+		                "missing PORT: give HOST PORT, "
+		                ADDR_FORMS_CONNECT);
+	fprintf(errout, "%s: bad address '%s': %s\n", prog, spec, why);
+	fprintf(errout, chat_usage_text, prog, prog, prog);
+	return OPTS_USAGE;
+}
+
 static enum opts_result chat_opts_addr(int argc, char **argv,
                                        struct chat_opts *o, FILE *errout,
                                        const char *prog)
@@ -134,10 +173,10 @@ static enum opts_result chat_opts_addr(int argc, char **argv,
 	if (o->keep_open)
 		return chat_bad(errout, prog, "%s",
 		                "--keep-open needs --listen");
-	if (left < 2)
-		return chat_bad(errout, prog, "%s",
-		                left == 0 ? "missing HOST and PORT"
-		                          : "missing PORT");
+	if (left == 1)
+		return chat_opts_target(argv[optind], o, errout, prog);
+	if (left == 0)
+		return chat_bad(errout, prog, "%s", "missing HOST and PORT");
 	if (left > 2)
 		return chat_bad(errout, prog, "unexpected argument '%s'",
 		                argv[optind + 2]);
@@ -189,6 +228,7 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 {
 	const char *prog = log_progname();
 	const char *why;
+	uint64_t secs;
 	int c, is_fork, verbose = 0, quiet = 0;
 
 	memset(o, 0, sizeof *o);
@@ -212,7 +252,7 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			if (o->listen)
 				return chat_bad(errout, prog, "%s",
 				                "only one --listen");
-			if (addr_parse(optarg, ADDR_PORT_ONLY, &o->addr, &why) <
+			if (addr_parse(optarg, ADDR_LISTEN, &o->addr, &why) <
 			    0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
 				        prog, optarg, why);
@@ -244,6 +284,16 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 				                "bad --max-line '%s' (bytes, "
 				                "1 to 1G)",
 				                optarg);
+			break;
+		case OPT_KEEPALIVE:
+			if (num_parse_u64(optarg, 1, SOCK_KEEPALIVE_MAX,
+			                  &secs) < 0)
+				return chat_bad(
+				        errout, prog,
+				        "bad --keepalive '%s' (seconds, "
+				        "1 to 32767)",
+				        optarg);
+			o->keepalive = (unsigned)secs;
 			break;
 		case 'v':
 			verbose = 1;
@@ -282,13 +332,18 @@ void chat_sig_handler(int sig)
 	int fd = chat_sig_wake_fd;
 	pid_t child = chat_sig_child;
 
-	if (chat_sig_exit)
-		_exit(0);
+	if (chat_sig_exit) {
+		/* A child with nothing to clean up: die of sig on return. */
+		signal(sig, SIG_DFL);
+		raise(sig);
+		errno = saved;
+		return;
+	}
 	chat_sig_caught = sig;
 	if (fd >= 0)
 		shutdown(fd, SHUT_RDWR);
 	if (child > 0)
-		kill(child, SIGTERM);
+		kill(child, sig);
 	errno = saved;
 }
 
@@ -310,24 +365,193 @@ int chat_sig_status(void)
 	return 128 + chat_sig_caught;
 }
 
-static void chat_stdio_restore(void)
+void chat_sig_reraise(void)
+{
+	int sig = chat_sig_caught;
+	sigset_t set;
+	ssize_t n;
+
+	if (sig != SIGINT && sig != SIGTERM)
+		return;
+	chat_stdio_restore();
+	/* The terminal echoed ^C; end that line before the shell's prompt. */
+	if (sig == SIGINT && isatty(STDERR_FILENO)) {
+		n = write(STDERR_FILENO, "\n", 1);
+		(void)n;
+	}
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
+}
+
+void chat_stdio_restore(void)
 {
 	int fd;
 
 	for (fd = 0; fd < 2; fd++) {
 		if (chat_saved_flags[fd] >= 0)
-			fcntl(fd, F_SETFL, chat_saved_flags[fd]);
+			fcntl(fd, F_SETFL, (int)chat_saved_flags[fd]);
 	}
+}
+
+static void chat_stdio_reapply(void)
+{
+	int fd;
+
+	for (fd = 0; fd < 2; fd++) {
+		if (chat_session_flags[fd] >= 0)
+			fcntl(fd, F_SETFL, (int)chat_session_flags[fd]);
+	}
+}
+
+/*
+ * SIGTSTP, SIGTTIN or SIGTTOU: give the terminal its flags back, stop as the
+ * default action would, and once continued (SIGCONT) set ours again. All of
+ * it is async-signal-safe, as less(1) and vi(1) do it.
+ */
+static void chat_stop_handler(int sig)
+{
+	int saved = errno;
+	struct sigaction dfl, old;
+	sigset_t set;
+
+	chat_stdio_restore();
+	memset(&dfl, 0, sizeof dfl);
+	sigemptyset(&dfl.sa_mask);
+	dfl.sa_handler = SIG_DFL;
+	sigaction(sig, &dfl, &old);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	raise(sig);
+	/* Pending until now: the process stops here. */
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	sigaction(sig, &old, NULL);
+	chat_stdio_reapply();
+	errno = saved;
 }
 
 void chat_stdio_save(void)
 {
+	static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
+	struct sigaction sa;
+	size_t i;
 	int fd;
 
 	/* Read both first: 0 and 1 often share one open file description. */
 	for (fd = 0; fd < 2; fd++)
 		chat_saved_flags[fd] = fcntl(fd, F_GETFL);
 	atexit(chat_stdio_restore);
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = chat_stop_handler;
+	sa.sa_flags = SA_RESTART;
+	for (i = 0; i < sizeof stops / sizeof stops[0]; i++)
+		sigaction(stops[i], &sa, NULL);
+}
+
+int chat_stdio_set_blocking(int fd, int blocking)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0)
+		return -1;
+	flags = blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK;
+	if (fcntl(fd, F_SETFL, flags) < 0)
+		return -1;
+	chat_session_flags[fd] = flags;
+	return 0;
+}
+
+/* The connection's pending error (SO_ERROR), which reading clears. */
+static int chat_sock_error(int fd)
+{
+	socklen_t len;
+	int err = 0;
+
+	len = sizeof err;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return errno;
+	return err;
+}
+
+/* TCP_CLOSE in the kernel's tcp_states.h: closed, or reset. */
+#define CHAT_TCP_CLOSE 7
+
+/*
+ * tcpi_bytes_acked when the session started: it may count the SYN, and
+ * chat_deliver counts from here.
+ */
+static uint64_t chat_acked_base;
+
+/* Bytes of ours the peer's TCP acknowledged (tcp(7) TCP_INFO), or 0. */
+static uint64_t chat_tcp_acked(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+
+	memset(&ti, 0, sizeof ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return 0;
+	return ti.tcpi_bytes_acked;
+}
+
+static long chat_ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000 +
+	       (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset)
+{
+	struct tcp_info ti;
+	struct timespec t0;
+	socklen_t len;
+	uint64_t acked, lost;
+	int err;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		err = chat_sock_error(fd);
+		if (err == ECONNRESET || err == EPIPE)
+			reset = 1;
+		memset(&ti, 0, sizeof ti);
+		len = sizeof ti;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
+			log_error("cannot tell what the peer received: %s",
+			          strerror(errno));
+			return 1;
+		}
+		/* Our FIN counts as one more byte once acknowledged. */
+		acked = ti.tcpi_bytes_acked > chat_acked_base
+		                ? ti.tcpi_bytes_acked - chat_acked_base
+		                : 0;
+		/* Closed with data unacknowledged: a reset already read. */
+		if (ti.tcpi_state == CHAT_TCP_CLOSE && acked < sent)
+			reset = 1;
+		if (reset || acked >= sent || chat_sig_caught ||
+		    chat_ms_since(&t0) >= CHAT_LINGER_MS)
+			break;
+		poll(NULL, 0, 5);
+	}
+	if (chat_sig_caught)
+		return chat_sig_status();
+	lost = unsent + (acked >= sent ? 0 : sent - acked);
+	if (reset && lost > 0)
+		log_error("peer reset the connection: %llu bytes not delivered",
+		          (unsigned long long)lost);
+	else if (reset)
+		log_error("peer reset the connection");
+	else if (lost > 0)
+		log_error("%llu bytes not delivered to the peer",
+		          (unsigned long long)lost);
+	else
+		return 0;
+	return CHAT_UNDELIVERED;
 }
 
 int chat_listen(const struct chat_opts *o)
@@ -415,9 +639,8 @@ int chat_connect(const struct chat_opts *o)
 
 	res = addr_resolve(&o->addr, SOCK_STREAM, 0, &gai_err);
 	if (res == NULL) {
-		log_error("cannot connect to %s: %s",
-		          addr_spec_format(&o->addr, name, sizeof name),
-		          evutil_gai_strerror(gai_err));
+		log_error("cannot resolve %s: %s", o->addr.host,
+		          addr_strerror(gai_err));
 		return -1;
 	}
 	for (ai = res; ai != NULL && !chat_sig_caught; ai = ai->ai_next) {
@@ -442,6 +665,12 @@ int chat_connect(const struct chat_opts *o)
 
 static int chat_session(const struct chat_opts *o, int fd, int lfd)
 {
+	if (o->keepalive > 0 && sock_keepalive(fd, o->keepalive) < 0) {
+		log_error("cannot turn on TCP keepalive: %s", strerror(errno));
+		close(fd);
+		return 1;
+	}
+	chat_acked_base = chat_tcp_acked(fd);
 	if (o->mode == CHAT_MODE_FORK)
 		return chat_fork_session(o, fd, lfd);
 	return chat_event_session(o, fd);
@@ -449,7 +678,7 @@ static int chat_session(const struct chat_opts *o, int fd, int lfd)
 
 static int chat_serve(const struct chat_opts *o)
 {
-	int lfd, fd, status = 0;
+	int lfd, fd, status = 0, undelivered = 0;
 
 	lfd = chat_listen(o);
 	if (lfd < 0)
@@ -465,17 +694,24 @@ static int chat_serve(const struct chat_opts *o)
 			lfd = -1;
 		}
 		status = chat_session(o, fd, lfd);
+		/* --keep-open: loss reported; wait for the next peer. */
+		if (o->keep_open && status == CHAT_UNDELIVERED) {
+			undelivered = 1;
+			continue;
+		}
 		if (!o->keep_open || status != 0)
 			break;
 	}
 	if (lfd >= 0)
 		close(lfd);
+	if (status == CHAT_UNDELIVERED || (status == 0 && undelivered))
+		return 1;
 	return status;
 }
 
 int chat_run(const struct chat_opts *o)
 {
-	int fd;
+	int fd, status;
 
 	chat_sig_install();
 	chat_stdio_save();
@@ -484,5 +720,6 @@ int chat_run(const struct chat_opts *o)
 	fd = chat_connect(o);
 	if (fd < 0)
 		return chat_sig_caught ? chat_sig_status() : 1;
-	return chat_session(o, fd, -1);
+	status = chat_session(o, fd, -1);
+	return status == CHAT_UNDELIVERED ? 1 : status;
 }

@@ -7,6 +7,7 @@ own process group; each scenario checks that the group is empty afterwards.
 
 import fcntl
 import os
+import re
 import select
 import signal
 import socket
@@ -25,7 +26,8 @@ from fltest import Proc, Server, recv_all, recv_exactly, wait_until  # noqa: E40
 MODE = fltest.mode()
 KIB = 1024
 MIB = 1024 * 1024
-PEER_CLOSED = r"peer closed the connection"
+PEER_FINISHED = r"peer finished sending"
+PEER_RESET = r"peer reset the connection"
 
 
 def free_port():
@@ -120,6 +122,62 @@ class Writer(threading.Thread):
             self.dst.shutdown(socket.SHUT_WR)
         else:
             os.close(self.dst)
+
+
+def closing(fd, argv):
+    """argv run by sh with descriptor fd closed, as `prog N>&-` does."""
+    return ["sh", "-c", 'exec "$@" %d>&-' % fd, "sh"] + argv
+
+
+def fd_target(pid, fd):
+    try:
+        return os.readlink("/proc/%d/fd/%d" % (pid, fd))
+    except OSError:
+        return None
+
+
+def listening_port(pid):
+    """The TCP port pid listens on, from /proc (for a program whose
+    standard error, where it says the port, is closed)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        t = fd_target(pid, int(fd)) or ""
+        if t.startswith("socket:["):
+            inodes.add(t[8:-1])
+    with open("/proc/%d/net/tcp" % pid) as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                return int(fields[1].split(":")[1], 16)
+    return None
+
+
+def keepalive_timers(filt):
+    """The keepalive timers ss(8) shows on established sockets matching
+    filt, in seconds."""
+    out = subprocess.run(["ss", "-tnoH", "state", "established", filt],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [float(m) for m in re.findall(r"timer:\(keepalive,([\d.]+)", out)]
+
+
+class GroupProc(Proc):
+    """Proc in a process group of its own inside the test's session, so
+    that, unlike a new session's orphaned group, job control signals
+    (SIGTSTP) stop it."""
+
+    def __init__(self, argv, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdin=stdin, stdout=stdout,
+                                  stderr=stderr, process_group=0)
+        self.pid = self.pgid = self.p.pid
+        self.lines = []
+        self.cond = threading.Condition()
+        self.t = threading.Thread(target=self._read_stderr, daemon=True)
+        if self.p.stderr is None:
+            self.lines.append(None)
+            self.t = threading.Thread(target=lambda: None)
+        self.t.start()
 
 
 class ChatTest(fltest.ProcTestCase):
@@ -456,19 +514,22 @@ class ChatTest(fltest.ProcTestCase):
         self.assertEqual(recv_exactly(peer, 6), b"hello\n")
         peer.sendall(b"bye\n")
         peer.close()
-        p.wait_line(PEER_CLOSED)
+        p.wait_line(PEER_FINISHED)
         self.assertExits(p)
         with open(out, "rb") as f:
             self.assertEqual(f.read(), b"bye\n")
 
     def test_peer_reset_while_stdin_open(self):
+        """A reset is not a clean end: reported, exit status 1."""
         in_r, in_w = self.pipe()
         p, peer = self.connect_chat(in_r, subprocess.DEVNULL)
+        os.write(in_w, b"hello\n")
+        self.assertEqual(recv_exactly(peer, 6), b"hello\n")
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                         b"\x01\x00\x00\x00\x00\x00\x00\x00")
         peer.close()
-        p.wait_line(PEER_CLOSED)
-        self.assertExits(p)
+        p.wait_line(PEER_RESET)
+        self.assertExits(p, 1)
 
     def test_listener_keeps_sending_after_peer_half_closes(self):
         in_r, in_w = self.pipe()
@@ -478,7 +539,7 @@ class ChatTest(fltest.ProcTestCase):
         s = self.peer_for(p, port)
         s.sendall(b"question\n")
         s.shutdown(socket.SHUT_WR)
-        p.wait_line(PEER_CLOSED)
+        p.wait_line(PEER_FINISHED)
         time.sleep(0.2)
         for i in range(3):
             line = b"answer %d\n" % i
@@ -500,12 +561,12 @@ class ChatTest(fltest.ProcTestCase):
             self.assertEqual(recv_all(s), b"")
             s.sendall(b"peer %d\n" % i)
             s.close()
-            p.wait_line(PEER_CLOSED, count=i + 1)
+            p.wait_line(PEER_FINISHED, count=i + 1)
         if MODE == "fork":
             wait_until(lambda: not fltest.children(p.pid), 5)
             self.assertEqual(fltest.children(p.pid), [])
         p.signal(signal.SIGTERM)
-        self.assertExits(p, 143)
+        self.assertExits(p, -signal.SIGTERM)
         self.assertEqual(stdout.data(), b"peer 0\npeer 1\npeer 2\n")
 
     # --- signals ---
@@ -524,20 +585,22 @@ class ChatTest(fltest.ProcTestCase):
         self.assertEqual(s.recv(100), b"", "peer did not see a FIN")
         self.assertExits(p, code)
 
-    def test_sigint_exits_130_peer_sees_fin(self):
-        self.run_signal(signal.SIGINT, 130, "connect")
-        self.run_signal(signal.SIGINT, 130, "listen")
+    def test_sigint_kills_with_sigint_peer_sees_fin(self):
+        """After its clean-up the endpoint dies of the signal: a shell
+        sees WIFSIGNALED (status 130), not a plain exit."""
+        self.run_signal(signal.SIGINT, -signal.SIGINT, "connect")
+        self.run_signal(signal.SIGINT, -signal.SIGINT, "listen")
 
-    def test_sigterm_exits_143_peer_sees_fin(self):
-        self.run_signal(signal.SIGTERM, 143, "listen")
-        self.run_signal(signal.SIGTERM, 143, "connect")
+    def test_sigterm_kills_with_sigterm_peer_sees_fin(self):
+        self.run_signal(signal.SIGTERM, -signal.SIGTERM, "listen")
+        self.run_signal(signal.SIGTERM, -signal.SIGTERM, "connect")
 
     def test_sigint_to_group_while_waiting_for_peer(self):
         """Ctrl-C reaches the whole group while listening: 130, no one
         left."""
         p, port = self.listen_chat(subprocess.DEVNULL, subprocess.DEVNULL)
         os.killpg(p.pgid, signal.SIGINT)
-        self.assertExits(p, 130)
+        self.assertExits(p, -signal.SIGINT)
 
     def test_sigint_to_group_during_session(self):
         in_r, in_w = self.pipe()
@@ -547,7 +610,7 @@ class ChatTest(fltest.ProcTestCase):
         os.killpg(p.pgid, signal.SIGINT)
         s.settimeout(10)
         self.assertEqual(s.recv(100), b"")
-        self.assertExits(p, 130)
+        self.assertExits(p, -signal.SIGINT)
 
     def test_stop_and_continue_during_transfer(self):
         """Signals that interrupt system calls lose no bytes."""
@@ -750,6 +813,289 @@ class ChatTest(fltest.ProcTestCase):
         self.assertExits(p)
         echo.signal(signal.SIGTERM)
         self.assertExits(echo)
+
+    # --- closed standard descriptors ---
+
+    def run_closed_connect(self, fd):
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        ls.settimeout(10)
+        self.socks.append(ls)
+        in_r, in_w = self.pipe()
+        out_r, out_w = self.pipe()
+        argv = self.argv("127.0.0.1", str(ls.getsockname()[1]))
+        p = self.start(Proc, closing(fd, argv), stdin=in_r, stdout=out_w)
+        peer, _ = ls.accept()
+        self.socks.append(peer)
+        self.close_fd(out_w)
+        stdout = Reader(out_r)
+        self.assertEqual(fd_target(p.pid, fd), "/dev/null")
+        peer.sendall(b"one\ntwo\n")
+        if fd != 0:
+            os.write(in_w, b"mine\n")
+        self.close_fd(in_w)
+        self.assertEqual(recv_all(peer), b"" if fd == 0 else b"mine\n",
+                         "the peer got bytes that were not standard input")
+        peer.close()
+        self.assertExits(p)
+        self.assertEqual(stdout.data(), b"" if fd == 1 else b"one\ntwo\n")
+
+    def run_closed_listen(self, fd):
+        in_r, in_w = self.pipe()
+        out_r, out_w = self.pipe()
+        p = self.start(Server, closing(fd, self.argv("--listen",
+                                                     "127.0.0.1:0")),
+                       stdin=in_r, stdout=out_w)
+        s = self.peer_for(p, p.port)
+        self.close_fd(out_w)
+        stdout = Reader(out_r)
+        self.assertEqual(fd_target(p.pid, fd), "/dev/null")
+        s.sendall(b"one\n")
+        if fd != 0:
+            os.write(in_w, b"mine\n")
+        self.close_fd(in_w)
+        self.assertEqual(recv_all(s), b"" if fd == 0 else b"mine\n")
+        s.close()
+        self.assertExits(p)
+        self.assertEqual(stdout.data(), b"" if fd == 1 else b"one\n")
+
+    def test_closed_standard_descriptors(self):
+        """Started with 0, 1 or 2 closed, the endpoint finds /dev/null
+        there: it never reads its own socket as standard input, nor sends
+        the peer's bytes or its messages back to the peer."""
+        for fd in (0, 1, 2):
+            with self.subTest(closed=fd, role="connect"):
+                self.run_closed_connect(fd)
+        for fd in (0, 1):
+            with self.subTest(closed=fd, role="listen"):
+                self.run_closed_listen(fd)
+
+    def started(self, p, name):
+        """p (run through sh) has become the program name."""
+        try:
+            return os.readlink("/proc/%d/exe" % p.pid).endswith(name)
+        except OSError:
+            return False
+
+    def test_echo_and_bench_with_closed_standard_descriptors(self):
+        """forkloop-echo and forkloop-bench too: each of 0, 1 and 2,
+        closed, is /dev/null, and they work as usual."""
+        echo_bin = fltest.binary("echo")
+        for fd in (0, 1, 2):
+            with self.subTest(program="echo", closed=fd):
+                argv = closing(fd, [echo_bin, "--mode", MODE, "--listen",
+                                    "127.0.0.1:0"])
+                if fd == 2:
+                    e = self.start(Proc, argv)
+                    port = wait_until(lambda: listening_port(e.pid), 10)
+                else:
+                    e = self.start(Server, argv)
+                    port = e.port
+                self.assertEqual(fd_target(e.pid, fd), "/dev/null")
+                c = socket.create_connection(("127.0.0.1", port), timeout=10)
+                self.socks.append(c)
+                c.sendall(b"ping\n")
+                self.assertEqual(recv_exactly(c, 5), b"ping\n")
+                c.close()
+                e.signal(signal.SIGTERM)
+                self.assertExits(e)
+        echo = self.start(Server, [echo_bin, "--mode", MODE, "--listen",
+                                   "127.0.0.1:0"])
+        for fd in (0, 1, 2):
+            with self.subTest(program="bench", closed=fd):
+                in_r, in_w = self.pipe()
+                out_r, out_w = self.pipe()
+                b = self.start(Proc, closing(fd, [
+                    fltest.binary("bench"), "-c", "2", "-d", "0.5",
+                    "127.0.0.1:%d" % echo.port]), stdin=in_r, stdout=out_w)
+                Reader(out_r)
+                self.fds.remove(out_r)
+                # The sanitizers' run-time may open a file there for a
+                # moment before main: wait for what main leaves there.
+                seen = wait_until(
+                    lambda: self.started(b, "forkloop-bench") and
+                    fd_target(b.pid, fd) == "/dev/null", 10)
+                self.assertTrue(seen, "descriptor %d of forkloop-bench is %s"
+                                % (fd, fd_target(b.pid, fd)))
+                self.assertExits(b, 0, timeout=30)
+        echo.signal(signal.SIGTERM)
+        self.assertExits(echo)
+
+    # --- signals: a shell loop, a terminal ---
+
+    def test_sigint_stops_a_shell_loop(self):
+        """Ctrl-C stops `for i in 1 2 3; do forkloop-chat ...; done` at
+        once: the endpoint dies of SIGINT, so bash stops too."""
+        argv = ["bash", "-c", 'for i in 1 2 3; do "$@"; done; echo looped',
+                "bash"] + self.argv("--listen", "127.0.0.1:0")
+        p = self.start(Proc, argv)
+        p.wait_line("listening on")
+        os.killpg(p.pgid, signal.SIGINT)
+        try:
+            rc = p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        p.t.join(5)
+        self.assertEqual(p.stderr_text().count("listening on"), 1,
+                         "the loop went on:\n" + p.stderr_text())
+        self.assertEqual(rc, -signal.SIGINT)
+        self.assertGroupGone(p)
+
+    def test_sigint_on_a_terminal_ends_the_line(self):
+        """The terminal echoes ^C; the endpoint ends that line so the
+        shell's prompt starts on a new one."""
+        master, slave = os.openpty()
+        self.fds += [master, slave]
+        p = self.start(GroupProc, self.argv("--listen", "127.0.0.1:0"),
+                       stderr=slave)
+        line = b""
+        while not line.endswith(b"\n"):
+            b = read_fd(master, 1, timeout=10)
+            self.assertTrue(b, "no listening line; got %r" % line)
+            line += b
+        self.assertIn(b"listening on", line)
+        p.signal(signal.SIGINT)
+        self.assertEqual(p.wait(timeout=10), -signal.SIGINT)
+        self.assertIn(read_fd(master, 2, timeout=1), (b"\n", b"\r\n"))
+
+    def test_stop_on_a_terminal_restores_its_flags(self):
+        """Ctrl-Z: while stopped, the terminal (shared with the shell) has
+        its own file status flags, not O_NONBLOCK; on SIGCONT the session
+        goes on, and the flags are restored at the end."""
+        master, slave = os.openpty()
+        self.fds += [master, slave]
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST
+        attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        flags_before = fcntl.fcntl(slave, fcntl.F_GETFL)
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        ls.settimeout(10)
+        self.socks.append(ls)
+        p = self.start(GroupProc, self.argv("127.0.0.1",
+                                            str(ls.getsockname()[1])),
+                       stdin=slave, stdout=slave)
+        peer, _ = ls.accept()
+        self.socks.append(peer)
+        os.write(master, b"before\n")
+        self.assertEqual(recv_exactly(peer, 7), b"before\n")
+        peer.sendall(b"reply\n")
+        self.assertEqual(read_fd(master, 6), b"reply\n")
+        os.killpg(p.pgid, signal.SIGTSTP)
+        # Every process of the group (fork mode: the child too) stopped.
+        self.assertTrue(wait_until(
+            lambda: all(fltest.proc_state(q) == "T"
+                        for q in fltest.pgroup_pids(p.pgid)), 5),
+            "did not stop")
+        self.assertEqual(fcntl.fcntl(slave, fcntl.F_GETFL), flags_before,
+                         "terminal's flags changed while stopped")
+        os.killpg(p.pgid, signal.SIGCONT)
+        self.assertTrue(wait_until(
+            lambda: fltest.proc_state(p.pid) != "T", 5), "did not continue")
+        os.write(master, b"after\n")
+        self.assertEqual(recv_exactly(peer, 6), b"after\n")
+        peer.sendall(b"again\n")
+        self.assertEqual(read_fd(master, 6), b"again\n")
+        os.write(master, b"\x04")
+        self.assertEqual(recv_all(peer), b"")
+        peer.close()
+        self.assertExits(p)
+        self.assertEqual(fcntl.fcntl(slave, fcntl.F_GETFL), flags_before)
+
+    # --- data the peer did not get ---
+
+    def lose_two_lines(self, p, port, in_w):
+        s = self.peer_for(p, port)
+        s.close()
+        p.wait_line(PEER_FINISHED)
+        os.write(in_w, b"line one\n")
+        time.sleep(0.3)
+        os.write(in_w, b"line two\n")
+        p.wait_line(PEER_RESET + ": 18 bytes not delivered")
+
+    def test_listener_reports_lines_lost_after_peer_left(self):
+        """The peer leaves; two lines typed then cannot reach it: said so
+        on standard error, exit status 1."""
+        in_r, in_w = self.pipe()
+        p, port = self.listen_chat(in_r, subprocess.DEVNULL)
+        self.lose_two_lines(p, port, in_w)
+        self.assertExits(p, 1)
+
+    def test_keep_open_reports_lost_lines_and_serves_the_next_peer(self):
+        in_r, in_w = self.pipe()
+        p, port = self.listen_chat(in_r, subprocess.DEVNULL, "--keep-open")
+        self.lose_two_lines(p, port, in_w)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.socks.append(s)
+        p.wait_line("connected to", count=2)
+        os.write(in_w, b"for the next\n")
+        self.assertEqual(recv_exactly(s, 13), b"for the next\n")
+        p.signal(signal.SIGTERM)
+        self.assertExits(p, -signal.SIGTERM)
+
+    def test_refused_by_max_conns_is_an_error(self):
+        """forkloop-echo --max-conns closes a connection over the limit at
+        once; what the endpoint sent is lost: exit status 1."""
+        echo = self.start(Server, [fltest.binary("echo"), "--mode", MODE,
+                                   "--max-conns", "1",
+                                   "--listen", "127.0.0.1:0"])
+        hold = socket.create_connection(("127.0.0.1", echo.port),
+                                        timeout=10)
+        self.socks.append(hold)
+        hold.sendall(b"x")
+        self.assertEqual(recv_exactly(hold, 1), b"x")
+        # Stopped, the server cannot refuse before the endpoint has sent
+        # its line: the kernel completes the connection and queues it.
+        echo.signal(signal.SIGSTOP)
+        with open(self.file_with("in", b"hello\n"), "rb") as f:
+            p = self.start(Proc, self.argv("127.0.0.1", str(echo.port)),
+                           stdin=f)
+        p.wait_line("connected to")
+        time.sleep(0.3)
+        echo.signal(signal.SIGCONT)
+        p.wait_line(PEER_RESET)
+        self.assertExits(p, 1)
+        echo.signal(signal.SIGTERM)
+        self.assertExits(echo)
+
+    # --- TCP keepalive ---
+
+    def test_keepalive_on_both_roles(self):
+        """--keepalive SECONDS arms TCP keepalive on the connection, in
+        both roles; without it there is none."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(2)
+        ls.settimeout(10)
+        self.socks.append(ls)
+        port = ls.getsockname()[1]
+        for extra, want in (([], None), (["--keepalive", "7"], 7)):
+            in_r, in_w = self.pipe()
+            p = self.start(Proc, self.argv(*extra, "127.0.0.1", str(port)),
+                           stdin=in_r)
+            peer, _ = ls.accept()
+            self.socks.append(peer)
+            p.wait_line("connected to")
+            timers = keepalive_timers("dport = :%d" % port)
+            if want is None:
+                self.assertEqual(timers, [])
+            else:
+                self.assertEqual(len(timers), 1, timers)
+                self.assertTrue(0 < timers[0] <= want, timers)
+            peer.close()
+            self.assertExits(p)
+        in_r, in_w = self.pipe()
+        p, lport = self.listen_chat(in_r, subprocess.DEVNULL,
+                                    "--keepalive", "9")
+        s = self.peer_for(p, lport)
+        timers = keepalive_timers("sport = :%d" % lport)
+        self.assertEqual(len(timers), 1, timers)
+        self.assertTrue(0 < timers[0] <= 9, timers)
+        p.signal(signal.SIGTERM)
+        self.assertExits(p, -signal.SIGTERM)
 
 
 if __name__ == "__main__":

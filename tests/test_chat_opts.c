@@ -354,6 +354,46 @@ static void test_broker_names(void **state)
 	assert_false(chat_broker_name_ok("a\0b", 3));
 }
 
+static void test_keepalive(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "localhost", "6666", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 0);
+	run_free(&r);
+	parse(&r, "--keepalive", "30", "localhost", "6666", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 30);
+	run_free(&r);
+	parse(&r, "-l", "0", "--keepalive=1", "-m", "fork", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 1);
+	run_free(&r);
+	parse(&r, "--broker", "-l", "0", "--keepalive", "32767", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.keepalive, 32767);
+	run_free(&r);
+	parse(&r, "--keepalive", "0", "localhost", "1", NULL);
+	assert_usage(&r, "bad --keepalive '0' (seconds, 1 to 32767)");
+	parse(&r, "--keepalive", "32768", "localhost", "1", NULL);
+	assert_usage(&r, "bad --keepalive '32768'");
+	parse(&r, "--keepalive", "1.5", "localhost", "1", NULL);
+	assert_usage(&r, "bad --keepalive '1.5'");
+	parse(&r, "--keepalive", "", "localhost", "1", NULL);
+	assert_usage(&r, "bad --keepalive ''");
+	parse(&r, "--keepalive", "-3", "localhost", "1", NULL);
+	assert_usage(&r, "bad --keepalive '-3'");
+	parse(&r, "-l", "0", "--keepalive", NULL);
+	assert_usage(&r, "option '--keepalive' needs a value");
+	parse(&r, "--help", NULL);
+	assert_non_null(strstr(r.out, "--keepalive SECONDS"));
+	assert_non_null(strstr(r.out, "probes SECONDS/3 apart"));
+	assert_non_null(strstr(r.out, "3 unanswered probes"));
+	run_free(&r);
+}
+
 static void test_broker_help(void **state)
 {
 	struct run r;
@@ -383,6 +423,7 @@ int main(void)
 	        cmocka_unit_test(test_broker_bad_usage),
 	        cmocka_unit_test(test_broker_names),
 	        cmocka_unit_test(test_broker_help),
+	        cmocka_unit_test(test_keepalive),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

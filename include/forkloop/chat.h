@@ -20,6 +20,13 @@
 #define CHAT_LOW_WATER (64 * 1024)
 /* Largest single read from stdin or the socket. */
 #define CHAT_CHUNK (64 * 1024)
+/*
+ * At the end of a session, how long to wait for the peer to acknowledge
+ * what was sent, before reporting it as not delivered.
+ */
+#define CHAT_LINGER_MS 3000
+/* A session's result when the peer did not get everything: exit status 1. */
+#define CHAT_UNDELIVERED 3
 
 /* --broker: defaults for --max-pending and --max-line. */
 #define CHAT_DEFAULT_MAX_PENDING (1024 * 1024)
@@ -43,6 +50,7 @@ struct chat_opts {
 	int broker;           /* relay lines among every client (event only) */
 	uint64_t max_pending; /* broker: bytes of unsent output per client */
 	uint64_t max_line;    /* broker: longest line relayed whole */
+	unsigned keepalive;   /* TCP keepalive idle seconds, 0 = off */
 };
 
 /*
@@ -58,8 +66,9 @@ const char *chat_mode_name(enum chat_mode m);
  * Set by chat_sig_handler: the signal that asked us to stop, or 0. While
  * chat_sig_wake_fd is a socket, the handler also shuts it down so a blocking
  * accept, connect or read returns; while chat_sig_child is a pid, it also
- * sends that child SIGTERM. While chat_sig_exit is set, the handler only
- * calls _exit(0) (a forked child with nothing to clean up).
+ * sends that child the same signal. While chat_sig_exit is set, the handler
+ * only makes the process die of the signal once it returns (a forked child
+ * with nothing to clean up).
  */
 extern volatile sig_atomic_t chat_sig_caught;
 extern volatile sig_atomic_t chat_sig_exit;
@@ -74,10 +83,31 @@ void chat_sig_handler(int sig);
 int chat_sig_status(void);
 
 /*
+ * If SIGINT or SIGTERM ended the program (chat_sig_caught), restore standard
+ * input's and output's flags, end a line on a terminal after ^C, and die of
+ * that signal with its default action (signal(sig, SIG_DFL), raise), so the
+ * parent sees WIFSIGNALED and a shell stops its loop: "Proper handling of
+ * SIGINT/SIGQUIT" (the wait-and-cooperative-exit rule bash follows). Returns
+ * only if no signal was caught.
+ */
+void chat_sig_reraise(void);
+
+/*
  * Remember the file status flags of stdin and stdout now, and restore them at
- * exit: a terminal is shared with the shell.
+ * exit and whenever the process stops (SIGTSTP, SIGTTIN, SIGTTOU: set again
+ * once it continues): a terminal is one open file description shared with the
+ * shell, and O_NONBLOCK left on it breaks the shell's next command.
  */
 void chat_stdio_save(void);
+
+/*
+ * Clear (blocking 1) or set (0) O_NONBLOCK on fd, STDIN_FILENO or
+ * STDOUT_FILENO, as the session's own setting. Returns 0, or -1 with errno.
+ */
+int chat_stdio_set_blocking(int fd, int blocking);
+
+/* Put back the flags chat_stdio_save found; async-signal-safe. */
+void chat_stdio_restore(void);
 
 /*
  * The listening socket for o->addr, blocking, after printing "listening on
@@ -99,6 +129,22 @@ int chat_accept(int lfd);
 int chat_connect(const struct chat_opts *o);
 
 /*
+ * After our FIN on the connected socket fd, to which the session wrote sent
+ * bytes of standard input and left unsent more it had read: did the peer get
+ * them all? Waits up to CHAT_LINGER_MS for the peer's TCP to acknowledge the
+ * sent bytes (tcp(7) TCP_INFO, tcpi_bytes_acked), returning early on a reset
+ * or a caught signal; reset says the caller already saw ECONNRESET or EPIPE.
+ * A peer that finished sending and then closed answers further data with a
+ * reset instead of an acknowledgement (RFC 9293 section 3.6.1), so this
+ * catches data sent to a peer that left. Returns 0 when everything was
+ * acknowledged and there was no reset; 128 + signal if one was caught;
+ * otherwise reports on standard error ("peer reset the connection", how many
+ * bytes were not delivered) and returns CHAT_UNDELIVERED, or 1 if TCP_INFO
+ * failed.
+ */
+int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset);
+
+/*
  * Run the chosen design: connect or listen, then move bytes until the session
  * ends. Return the process exit status.
  */
@@ -106,8 +152,9 @@ int chat_run(const struct chat_opts *o);
 
 /*
  * One session over the connected socket fd, which they close. Return 0 once
- * the peer has closed, 1 on a runtime error, 128 + signal after SIGINT or
- * SIGTERM.
+ * the peer has closed and got everything, CHAT_UNDELIVERED if it reset the
+ * connection or did not get everything (reported), 1 on a runtime error,
+ * 128 + signal after SIGINT or SIGTERM.
  */
 int chat_event_session(const struct chat_opts *o, int fd);
 int chat_fork_session(const struct chat_opts *o, int fd, int lfd);
@@ -115,14 +162,19 @@ int chat_fork_session(const struct chat_opts *o, int fd, int lfd);
 /*
  * The multi-user relay: listen on o->addr and relay every client's lines to
  * every other client until SIGINT or SIGTERM. Return the exit status: 128 +
- * signal, or 1 on a runtime error.
+ * signal (the caller then dies of it: chat_sig_reraise), or 1 on a runtime
+ * error.
  */
 int chat_broker_run(const struct chat_opts *o);
 
 /*
  * Is the n bytes at s a name /nick accepts: 1 to CHAT_NAME_MAX bytes of
- * printable non-space ASCII other than '<' and '>', or of well-formed UTF-8
- * without control characters? Returns 1 or 0.
+ * well-formed UTF-8 (RFC 3629) that shows as itself? No controls, format
+ * characters, spaces, other invisible characters, private use or
+ * noncharacters (Unicode DerivedGeneralCategory.txt,
+ * DerivedCoreProperties.txt), no '<' or '>', no combining mark first or
+ * stacked, no combining accents, fullwidth or mathematical letters, and at
+ * most one of Latin, Greek and Cyrillic (UTS #39 5.1, 5.4). Returns 1 or 0.
  */
 int chat_broker_name_ok(const char *s, size_t n);
 
