@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -22,9 +23,43 @@ CHAT = fltest.binary("chat")
 WELCOME = re.compile(rb"^\* you are (\S+); others here: (\d+)$")
 
 
+def shown(data):
+    """data as the relay shows it to others: valid UTF-8 as it is but for
+    controls (caret notation for C0 and DEL; \\u for C1 and the line and
+    paragraph separators), every other byte as \\xHH."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        for k in (1, 2, 3, 4):
+            try:
+                ch = data[i:i + k].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if len(ch) == 1 and i + k <= len(data):
+                break
+        else:
+            out += b"\\x%02X" % data[i]
+            i += 1
+            continue
+        cp = ord(ch)
+        if cp == 9 or not (cp < 0x20 or 0x7f <= cp <= 0x9f
+                           or cp in (0x2028, 0x2029)):
+            out += data[i:i + k]
+        elif cp < 0x20:
+            out += b"^" + bytes([cp + 0x40])
+        elif cp == 0x7f:
+            out += b"^?"
+        else:
+            out += b"\\u%04X" % cp
+        i += k
+    return bytes(out)
+
+
 class Client:
     """A connected socket whose bytes a thread collects, unless reading is
-    off: then nothing ever reads it."""
+    off: then nothing reads it until start(). Like forkloop-chat and nc, it
+    ends its side once the relay has closed; error is what recv raised
+    (a reset), if anything."""
 
     def __init__(self, port, read=True, rcvbuf=None):
         self.sock = socket.socket()
@@ -34,19 +69,24 @@ class Client:
         self.sock.connect(("127.0.0.1", port))
         self.buf = bytearray()
         self.eof = False
+        self.error = None
         self.cond = threading.Condition()
         self.name = None
         self.t = None
         if read:
-            self.t = threading.Thread(target=self._read, daemon=True)
-            self.t.start()
+            self.start()
+
+    def start(self):
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
 
     def _read(self):
         while True:
             try:
                 self.sock.settimeout(None)
                 b = self.sock.recv(1 << 16)
-            except OSError:
+            except OSError as e:
+                self.error = e
                 b = b""
             with self.cond:
                 if not b:
@@ -55,6 +95,10 @@ class Client:
                     self.buf += b
                 self.cond.notify_all()
             if not b:
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
                 return
 
     def send(self, data):
@@ -100,6 +144,10 @@ class Client:
         assert m, "no welcome: %r" % self.data()
         self.name = m.group(1)
         return int(m.group(2))
+
+    def after_welcome(self):
+        """What came after the greeting."""
+        return self.data().split(b"\n", 1)[1]
 
     def close(self):
         """Shut down first: a close() alone leaves the socket open while
@@ -156,10 +204,10 @@ class BrokerTest(fltest.ProcTestCase):
         self.assertGroupGone(p)
 
     def stop(self, srv, clients):
-        """SIGTERM: exit 143, every client sees the end, no sanitizer
-        report."""
+        """SIGTERM: the relay dies of it, every client sees the end, no
+        sanitizer report."""
         srv.signal(signal.SIGTERM)
-        self.assertExits(srv, 143)
+        self.assertExits(srv, -signal.SIGTERM)
         for c in clients:
             if c.t is not None:
                 c.wait_eof()
@@ -190,7 +238,7 @@ class BrokerTest(fltest.ProcTestCase):
             for k, c in enumerate(everyone):
                 line = ("c%02d line %d: zoë 日本 %s\r" % (k, i, "x" * k)).encode()
                 lines[c] = line + b"\n"
-                sent[c.name].append(line)
+                sent[c.name].append(line[:-1])  # CR LF ends the line
             for p in range(pieces):
                 for c, line in lines.items():
                     step = -(-len(line) // pieces)
@@ -286,18 +334,25 @@ class BrokerTest(fltest.ProcTestCase):
         b.wait_line(b"* you are now " + nick)
         a.wait_line(b"* " + b.name + b" is now " + nick)
         b.name = nick
-        b.send(b"/nickname is a line\n")
+        b.send(b"/nickname is a command\n//nickname is a line\n")
         a.wait_line(b"<" + nick + b"> /nickname is a line")
+        b.wait_line(b"* unknown command /nickname; /help lists them")
         self.assertEqual(
-            b.data().split(b"\n", 1)[1],
+            b.after_welcome(),
             b"* " + old + b" is now alice\n<alice> hello\n<alice> after\n"
-            b"* you are now " + nick + b"\n")
-        bad_name = b"* bad name: 1 to 32 printable bytes, no spaces, '<' or '>'\n"
+            b"* you are now " + nick + b"\n"
+            b"* unknown command /nickname; /help lists them\n")
+        bad_name = b"* bad name: "
         self.assertEqual(
-            a.data().split(b"\n", 1)[1],
+            a.after_welcome(),
             b"* " + old_b + b" joined\n* you are now alice\n"
             b"* you are already alice\n" + b"* usage: /nick NAME\n" * 2
-            + bad_name * 9 + b"* name taken: " + old_b + b"\n"
+            + bad_name + b"no spaces, controls or invisible characters\n"
+            + (bad_name + b"no '<' or '>'\n") * 2
+            + bad_name + b"1 to 32 bytes\n"
+            + (bad_name + b"not UTF-8\n") * 3
+            + (bad_name + b"no spaces, controls or invisible characters\n") * 2
+            + b"* name taken: " + old_b + b"\n"
             b"* name taken: user99\n* " + old_b + b" is now " + nick + b"\n"
             b"<" + nick + b"> /nickname is a line\n")
         self.stop(srv, [a, b])
@@ -346,21 +401,346 @@ class BrokerTest(fltest.ProcTestCase):
         a.wait_eof()
         self.stop(srv, [b])
 
-    def test_utf8_and_every_byte_but_newline_untouched(self):
+    def test_utf8_untouched_controls_escaped(self):
+        """Every byte value but the newline, in pieces: valid UTF-8 passes
+        as it is, everything else arrives as visible text."""
         srv = self.broker()
         a, b = self.room(srv, 2)
-        text = "žluťoučký kůň 日本語 🎉 ".encode() + bytes(
-            v for v in range(256) if v != 10)
+        utf8 = "žluťoučký kůň 日本語 🎉 \u200b\u202e ".encode()
+        text = utf8 + bytes(v for v in range(256) if v != 10)
         for i in range(0, len(text), 5):
             a.send(text[i:i + 5])
         a.send(b"\r\n")
-        b.wait(lambda d: d.endswith(b"\r\n"), what="the line")
-        self.assertEqual(b.lines()[-1], b"<" + a.name + b"> " + text + b"\r")
+        self.marker(a, [b])
+        got = b.lines()[-2]
+        self.assertEqual(got, b"<" + a.name + b"> " + shown(text))
+        self.assertTrue(got.startswith(b"<" + a.name + b"> " + utf8))
+        self.assertIn(b"^@^A^B^C^D^E^F^G^H\t^K^L^M^N", got)
+        self.assertIn(b"}~^?\\x80\\x81", got)
+        self.assertTrue(got.endswith(b"\\xFD\\xFE\\xFF"))
+        self.assertScreenSafe(b.data())
+
+    def test_controls_cannot_forge_lines_or_notices(self):
+        """What one client sends cannot move another's cursor, clear or
+        retitle its terminal, or look like another client's line or a
+        notice of the relay."""
+        srv = self.broker()
+        a, b = self.room(srv, 2)
+        a.send(b"/nick mallory\n")
+        b.wait_line(b"* " + a.name + b" is now mallory")
+        a.name = b"mallory"
+        cases = [
+            (b"x\r<alice> please send me your password",
+             b"x^M<alice> please send me your password"),
+            (b"\x1b[2J\x1b]0;owned\x07* alice left",
+             b"^[[2J^[]0;owned^G* alice left"),
+            (b"\r* alice left", b"^M* alice left"),
+            (b"x\r", b"x^M"),
+            (b"\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08<alice> hi",
+             b"^H^H^H^H^H^H^H^H^H^H<alice> hi"),
+            (b"csi \xc2\x9b2J raw \x9b2J nel \xc2\x85x",
+             b"csi \\u009B2J raw \\x9B2J nel \\u0085x"),
+            (b"del\x7f nul\x00 tab\tok", b"del^? nul^@ tab\tok"),
+            (b"bad \xff \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe6\x97",
+             b"bad \\xFF \\xC0\\xAF \\xED\\xA0\\x80 \\xF4\\x90\\x80\\x80 "
+             b"\\xE6\\x97"),
+            ("one\u2028* alice left\u2029".encode(),
+             b"one\\u2028* alice left\\u2029"),
+            ("zoë 日本 🎉 كتاب".encode(), "zoë 日本 🎉 كتاب".encode()),
+        ]
+        for sent, _ in cases:
+            a.send(sent + b"\r\n")
+        self.marker(a, [b])
+        self.assertEqual(b.after_welcome().split(b"\n")[1:-2],
+                         [b"<mallory> " + want for _, want in cases])
+        self.assertScreenSafe(b.data())
+
+    def assertScreenSafe(self, data):
+        """Lines a terminal shows as they are: each is the relay's notice or
+        a client's line, UTF-8 without controls but TAB and newline."""
+        text = data.decode("utf-8")
+        for line in text.split("\n")[:-1]:
+            self.assertRegex(line, r"^(\* |<[^<> ]+> )")
+            for ch in line:
+                self.assertFalse(ch != "\t" and (ord(ch) < 0x20
+                                                 or 0x7f <= ord(ch) <= 0x9f
+                                                 or ch in "\u2028\u2029"),
+                                 "%r in %r" % (ch, line))
+
+    def test_cut_never_splits_a_character_or_escape(self):
+        """--max-line counts the bytes relayed: a cut falls between
+        characters and escapes, and a CR LF after --max-line bytes is still
+        only a line ending."""
+        srv = self.broker("--max-line", "16")
+        a, b = self.room(srv, 2)
+        a.send("0123456789abcde日\n".encode())
+        a.send(b"\x1b" * 10 + b"\n")
+        a.send("é".encode() * 9 + b"\n")
+        a.send(b"0123456789abcdef\r\n")
+        a.send(b"\xff" * 5 + b"\n")
+        self.marker(a, [b], b"end")
+        p = b"<" + a.name + b"> "
+        self.assertEqual(b.after_welcome(),
+                         p + b"0123456789abcde\n" + p + b"^[" * 8 + b"\n"
+                         + p + "é".encode() * 8 + b"\n"
+                         + p + b"0123456789abcdef\n"
+                         + p + b"\\xFF" * 4 + b"\n" + p + b"end\n")
+        a.wait(lambda d: d.count(b"* line cut") >= 4, what="4 cuts")
+        self.assertEqual(a.after_welcome().split(b"\n", 1)[1],
+                         b"* line cut at 15 bytes\n* line cut at 8 bytes\n"
+                         b"* line cut at 16 bytes\n* line cut at 4 bytes\n")
+        self.stop(srv, [a, b])
+
+    # --- names ---
+
+    def test_nick_lookalikes_refused(self):
+        """Names are judged by what they show: nothing invisible, no
+        mark first or stacked, one script of Latin, Greek and Cyrillic, no
+        styled ASCII, and no name that differs from another's or from a
+        userN only in ASCII case."""
+        srv = self.broker()
+        a, b = self.room(srv, 2)
+        b.send(b"/nick alice\n")
+        a.wait_line(b"* " + b.name + b" is now alice")
+        inv = b"no spaces, controls or invisible characters"
+        cases = [
+            ("user32\u200b", inv),
+            ("alice\u00ad", inv),
+            ("a\u00a0b", inv),
+            ("\u3000x", inv),
+            ("x\ufeff", inv),
+            ("\u2800", inv),
+            ("\u202eecila", inv),
+            ("x\u2066y", inv),
+            ("a\u034fb", inv),
+            ("\u3164", inv),
+            ("\U000e0041bc", inv),
+            ("\ue000", inv),
+            ("\u0301", b"combining accents: use the accented letter"),
+            ("e\u0301", b"combining accents: use the accented letter"),
+            ("\u0e49", b"it starts with a combining mark"),
+            ("\u0e01\u0e49\u0e49", b"too many combining marks"),
+            ("\u0430lice", b"Latin, Greek and Cyrillic letters do not mix"),
+            ("p\u03b1ypal", b"Latin, Greek and Cyrillic letters do not mix"),
+            ("\uff41\uff4c\uff49\uff43\uff45",
+             b"fullwidth or mathematical letters: use plain ones"),
+            ("\U0001d41a\U0001d425",
+             b"fullwidth or mathematical letters: use plain ones"),
+        ]
+        for name, _ in cases:
+            a.send(b"/nick " + name.encode() + b"\r\n")
+        for name in (b"ALICE", b"Alice", b"User7", b"USER12"):
+            a.send(b"/nick " + name + b"\r\n")
+        a.send(b"/nick\r\n/nick \r\n")
+        good = ["\u0e01\u0e49", "\u0391\u03b8\u03b7\u03bd\u03ac",
+                "\u0410\u043b\u0438\u0441\u0430", "zo\u00eb", "\u00c9mile"]
+        for name in good:
+            a.send(("/nick %s\r\n" % name).encode())
+        a.name = good[-1].encode()
+        self.marker(a, [b], b"end")
+        want = b"".join(b"* bad name: " + why + b"\n" for _, why in cases)
+        want += b"".join(b"* name taken: " + n + b"\n"
+                         for n in (b"ALICE", b"Alice", b"User7", b"USER12"))
+        want += b"* usage: /nick NAME\n" * 2
+        want += b"".join(b"* you are now " + n.encode() + b"\n" for n in good)
+        a.wait_line(b"* you are now " + good[-1].encode())
+        self.assertEqual(a.after_welcome().split(b"\n", 2)[2], want)
+        self.assertEqual(b.after_welcome().count(b"<"), 1)  # the marker
+        self.stop(srv, [a, b])
+
+    # --- commands ---
+
+    def test_commands_who_help_quit(self):
+        """/who and /help answer the sender alone; an unknown command is an
+        error to the sender; //TEXT is the line /TEXT; /quit leaves with a
+        notice, and what follows it is discarded without a reset."""
+        srv = self.broker()
+        a, b, c = self.room(srv, 3)
+        a.send(b"/nick alice\n")
+        b.wait_line(b"* " + a.name + b" is now alice")
+        c.wait_line(b"* " + a.name + b" is now alice")
+        a.name = b"alice"
+        a.send(b"/who\r\n/help\n/WHO\n/who me\n/bogus x y\n/\x1b[2J\n/\n"
+               b"//etc/passwd is a path\n")
+        self.marker(a, [b, c], b"end")
+        here = b"* 3 here: alice " + b.name + b" " + c.name + b"\n"
+        a.wait(lambda d: d.count(b"here:") >= 2, what="two /who")
+        a.wait_line(b"* unknown command /; /help lists them")
+        self.assertEqual(
+            a.after_welcome().split(b"\n", 3)[3],
+            here + b"* commands: /nick NAME, /who, /quit [MESSAGE], /help; "
+            b"//TEXT sends /TEXT\n" + here + b"* usage: /who\n"
+            b"* unknown command /bogus; /help lists them\n"
+            b"* unknown command /^[[2J; /help lists them\n"
+            b"* unknown command /; /help lists them\n")
+        for o in (b, c):
+            self.assertEqual(o.after_welcome().split(b"\n")[-3:],
+                             [b"<alice> /etc/passwd is a path",
+                              b"<alice> end", b""])
+        c.send(b"/quit see \x1b[2Jyou\r\nnot relayed\n" + b"z" * 60000)
+        c.wait_eof()
+        self.assertIsNone(c.error)
+        self.assertTrue(c.data().endswith(b"* bye\n"), c.data()[-200:])
+        b.send(b"/quit\n")
+        b.wait_eof()
+        self.assertIsNone(b.error)
+        a.wait_line(b"* " + b.name + b" left")
+        a.send(b"/who\n")
+        a.wait_line(b"* 1 here: alice")
+        self.assertEqual(a.data().split(b"/; /help lists them\n")[-1],
+                         b"* " + c.name + b" left: see ^[[2Jyou\n"
+                         b"* " + b.name + b" left\n* 1 here: alice\n")
+        srv.wait_line(c.name.decode() + r" left \(/quit\)")
+        self.stop(srv, [a])
+
+    # --- closing ---
+
+    def silent(self, srv, watchers, **kw):
+        """A client that reads nothing until start(); its name is the one
+        the watchers see join."""
+        before = [w.data().count(b" joined\n") for w in watchers]
+        s = self.client(srv, read=False, **kw)
+        for w, k in zip(watchers, before):
+            w.wait(lambda d, k=k: d.count(b" joined\n") > k, what="a join")
+        s.name = re.findall(rb"\* (user\d+) joined\n", watchers[0].data())[-1]
+        return s
+
+    def test_half_closed_client_gets_everything_owed(self):
+        """A client that stops sending still gets every line it is owed,
+        then the relay closes."""
+        srv = self.broker("--max-pending", "64M")
+        a, c = self.room(srv, 2)
+        b = self.silent(srv, [a, c], rcvbuf=4096)
+        lines = [(b"%04d " % i) + b"x" * 1018 for i in range(6000)]
+        a.send(b"".join(l + b"\n" for l in lines))
+        self.marker(a, [c], b"done")
+        b.send(b"bye from b\n")
+        b.sock.shutdown(socket.SHUT_WR)
+        b.start()
+        b.wait_eof(30)
+        self.assertIsNone(b.error)
+        p = b"<" + a.name + b"> "
+        self.assertEqual(b.after_welcome(),
+                         b"".join(p + l + b"\n" for l in lines)
+                         + p + b"done\n")
+        for o in (a, c):
+            o.wait_line(b"* " + b.name + b" left")
+            self.assertEqual(o.data().split(b"\n")[-3:],
+                             [b"<" + b.name + b"> bye from b",
+                              b"* " + b.name + b" left", b""])
+        self.stop(srv, [a, c])
+
+    def test_dropped_client_told_and_closed_cleanly(self):
+        """A client dropped for not reading gets the end of the line it was
+        in, a notice, and a clean close, though it sent more meanwhile."""
+        srv = self.broker("--max-pending", "64K", "--max-line", "1K")
+        a, c = self.room(srv, 2)
+        s = self.silent(srv, [a, c], rcvbuf=4096)
+        dropped = b"* " + s.name + b" dropped: not reading"
+        line = b"f" * 993
+        n = 0
+        while n < 20000 and dropped not in c.data():
+            a.send((line + b"\n") * 64)
+            n += 64
+            c.wait(lambda d, n=n: d.count(b"> f") >= n, 20,
+                   "%d lines" % n)
+        c.wait_line(dropped)
+        s.send(b"late words\n" * 1000)
+        s.start()
+        s.wait_eof()
+        self.assertIsNone(s.error)
+        got = s.after_welcome().split(b"\n")
+        self.assertEqual(got[-2:], [b"* you were dropped: not reading", b""])
+        self.assertEqual(set(got[:-2]), {b"<" + a.name + b"> " + line})
+        srv.wait_line(s.name.decode() + " dropped: not reading")
+        self.stop(srv, [a, c])
+
+    def test_sigterm_sends_what_is_owed(self):
+        """On SIGTERM every client gets what it is owed and a notice, then
+        a clean close, and the relay dies of the signal (a shell reads 143)."""
+        srv = self.broker("--max-pending", "64M")
+        a, c = self.room(srv, 2)
+        r = self.silent(srv, [a, c])
+        lines = [(b"%04d " % i) + b"y" * 1018 for i in range(3000)]
+        a.send(b"".join(l + b"\n" for l in lines))
+        self.marker(a, [c], b"done")
+        srv.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            r.send(b"unread\n" * 1000)
+        except OSError as e:
+            self.fail("the relay closed at once: %s" % e)
+        r.start()
+        self.assertExits(srv, -signal.SIGTERM)
+        r.wait_eof()
+        self.assertIsNone(r.error)
+        p = b"<" + a.name + b"> "
+        bye = b"* the relay is shutting down\n"
+        self.assertEqual(r.after_welcome(),
+                         b"".join(p + l + b"\n" for l in lines)
+                         + p + b"done\n" + bye)
+        for o in (a, c):
+            o.wait_eof()
+            self.assertTrue(o.data().endswith(bye))
+
+    def test_second_signal_exits_at_once(self):
+        """SIGTERM waits for a client that does not read, up to the linger
+        bound; a second signal ends the wait."""
+        srv = self.broker()
+        a, c = self.room(srv, 2)
+        self.silent(srv, [a, c], rcvbuf=4096)
+        a.send((b"w" * 1000 + b"\n") * 500)
+        self.marker(a, [c])
+        srv.signal(signal.SIGTERM)
+        for o in (a, c):
+            o.wait_eof()
+        time.sleep(0.5)
+        self.assertIsNone(srv.p.poll(), "exited without waiting")
+        t = time.monotonic()
+        srv.signal(signal.SIGINT)
+        self.assertExits(srv, -signal.SIGTERM)
+        self.assertLess(time.monotonic() - t, 1.0)
+
+    def test_commands_read_whole_with_small_max_line(self):
+        """--max-line cuts what is relayed, not the commands."""
+        srv = self.broker("--max-line", "4", "--max-pending", "132")
+        a, b = self.room(srv, 2)
+        a.send(b"/nick alice\n/who\n/quit " + b"m" * 200 + b"\n")
+        a.wait_eof()
+        self.assertEqual(a.after_welcome(),
+                         b"* " + b.name + b" joined\n* you are now alice\n"
+                         b"* 2 here: alice " + b.name + b"\n* bye\n")
+        b.wait_line(b"* alice left: mmmm")
+        self.stop(srv, [b])
+
+    def test_keepalive_on_every_client(self):
+        """--keepalive SECONDS turns TCP keepalive on for the relay's side of
+        every connection (ss shows its timer); without it, nothing does."""
+        for args in (["--keepalive", "30"], []):
+            srv = self.broker(*args)
+            self.room(srv, 2)
+            out = subprocess.run(
+                ["ss", "-tnoH", "state", "established",
+                 "( sport = :%d )" % srv.port],
+                capture_output=True, text=True, timeout=10, check=True).stdout
+            rows = [l for l in out.splitlines() if l.strip()]
+            self.assertEqual(len(rows), 2, out)
+            for row in rows:
+                m = re.search(r"timer:\(keepalive,(\d+)sec,0\)", row)
+                if args:
+                    self.assertIsNotNone(m, row)
+                    self.assertTrue(20 <= int(m.group(1)) <= 30, row)
+                else:
+                    self.assertNotIn("keepalive", row)
+            self.stop(srv, self.clients[-2:])
 
     # --- the process ---
 
     def test_sigterm_and_sigint_close_everything(self):
-        for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        # The relay dies of the signal, so a shell reads 143 or 130 and
+        # stops a loop that runs it.
+        for sig, code in ((signal.SIGTERM, -signal.SIGTERM),
+                          (signal.SIGINT, -signal.SIGINT)):
             srv = self.broker()
             cs = self.room(srv, 3)
             cs[0].send(b"partial")
