@@ -44,6 +44,7 @@
 #include <event2/util.h>
 
 #include "forkloop/chat.h"
+#include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
 
@@ -100,7 +101,10 @@ struct broker {
 	struct evconnlistener *lev;
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
-	struct event *resume_ev; /* re-enables accepting after EMFILE */
+	struct event *resume_ev; /* re-enables accepting after a burst or
+	                            after EMFILE */
+	unsigned burst;          /* accepts since the loop last had a turn */
+	struct echo_pause pause; /* accepting paused for want of descriptors */
 	struct client_list clients; /* the room */
 	struct client_list closing; /* out of the room, not yet closed */
 	size_t nclients;
@@ -1090,6 +1094,23 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd)
 	return c;
 }
 
+/*
+ * An evconnlistener accepts until accept(2) fails unless its callback
+ * disables it: after ECHO_ACCEPT_BURST accepts, let the loop relay, time
+ * out and take signals before the zero timeout of resume_ev enables it
+ * again, so a flood of connects cannot hold the room.
+ */
+static void broker_accept_yield(struct broker *b)
+{
+	static const struct timeval now = {0, 0};
+
+	if (++b->burst < ECHO_ACCEPT_BURST || b->lev == NULL)
+		return;
+	b->burst = 0;
+	evconnlistener_disable(b->lev);
+	evtimer_add(b->resume_ev, &now);
+}
+
 static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
@@ -1098,6 +1119,7 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	char name[ADDR_STRLEN];
 
 	(void)lev;
+	echo_pause_over(&b->pause);
 	sock_nodelay(fd);
 	if (b->o->keepalive > 0 && sock_keepalive(fd, b->o->keepalive) < 0) {
 		log_error("cannot turn on TCP keepalive for %s: %s",
@@ -1118,6 +1140,7 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	              b->nclients - 1);
 	broker_notice(b, c, "* %s joined\n", c->name);
 	broker_reap(b);
+	broker_accept_yield(b);
 }
 
 /*
@@ -1134,10 +1157,8 @@ static void broker_accept_errorcb(struct evconnlistener *lev, void *arg)
 		log_error("accept: %s", strerror(err));
 		return;
 	}
-	if (evtimer_pending(b->resume_ev, NULL))
-		return;
-	log_error("accept: %s; pausing for %d ms", strerror(err),
-	          BROKER_ACCEPT_PAUSE_MS);
+	/* Said once for a run of failures, with a summary when it ends. */
+	echo_pause_note(&b->pause, "accept", err);
 	evconnlistener_disable(lev);
 	evtimer_add(b->resume_ev, &tv);
 }

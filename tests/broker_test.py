@@ -7,6 +7,7 @@ compares the exact bytes a client received.
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -700,6 +701,61 @@ class BrokerTest(fltest.ProcTestCase):
         srv.signal(signal.SIGINT)
         self.assertExits(srv, -signal.SIGTERM)
         self.assertLess(time.monotonic() - t, 1.0)
+
+    def test_out_of_descriptors_said_once(self):
+        """accept(2) out of descriptors: the relay pauses accepting, says so
+        once, and when a client gets in, how long and how many waited."""
+        srv = self.broker()
+        self.client(srv)
+        time.sleep(0.2)
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % srv.pid)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            c = Client(srv.port)
+            self.clients.append(c)
+            srv.wait_line(r"accept: Too many open files; pausing accepts",
+                          timeout=5)
+            time.sleep(1.5)
+            with srv.cond:
+                n = sum(1 for l in srv.lines if l is not None and
+                        ("pausing" in l or "Too many open files" in l))
+            self.assertEqual(n, 1, srv.stderr_text())
+        finally:
+            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        c.welcome()
+        m = srv.wait_line(r"accepting again after (\d+\.\d) s; (\d+) "
+                          r"attempts waited")[-1]
+        self.assertGreaterEqual(float(m.group(1)), 1.4)
+        self.assertGreaterEqual(int(m.group(2)), 10)
+        self.stop(srv, self.clients)
+
+    def test_accept_burst_yields_to_signals(self):
+        """Connections queued while the relay was stopped, and SIGTERM: one
+        wake-up takes a bounded burst of them, then the signal; the rest
+        are never let in."""
+        srv = self.broker()
+        n = 100
+        cs = []
+        srv.signal(signal.SIGSTOP)
+        try:
+            self.assertTrue(wait_until(
+                lambda: fltest.proc_state(srv.pid) == "T", 5))
+            for _ in range(n):
+                c = Client(srv.port)
+                self.clients.append(c)
+                cs.append(c)
+            srv.signal(signal.SIGTERM)
+        finally:
+            srv.signal(signal.SIGCONT)
+        self.assertExits(srv, -signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for c in cs:
+            c.t.join(max(0.1, deadline - time.monotonic()))
+        let_in = sum(1 for c in cs if b"* you are " in c.data())
+        self.assertLess(let_in, 32, "%d of %d queued clients let in before "
+                        "the signal's turn" % (let_in, n))
 
     def test_commands_read_whole_with_small_max_line(self):
         """--max-line cuts what is relayed, not the commands."""
