@@ -16,7 +16,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -160,13 +162,17 @@ static int chat_fork_reap(pid_t pid)
 static pid_t chat_fork_start(int fd, int lfd,
                              volatile struct chat_fork_count *cnt)
 {
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	fflush(NULL);
 	chat_child_done = 0;
 	pid = fork();
 	if (pid != 0)
 		return pid;
+	/* Never outlive the parent, whatever kills it: it may be gone before
+	 * the request (prctl(2), PR_SET_PDEATHSIG). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(1);
 	/* From here on a signal makes the child _exit at once. */
 	chat_sig_exit = 1;
 	chat_sig_child = 0;

@@ -519,6 +519,39 @@ class ChatTest(fltest.ProcTestCase):
         with open(out, "rb") as f:
             self.assertEqual(f.read(), b"bye\n")
 
+    def test_children_die_with_the_endpoint(self):
+        """Whatever kills forkloop-chat, even SIGKILL, no child of it goes
+        on reading standard input into the connection."""
+        in_r, in_w = self.pipe()
+        p, peer = self.connect_chat(in_r, subprocess.DEVNULL)
+        os.write(in_w, b"hello\n")
+        self.assertEqual(recv_exactly(peer, 6), b"hello\n")
+        if MODE == "fork":
+            self.assertTrue(wait_until(
+                lambda: len(fltest.children(p.pid)) == 1, 5))
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+        def alive():
+            out = []
+            for pid in fltest.pgroup_pids(p.pgid):
+                try:
+                    if fltest.proc_state(pid) != "Z":
+                        out.append(pid)
+                except OSError:
+                    pass
+            return out
+        wait_until(lambda: not alive(), 5)
+        self.assertEqual(alive(), [], "a child outlived forkloop-chat")
+        # and what is written to its standard input goes nowhere
+        os.write(in_w, b"after\n")
+        peer.settimeout(5)
+        try:
+            got = peer.recv(100)
+        except OSError:
+            got = b""
+        self.assertEqual(got, b"")
+
     def test_peer_reset_while_stdin_open(self):
         """A reset is not a clean end: reported, exit status 1."""
         in_r, in_w = self.pipe()
