@@ -7,7 +7,6 @@ compares the exact bytes a client received.
 
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -708,11 +707,7 @@ class BrokerTest(fltest.ProcTestCase):
         srv = self.broker()
         self.client(srv)
         time.sleep(0.2)
-        used = {int(x) for x in os.listdir("/proc/%d/fd" % srv.pid)}
-        lowest = min(set(range(len(used) + 1)) - used)
-        soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (lowest, hard))
-        try:
+        with fltest.out_of_descriptors(srv.pid):
             c = Client(srv.port)
             self.clients.append(c)
             srv.wait_line(r"accept: Too many open files; pausing accepts",
@@ -722,8 +717,6 @@ class BrokerTest(fltest.ProcTestCase):
                 n = sum(1 for l in srv.lines if l is not None and
                         ("pausing" in l or "Too many open files" in l))
             self.assertEqual(n, 1, srv.stderr_text())
-        finally:
-            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
         c.welcome()
         m = srv.wait_line(r"accepting again after (\d+\.\d) s; (\d+) "
                           r"attempts waited")[-1]

@@ -532,17 +532,9 @@ class ChatTest(fltest.ProcTestCase):
         os.kill(p.pid, signal.SIGKILL)
         p.wait(10)
 
-        def alive():
-            out = []
-            for pid in fltest.pgroup_pids(p.pgid):
-                try:
-                    if fltest.proc_state(pid) != "Z":
-                        out.append(pid)
-                except OSError:
-                    pass
-            return out
-        wait_until(lambda: not alive(), 5)
-        self.assertEqual(alive(), [], "a child outlived forkloop-chat")
+        wait_until(lambda: not fltest.live_pids(p.pgid), 5)
+        self.assertEqual(fltest.live_pids(p.pgid), [],
+                         "a child outlived forkloop-chat")
         # and what is written to its standard input goes nowhere
         os.write(in_w, b"after\n")
         peer.settimeout(5)

@@ -9,7 +9,6 @@ import ctypes
 import os
 import random
 import re
-import resource
 import select
 import selectors
 import signal
@@ -942,18 +941,9 @@ class EchoTest(fltest.ProcTestCase):
                 self.fail("connection %d still open 5 s after the daemon "
                           "was killed (still echoing: %s)" % (i, served))
 
-        def alive():
-            # Zombies left to an init that does not reap serve nothing.
-            out = []
-            for pid in fltest.pgroup_pids(srv.pgid):
-                try:
-                    if fltest.proc_state(pid) != "Z":
-                        out.append(pid)
-                except OSError:
-                    pass
-            return out
-        wait_until(lambda: not alive(), 10)
-        self.assertEqual(alive(), [], "processes outlived the daemon")
+        wait_until(lambda: not fltest.live_pids(srv.pgid), 10)
+        self.assertEqual(fltest.live_pids(srv.pgid), [],
+                         "processes outlived the daemon")
 
     def test_accept_burst_yields_to_signals(self):
         # Connections queued while the daemon was stopped, and SIGUSR1:
@@ -1197,11 +1187,7 @@ class EchoTest(fltest.ProcTestCase):
         self.assertServes(srv, 1024)
         self.wait_children_gone(srv)
         time.sleep(0.2)
-        used = {int(x) for x in os.listdir("/proc/%d/fd" % srv.pid)}
-        lowest = min(set(range(len(used) + 1)) - used)
-        soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (lowest, hard))
-        try:
+        with fltest.out_of_descriptors(srv.pid):
             c = self.connect(srv)
             c.sendall(b"waited")
             srv.wait_line(r"accept: Too many open files; pausing", timeout=5)
@@ -1210,8 +1196,6 @@ class EchoTest(fltest.ProcTestCase):
                 n = sum(1 for l in srv.lines
                         if l is not None and "pausing" in l)
             self.assertEqual(n, 1, srv.stderr_text())
-        finally:
-            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
         self.assertEqual(recv_exactly(c, 6, timeout=10), b"waited")
         m = srv.wait_line(r"accepting again after (\d+\.\d) s; (\d+) "
                           r"attempts waited")[-1]

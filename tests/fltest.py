@@ -6,8 +6,10 @@ that meson sets: FORKLOOP_ECHO, FORKLOOP_CHAT, FORKLOOP_BENCH, and the mode
 under test from FORKLOOP_MODE.
 """
 
+import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -50,6 +52,33 @@ def proc_state(pid):
     with open("/proc/%d/stat" % pid) as f:
         stat = f.read()
     return stat[stat.rindex(")") + 2]
+
+
+def live_pids(pgid):
+    """The processes of group pgid that can still do something: zombies
+    left to an init that does not reap them serve nothing."""
+    out = []
+    for pid in pgroup_pids(pgid):
+        try:
+            if proc_state(pid) != "Z":
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+@contextlib.contextmanager
+def out_of_descriptors(pid):
+    """Lower pid's open-file limit to its lowest free descriptor, so its
+    next accept(2) fails with EMFILE; the limit comes back on exit."""
+    used = {int(x) for x in os.listdir("/proc/%d/fd" % pid)}
+    lowest = min(set(range(len(used) + 1)) - used)
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        yield
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def children(pid):
