@@ -32,7 +32,8 @@
 /* Shared between parent and child: what the child read and wrote. */
 struct chat_fork_count {
 	uint64_t got;  /* read from stdin */
-	uint64_t sent; /* written to the socket */
+	uint64_t sent; /* handed to write(2): the peer's acknowledgements
+	                  (chat_deliver) tell what of it arrived */
 };
 
 static volatile sig_atomic_t chat_child_done;
@@ -87,9 +88,11 @@ static void chat_fork_send(int fd, volatile struct chat_fork_count *cnt)
 			shutdown(fd, SHUT_WR);
 			_exit(1);
 		}
+		/* Counted before the write: a child stopped by the parent just
+		 * after it would otherwise have sent bytes it never counted. */
+		cnt->sent += (uint64_t)n;
 		if (sock_write_all(fd, buf, (size_t)n, &chat_sig_caught) < 0)
 			break;
-		cnt->sent += (uint64_t)n;
 	}
 	/* The parent reports it, with what was lost. */
 	if (errno == EPIPE || errno == ECONNRESET)
