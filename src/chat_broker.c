@@ -1102,13 +1102,8 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd)
  */
 static void broker_accept_yield(struct broker *b)
 {
-	static const struct timeval now = {0, 0};
-
-	if (++b->burst < ECHO_ACCEPT_BURST || b->lev == NULL)
-		return;
-	b->burst = 0;
-	evconnlistener_disable(b->lev);
-	evtimer_add(b->resume_ev, &now);
+	if (b->lev != NULL && echo_accept_burst(&b->burst, b->resume_ev))
+		evconnlistener_disable(b->lev);
 }
 
 static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,

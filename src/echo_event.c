@@ -408,13 +408,8 @@ static void server_listen_enable(struct echo_server *srv, int on)
  */
 static void server_accept_yield(struct echo_server *srv)
 {
-	static const struct timeval now = {0, 0};
-
-	if (++srv->burst < ECHO_ACCEPT_BURST)
-		return;
-	srv->burst = 0;
-	server_listen_enable(srv, 0);
-	evtimer_add(srv->resume_ev, &now);
+	if (echo_accept_burst(&srv->burst, srv->resume_ev))
+		server_listen_enable(srv, 0);
 }
 
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,

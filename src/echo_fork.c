@@ -378,13 +378,8 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
  */
 static void server_accept_yield(struct server *srv)
 {
-	static const struct timeval now = {0, 0};
-
-	if (++srv->burst < ECHO_ACCEPT_BURST)
-		return;
-	srv->burst = 0;
-	server_set_accepting(srv, 0);
-	evtimer_add(srv->resume_ev, &now);
+	if (echo_accept_burst(&srv->burst, srv->resume_ev))
+		server_set_accepting(srv, 0);
 }
 
 static void server_spawn(struct server *srv, int fd, const char *peer)

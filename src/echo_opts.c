@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "forkloop/echo.h"
 #include "forkloop/num.h"
 #include "forkloop/sock.h"
@@ -205,6 +207,17 @@ void echo_refused_log(struct echo_loglimit *l, const char *peer,
 		            " connections open (--max-conns %" PRIu64
 		            "); %" PRIu64 " more refused, not logged",
 		            peer, open, max, held);
+}
+
+int echo_accept_burst(unsigned *burst, struct event *resume)
+{
+	static const struct timeval now = {0, 0};
+
+	if (++*burst < ECHO_ACCEPT_BURST)
+		return 0;
+	*burst = 0;
+	evtimer_add(resume, &now);
+	return 1;
 }
 
 void echo_pause_note(struct echo_pause *p, const char *what, int err)

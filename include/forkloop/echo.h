@@ -69,6 +69,18 @@ void echo_stats_log(const struct echo_stats *s);
  */
 #define ECHO_ACCEPT_BURST 16
 
+struct event;
+
+/*
+ * Count one accept in *burst. At ECHO_ACCEPT_BURST, reset the count, arm
+ * resume (a timer event whose callback enables the listeners again) with a
+ * zero timeout and return 1: the caller disables its listeners, so the loop
+ * runs its signals, timers and connections before it accepts again (an
+ * evconnlistener accepts until accept(2) fails unless its callback disables
+ * it; libevent's listener.c). Returns 0 otherwise.
+ */
+int echo_accept_burst(unsigned *burst, struct event *resume);
+
 /*
  * Signals whose default action ends the process (signal(7)) and that the
  * daemon catches to log and go on serving: SIGHUP (nothing to reload, as
