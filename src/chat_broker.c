@@ -1,6 +1,7 @@
 /*
  * chat_broker.c - forkloop-chat --broker: a relay among many clients in one
- * process. One event_base, an evconnlistener, a bufferevent per client.
+ * process. One event_base, an evconnlistener per listening socket, a
+ * bufferevent per client.
  *
  * Every complete line a client sends goes to every other client as
  * "<NAME> TEXT"; the relay's own lines start with "* ", which no relayed
@@ -98,7 +99,8 @@ TAILQ_HEAD(client_list, client);
 struct broker {
 	const struct chat_opts *o;
 	struct event_base *base;
-	struct evconnlistener *lev;
+	struct evconnlistener *lev[CHAT_MAX_LISTEN]; /* one per address */
+	size_t nlev;
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
 	struct event *resume_ev; /* re-enables accepting after a burst or
@@ -1094,6 +1096,26 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd)
 	return c;
 }
 
+/* Accept on every listening socket (on 1) or on none (0). */
+static void broker_accepting(struct broker *b, int on)
+{
+	size_t i;
+
+	for (i = 0; i < b->nlev; i++) {
+		if (on)
+			evconnlistener_enable(b->lev[i]);
+		else
+			evconnlistener_disable(b->lev[i]);
+	}
+}
+
+/* Stop listening: close every listening socket. */
+static void broker_unlisten(struct broker *b)
+{
+	while (b->nlev > 0)
+		evconnlistener_free(b->lev[--b->nlev]);
+}
+
 /*
  * An evconnlistener accepts until accept(2) fails unless its callback
  * disables it: after ECHO_ACCEPT_BURST accepts, let the loop relay, time
@@ -1102,8 +1124,8 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd)
  */
 static void broker_accept_yield(struct broker *b)
 {
-	if (b->lev != NULL && echo_accept_burst(&b->burst, b->resume_ev))
-		evconnlistener_disable(b->lev);
+	if (echo_accept_burst(&b->burst, b->resume_ev))
+		broker_accepting(b, 0);
 }
 
 static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
@@ -1140,7 +1162,8 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 
 /*
  * accept() failed. Out of descriptors or memory, the pending connection
- * stays queued and the listener stays readable: pause instead of spinning.
+ * stays queued and the listener stays readable: pause every listener
+ * instead of spinning.
  */
 static void broker_accept_errorcb(struct evconnlistener *lev, void *arg)
 {
@@ -1148,13 +1171,14 @@ static void broker_accept_errorcb(struct evconnlistener *lev, void *arg)
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval tv = {0, BROKER_ACCEPT_PAUSE_MS * 1000};
 
+	(void)lev; /* every listener pauses: descriptors are the process's */
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
 		log_error("accept: %s", strerror(err));
 		return;
 	}
 	/* Said once for a run of failures, with a summary when it ends. */
 	echo_pause_note(&b->pause, "accept", err);
-	evconnlistener_disable(lev);
+	broker_accepting(b, 0);
 	evtimer_add(b->resume_ev, &tv);
 }
 
@@ -1164,8 +1188,7 @@ static void broker_resumecb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (b->lev != NULL)
-		evconnlistener_enable(b->lev);
+	broker_accepting(b, 1);
 }
 
 /*
@@ -1186,10 +1209,7 @@ static void broker_sigcb(evutil_socket_t sig, short what, void *arg)
 	chat_sig_caught = (int)sig;
 	b->status = chat_sig_status();
 	b->stopping = 1;
-	if (b->lev != NULL) {
-		evconnlistener_free(b->lev);
-		b->lev = NULL;
-	}
+	broker_unlisten(b);
 	TAILQ_FOREACH(c, &b->clients, entry)
 	{
 		client_leave(c, WHY_SHUTDOWN, 0);
@@ -1198,26 +1218,27 @@ static void broker_sigcb(evutil_socket_t sig, short what, void *arg)
 	broker_check_done(b);
 }
 
+/* One evconnlistener per listening socket of the --listen address. */
 static int broker_listen(struct broker *b)
 {
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-	int fd;
+	struct chat_listeners l;
+	size_t i;
 
-	fd = chat_listen(b->o);
-	if (fd < 0)
+	if (chat_listen(b->o, &l) < 0)
 		return -1;
-	if (sock_set_blocking(fd, 0) < 0) {
-		log_error("cannot listen: %s", strerror(errno));
-		evutil_closesocket(fd);
-		return -1;
+	for (i = 0; i < l.n; i++) {
+		b->lev[i] = evconnlistener_new(b->base, broker_acceptcb, b,
+		                               flags, 0, l.fd[i]);
+		if (b->lev[i] == NULL) {
+			log_error("cannot listen: out of memory");
+			while (i < l.n)
+				evutil_closesocket(l.fd[i++]);
+			return -1;
+		}
+		b->nlev = i + 1;
+		evconnlistener_set_error_cb(b->lev[i], broker_accept_errorcb);
 	}
-	b->lev = evconnlistener_new(b->base, broker_acceptcb, b, flags, 0, fd);
-	if (b->lev == NULL) {
-		log_error("cannot listen: out of memory");
-		evutil_closesocket(fd);
-		return -1;
-	}
-	evconnlistener_set_error_cb(b->lev, broker_accept_errorcb);
 	return 0;
 }
 
@@ -1268,8 +1289,7 @@ static void broker_teardown(struct broker *b)
 
 	if (b->base != NULL)
 		broker_free_signals(b);
-	if (b->lev != NULL)
-		evconnlistener_free(b->lev);
+	broker_unlisten(b);
 	b->stopping = 0;
 	while ((c = TAILQ_FIRST(&b->clients)) != NULL)
 		client_free(c);

@@ -162,10 +162,11 @@ static int chat_fork_reap(pid_t pid)
 	}
 }
 
-static pid_t chat_fork_start(int fd, int lfd,
+static pid_t chat_fork_start(int fd, const struct chat_listeners *l,
                              volatile struct chat_fork_count *cnt)
 {
 	pid_t pid, parent = getpid();
+	size_t i;
 
 	fflush(NULL);
 	chat_child_done = 0;
@@ -182,13 +183,14 @@ static pid_t chat_fork_start(int fd, int lfd,
 	chat_sig_wake_fd = -1;
 	if (chat_sig_caught)
 		_exit(0);
-	if (lfd >= 0)
-		close(lfd);
+	for (i = 0; l != NULL && i < l->n; i++)
+		close(l->fd[i]);
 	chat_fork_send(fd, cnt);
 	_exit(1);
 }
 
-int chat_fork_session(const struct chat_opts *o, int fd, int lfd)
+int chat_fork_session(const struct chat_opts *o, int fd,
+                      const struct chat_listeners *l)
 {
 	volatile struct chat_fork_count *cnt;
 	int status, st, reset;
@@ -205,7 +207,7 @@ int chat_fork_session(const struct chat_opts *o, int fd, int lfd)
 		return 1;
 	}
 	cnt->got = cnt->sent = 0;
-	pid = chat_fork_start(fd, lfd, cnt);
+	pid = chat_fork_start(fd, l, cnt);
 	if (pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
 		munmap((void *)cnt, sizeof *cnt);

@@ -46,9 +46,10 @@ static const char chat_help_text[] =
         "  -l, --listen [ADDR:]PORT wait for one peer here rather than "
         "connect;\n"
         "                           a PORT alone listens on every address,\n"
-        "                           IPv6 and IPv4; [IPv6]:PORT and host "
-        "names\n"
-        "                           work; port 0 picks a free port\n"
+        "                           IPv6 and IPv4, a name on every address "
+        "it\n"
+        "                           resolves to; [IPv6]:PORT works; port 0\n"
+        "                           picks a free port\n"
         "  -k, --keep-open          with --listen: after a peer leaves, wait "
         "for\n"
         "                           the next one\n"
@@ -554,49 +555,102 @@ int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset)
 	return CHAT_UNDELIVERED;
 }
 
-int chat_listen(const struct chat_opts *o)
+int chat_listen(const struct chat_opts *o, struct chat_listeners *l)
 {
 	char err[512], name[ADDR_STRLEN];
-	int fd;
+	int n;
+	size_t i;
 
-	if (listener_bind(&o->addr, SOCK_STREAM, &fd, 1, err, sizeof err) < 0) {
+	l->n = 0;
+	n = listener_bind(&o->addr, SOCK_STREAM, l->fd, CHAT_MAX_LISTEN, err,
+	                  sizeof err);
+	if (n < 0) {
 		log_error("%s", err);
 		return -1;
 	}
-	if (sock_set_blocking(fd, 1) < 0) {
-		log_error("cannot listen on %s: %s",
-		          listener_local_name(fd, name, sizeof name),
-		          strerror(errno));
-		close(fd);
-		return -1;
-	}
-	log_info("listening on %s", listener_local_name(fd, name, sizeof name));
-	return fd;
+	l->n = (size_t)n;
+	for (i = 0; i < l->n; i++)
+		log_info("listening on %s",
+		         listener_local_name(l->fd[i], name, sizeof name));
+	return 0;
 }
 
-int chat_accept(int lfd)
+void chat_listen_close(struct chat_listeners *l)
 {
-	struct sockaddr_storage ss;
-	char name[ADDR_STRLEN];
-	socklen_t len;
+	size_t i;
+
+	if (l == NULL)
+		return;
+	for (i = 0; i < l->n; i++)
+		close(l->fd[i]);
+	l->n = 0;
+}
+
+/*
+ * Accept one connection queued on a ready socket of l; -1 with errno EAGAIN
+ * when another process, or a peer that gave up, left nothing to take.
+ */
+static int chat_accept_ready(const struct chat_listeners *l,
+                             const struct pollfd *pfd, struct sockaddr *sa,
+                             socklen_t *len, size_t *which)
+{
+	size_t i;
 	int fd;
 
-	chat_sig_wake_fd = lfd;
-	for (;;) {
-		len = sizeof ss;
-		fd = chat_sig_caught ? -1
-		                     : accept4(lfd, (struct sockaddr *)&ss,
-		                               &len, SOCK_CLOEXEC);
-		if (fd >= 0 || chat_sig_caught)
+	for (i = 0; i < l->n; i++) {
+		if (pfd[i].revents == 0)
+			continue;
+		*which = i;
+		fd = accept4(l->fd[i], sa, len, SOCK_CLOEXEC);
+		if (fd >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK &&
+		                errno != ECONNABORTED && errno != EINTR))
+			return fd;
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+int chat_accept(const struct chat_listeners *l)
+{
+	struct pollfd pfd[CHAT_MAX_LISTEN];
+	struct sockaddr_storage ss;
+	char name[ADDR_STRLEN];
+	sigset_t stop, old;
+	socklen_t len;
+	size_t i, which = 0;
+	int fd = -1, r;
+
+	for (i = 0; i < l->n; i++) {
+		pfd[i].fd = l->fd[i];
+		pfd[i].events = POLLIN;
+	}
+	/* Blocked but for the wait itself: the flag is tested, then ppoll
+	 * unblocks and waits in one step (ppoll(2), the race it closes). */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	while (!chat_sig_caught) {
+		r = ppoll(pfd, (nfds_t)l->n, NULL, &old);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			log_error("cannot wait for a peer: %s", strerror(errno));
 			break;
-		if (errno == EINTR || errno == ECONNABORTED)
+		}
+		len = sizeof ss;
+		fd = chat_accept_ready(l, pfd, (struct sockaddr *)&ss, &len,
+		                       &which);
+		if (fd >= 0)
+			break;
+		if (errno == EAGAIN)
 			continue;
 		log_error("cannot accept on %s: %s",
-		          listener_local_name(lfd, name, sizeof name),
+		          listener_local_name(l->fd[which], name, sizeof name),
 		          strerror(errno));
 		break;
 	}
-	chat_sig_wake_fd = -1;
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (fd >= 0 && chat_sig_caught) {
 		close(fd);
 		fd = -1;
@@ -663,7 +717,8 @@ int chat_connect(const struct chat_opts *o)
 	return fd;
 }
 
-static int chat_session(const struct chat_opts *o, int fd, int lfd)
+static int chat_session(const struct chat_opts *o, int fd,
+                        const struct chat_listeners *l)
 {
 	if (o->keepalive > 0 && sock_keepalive(fd, o->keepalive) < 0) {
 		log_error("cannot turn on TCP keepalive: %s", strerror(errno));
@@ -672,28 +727,26 @@ static int chat_session(const struct chat_opts *o, int fd, int lfd)
 	}
 	chat_acked_base = chat_tcp_acked(fd);
 	if (o->mode == CHAT_MODE_FORK)
-		return chat_fork_session(o, fd, lfd);
+		return chat_fork_session(o, fd, l);
 	return chat_event_session(o, fd);
 }
 
 static int chat_serve(const struct chat_opts *o)
 {
-	int lfd, fd, status = 0, undelivered = 0;
+	struct chat_listeners l;
+	int fd, status = 0, undelivered = 0;
 
-	lfd = chat_listen(o);
-	if (lfd < 0)
+	if (chat_listen(o, &l) < 0)
 		return 1;
 	for (;;) {
-		fd = chat_accept(lfd);
+		fd = chat_accept(&l);
 		if (fd < 0) {
 			status = chat_sig_caught ? chat_sig_status() : 1;
 			break;
 		}
-		if (!o->keep_open) {
-			close(lfd);
-			lfd = -1;
-		}
-		status = chat_session(o, fd, lfd);
+		if (!o->keep_open)
+			chat_listen_close(&l);
+		status = chat_session(o, fd, &l);
 		/* --keep-open: loss reported; wait for the next peer. */
 		if (o->keep_open && status == CHAT_UNDELIVERED) {
 			undelivered = 1;
@@ -702,8 +755,7 @@ static int chat_serve(const struct chat_opts *o)
 		if (!o->keep_open || status != 0)
 			break;
 	}
-	if (lfd >= 0)
-		close(lfd);
+	chat_listen_close(&l);
 	if (status == CHAT_UNDELIVERED || (status == 0 && undelivered))
 		return 1;
 	return status;
@@ -720,6 +772,6 @@ int chat_run(const struct chat_opts *o)
 	fd = chat_connect(o);
 	if (fd < 0)
 		return chat_sig_caught ? chat_sig_status() : 1;
-	status = chat_session(o, fd, -1);
+	status = chat_session(o, fd, NULL);
 	return status == CHAT_UNDELIVERED ? 1 : status;
 }

@@ -3,15 +3,19 @@ on every address a spec stands for (IPv6 and IPv4 alike), and resolver
 errors in the system resolver's words.
 
 Scenarios named echo_* and chat_* run once per mode (FORKLOOP_MODE); the
-others run once. No DNS: only literal addresses, and a name the resolver
-refuses without asking a server (a label longer than RFC 1035's 63 octets).
+others run once. No DNS: only literal addresses, a name the resolver
+refuses without asking a server (a label longer than RFC 1035's 63 octets),
+and names with several addresses, from a hosts(5) file the program sees in
+a mount namespace of its own (unshare -m) in place of /etc/hosts.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +60,27 @@ def resolver_says(name):
     raise AssertionError("%s resolves here" % name)
 
 
+# A name with an address of each family, and two of IPv4.
+MULTI = "multi.test"
+MULTI_ADDRS = ["127.0.0.1", "127.0.0.2", "::1"]
+
+
+def hosts_file(name, addrs):
+    """A hosts(5) file giving name every address in addrs; removed at
+    exit of the test process."""
+    f = tempfile.NamedTemporaryFile("w", prefix="hosts.", delete=False)
+    f.write("".join("%s %s\n" % (a, name) for a in addrs))
+    f.close()
+    return f.name
+
+
+def with_hosts(path, argv):
+    """argv run where /etc/hosts reads as path: a private mount namespace
+    (unshare(1) -m) with path bind-mounted on it. Same pid (exec)."""
+    return ["unshare", "-m", "--", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', path] + argv
+
+
 def roundtrip(host, port, data):
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(data)
@@ -64,6 +89,31 @@ def roundtrip(host, port, data):
 
 
 class AddrTest(fltest.ProcTestCase):
+
+    def multi_hosts(self, addrs=None):
+        """(hosts file for MULTI, the addresses a program resolves MULTI
+        to there), after checking that a mount namespace can be made here
+        (the tests need root and util-linux). getent(1) ahosts asks as the
+        programs do, with AI_ADDRCONFIG: a family the machine has no
+        address of (other than loopback) is left out."""
+        self.assertIsNotNone(shutil.which("unshare"),
+                             "needs unshare (util-linux)")
+        path = hosts_file(MULTI, addrs or MULTI_ADDRS)
+        self.addCleanup(os.unlink, path)
+        check = subprocess.run(with_hosts(path, ["getent", "ahosts", MULTI]),
+                               capture_output=True, text=True, timeout=10)
+        self.assertEqual(check.returncode, 0,
+                         "a mount namespace with its own /etc/hosts: "
+                         + check.stderr)
+        got = [line.split()[0] for line in check.stdout.splitlines()
+               if "STREAM" in line]
+        self.assertIn("127.0.0.2", got)
+        return path, got
+
+    def assertEveryAddress(self, srv, addrs):
+        """srv printed one socket per address, all on one port."""
+        self.assertEqual(sorted(srv.addrs),
+                         sorted((a, srv.port) for a in addrs))
 
     def echo(self, *listen, count=1):
         argv = [fltest.binary("echo"), "--mode", MODE]
@@ -126,6 +176,16 @@ class AddrTest(fltest.ProcTestCase):
                 self.assertEqual((data, peer[1]), (b"datagram", srv.port),
                                  host)
 
+    def test_echo_name_serves_every_address(self):
+        hosts, addrs = self.multi_hosts()
+        srv = self.start(Server, with_hosts(hosts, [
+            fltest.binary("echo"), "--mode", MODE,
+            "--listen", "%s:0" % MULTI]), count=len(addrs))
+        self.assertEveryAddress(srv, addrs)
+        for host in addrs:
+            data = b"over %s\n" % host.encode()
+            self.assertEqual(roundtrip(host, srv.port, data), data, host)
+
     # forkloop-chat
 
     def chat_listener(self, *opts):
@@ -141,6 +201,33 @@ class AddrTest(fltest.ProcTestCase):
             self.assertEqual(chat.wait(), 0, chat.stderr_text())
             self.assertEqual(chat.p.stdout.read(), data, host)
             self.assertGroupGone(chat)
+
+    def test_chat_name_serves_every_address(self):
+        """A name with three addresses: one listener per address on one
+        port; with -k, a peer on each in turn, each printed."""
+        hosts, addrs = self.multi_hosts()
+        chat = self.start(Server, with_hosts(hosts, [
+            fltest.binary("chat"), "--mode", MODE, "-k",
+            "--listen", "%s:0" % MULTI]), count=len(addrs),
+            stdout=subprocess.PIPE)
+        self.assertEveryAddress(chat, addrs)
+        want = b""
+        for host in addrs:
+            data = b"hello over %s\n" % host.encode()
+            self.assertEqual(roundtrip(host, chat.port, data), b"", host)
+            want += data
+            chat.wait_line("connected to", count=len(want.splitlines()))
+        # Each session ends before the next peer is taken: all printed.
+        got = b""
+        while len(got) < len(want):
+            piece = os.read(chat.p.stdout.fileno(), 4096)
+            if not piece:
+                break
+            got += piece
+        self.assertEqual(got, want, chat.stderr_text())
+        chat.signal(signal.SIGTERM)
+        self.assertEqual(chat.wait(), -signal.SIGTERM, chat.stderr_text())
+        self.assertGroupGone(chat)
 
     def test_chat_connects_to_one_argument(self):
         for spec in ("127.0.0.1:0", "[::1]:0"):
@@ -178,6 +265,42 @@ class AddrTest(fltest.ProcTestCase):
             self.assertNotEqual(line, b"", "broker closed")
             if line.endswith(b"> hello\n"):
                 break
+
+    def test_broker_name_serves_every_address(self):
+        hosts, addrs = self.multi_hosts()
+        broker = self.start(Server, with_hosts(hosts, [
+            fltest.binary("chat"), "--broker", "--listen", "%s:0" % MULTI]),
+            count=len(addrs))
+        self.assertEveryAddress(broker, addrs)
+        clients = []
+        for host in addrs:
+            s = socket.create_connection((host, broker.port), timeout=10)
+            self.addCleanup(s.close)
+            f = s.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"* you are "), host)
+            clients.append((s, f))
+        clients[0][0].sendall(b"hello everyone\n")
+        for host, (s, f) in zip(addrs[1:], clients[1:]):
+            while True:
+                line = f.readline()
+                self.assertNotEqual(line, b"", "broker closed on " + host)
+                if line.endswith(b"> hello everyone\n"):
+                    break
+
+    def test_name_with_too_many_addresses(self):
+        # One more than forkloop-chat serves (CHAT_MAX_LISTEN): a clear
+        # error, nothing left listening.
+        addrs = ["127.0.0.%d" % i for i in range(1, 18)]
+        hosts, _ = self.multi_hosts(addrs)
+        for argv in ([fltest.binary("chat"), "--listen", MULTI + ":0"],
+                     [fltest.binary("chat"), "--broker", "--listen",
+                      MULTI + ":0"]):
+            status, out, err = run(with_hosts(hosts, argv))
+            self.assertEqual(status, 1, err)
+            self.assertIn("cannot listen on %s:0: it resolves to 17 "
+                          "addresses, and only 16 can be served here"
+                          % MULTI, err)
+            self.assertNotIn("listening on", err)
 
     def test_errors_name_the_forms(self):
         cases = [

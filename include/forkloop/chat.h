@@ -65,7 +65,7 @@ const char *chat_mode_name(enum chat_mode m);
 /*
  * Set by chat_sig_handler: the signal that asked us to stop, or 0. While
  * chat_sig_wake_fd is a socket, the handler also shuts it down so a blocking
- * accept, connect or read returns; while chat_sig_child is a pid, it also
+ * connect or read returns; while chat_sig_child is a pid, it also
  * sends that child the same signal. While chat_sig_exit is set, the handler
  * only makes the process die of the signal once it returns (a forked child
  * with nothing to clean up).
@@ -109,17 +109,34 @@ int chat_stdio_set_blocking(int fd, int blocking);
 /* Put back the flags chat_stdio_save found; async-signal-safe. */
 void chat_stdio_restore(void);
 
-/*
- * The listening socket for o->addr, blocking, after printing "listening on
- * ADDR:PORT". Returns -1 after reporting the error.
- */
-int chat_listen(const struct chat_opts *o);
+/* Most listening sockets one --listen address may stand for. */
+#define CHAT_MAX_LISTEN 16
+
+/* The listening sockets of one --listen address, all on one port. */
+struct chat_listeners {
+	int fd[CHAT_MAX_LISTEN];
+	size_t n;
+};
 
 /*
- * Wait for one peer on lfd. Returns the connected socket (blocking), or -1:
- * after reporting an error, or because a signal was caught.
+ * Listen on o->addr: a PORT alone gives one socket that serves IPv6 and IPv4,
+ * a name one socket per address it resolves to (listener_bind), each
+ * non-blocking and close-on-exec, after printing "listening on ADDR:PORT" for
+ * each. Fills l and returns 0, or returns -1 with nothing open after
+ * reporting the error (past CHAT_MAX_LISTEN addresses among them).
  */
-int chat_accept(int lfd);
+int chat_listen(const struct chat_opts *o, struct chat_listeners *l);
+
+/* Close every socket in l, if l is not NULL, and leave it empty. */
+void chat_listen_close(struct chat_listeners *l);
+
+/*
+ * Wait for one peer on any socket of l (ppoll(2) with SIGINT and SIGTERM
+ * blocked until the wait, so a signal caught before it is not missed).
+ * Returns the connected socket (blocking, close-on-exec), or -1: after
+ * reporting an error, or because a signal was caught.
+ */
+int chat_accept(const struct chat_listeners *l);
 
 /*
  * Connect to o->addr, trying every address it resolves to. Returns the
@@ -157,7 +174,9 @@ int chat_run(const struct chat_opts *o);
  * 128 + signal after SIGINT or SIGTERM.
  */
 int chat_event_session(const struct chat_opts *o, int fd);
-int chat_fork_session(const struct chat_opts *o, int fd, int lfd);
+/* l: listening sockets the fork design's child closes, or NULL. */
+int chat_fork_session(const struct chat_opts *o, int fd,
+                      const struct chat_listeners *l);
 
 /*
  * The multi-user relay: listen on o->addr and relay every client's lines to

@@ -23,8 +23,8 @@
  * many, or -1 with nothing left open and a message in err such as "cannot
  * listen on 127.0.0.1:6666: Address already in use", "cannot resolve
  * nosuch.invalid: Name or service not known", or, past max, "cannot listen
- * on NAME:PORT: it resolves to 2 addresses, and at most 1 can be served
- * here".
+ * on NAME:PORT: it resolves to 17 addresses, and only 16 can be served here
+ * (give one address, or a port alone for every address)".
  */
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
                   char *err, size_t errlen);
