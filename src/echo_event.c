@@ -1,6 +1,7 @@
 /*
- * echo_event.c - the echo daemon in one process: one event_base, an
- * evconnlistener per listening socket, one bufferevent per connection.
+ * echo_event.c - the echo daemon in one process: an event_base per thread
+ * (--threads), an evconnlistener per listening socket, one bufferevent per
+ * connection.
  *
  * The hot path reads into the connection's input evbuffer and, when nothing
  * is queued for output, writes the input straight back to the socket; only
@@ -14,11 +15,28 @@
  * A connection closed for any reason but the client's FIN or an error, with
  * input unread or echo not yet acknowledged, lingers (echo.h): FIN sent,
  * input read and discarded until the client's FIN, then closed.
+ *
+ * Threads (--threads N): loop 0 runs on the main thread and owns what is
+ * process-wide: the listeners, signals, UDP, the --max-conns count, the
+ * drain. It accepts every connection and serves it, or hands it to the
+ * loop with the fewest open connections, as memcached's dispatcher does:
+ * the socket goes on that loop's inbox (a list under a mutex) and an
+ * eventfd wakes it. Each event_base, and everything on it, is touched by
+ * its own thread only, so libevent needs no locks (no evthread). The
+ * workers answer the main loop (statistics for SIGUSR1, a loop that has
+ * drained) the same way, through the main loop's eventfd. One acceptor
+ * serves sockets inherited from systemd as well as bound ones, and makes
+ * --max-conns exact: only the main thread counts a connection in.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -52,6 +70,7 @@
 #define NSIGNALS        (3 + ECHO_NIGNORED_SIGNALS)
 
 struct echo_server;
+struct echo_loop;
 
 /* --idle-timeout's tick, and what moved by the last one. */
 struct conn_idle {
@@ -62,7 +81,7 @@ struct conn_idle {
 
 struct conn {
 	TAILQ_ENTRY(conn) entry;
-	struct echo_server *srv;
+	struct echo_loop *loop;
 	struct bufferevent *bev;
 	struct event rev;       /* readable socket; discards input in linger */
 	struct conn_idle *idle; /* NULL without --idle-timeout */
@@ -78,17 +97,56 @@ struct conn {
 	char *name;             /* peer address, kept only with -v */
 };
 
+/* A socket the main loop accepted for a worker to serve. */
+struct handoff {
+	struct handoff *next;
+	evutil_socket_t fd;
+	socklen_t salen;
+	struct sockaddr_storage sa;
+};
+
+/* One thread's event loop and the connections it serves. */
+struct echo_loop {
+	struct echo_server *srv;
+	struct event_base *base;
+	const struct timeval *idle_tv; /* one tick of --idle-timeout */
+	TAILQ_HEAD(, conn) conns;
+	uint64_t bytes_in, bytes_out; /* of closed connections */
+	atomic_size_t nconns;         /* open here: the main loop picks by it */
+	char *sink;                   /* READ_MAX bytes: lingering reads */
+	int draining;
+	size_t index;
+	/* Workers (index > 0) only. */
+	pthread_t thread;
+	int started;
+	int efd;                 /* eventfd: the inbox has something */
+	struct event *inbox_ev;  /* efd readable */
+	pthread_mutex_t lock;    /* guards inbox to ended */
+	struct handoff *inbox, **inbox_tail;
+	unsigned want;           /* WANT_*: what the main loop asks */
+	struct echo_stats reply; /* answer to HANDOFF_STATS */
+	int replied;
+	int ended;               /* drained or stopped: the thread ends */
+	int asked;               /* main thread only: a reply is awaited */
+	struct echo_stats answer; /* main thread only: the last reply */
+};
+
 struct echo_server {
 	const struct echo_opts *opts;
-	struct event_base *base;
+	struct event_base *base;  /* loops[0].base, the main thread's */
+	struct echo_loop *loops;  /* opts->threads of them */
+	size_t nloops;
+	size_t next;              /* where the search for the fewest starts */
 	struct evconnlistener *lev[ECHO_MAX_SOCKETS];
 	size_t nlev;
 	struct event *sigs[NSIGNALS];
 	struct event *resume_ev; /* re-enables accepting: burst, EMFILE */
 	struct event *drain_ev;  /* ends a SIGTERM drain */
-	const struct timeval *idle_tv; /* one tick of --idle-timeout */
-	TAILQ_HEAD(, conn) conns;
-	struct echo_stats closed; /* bytes of closed connections, counters */
+	int efd;                 /* eventfd: a worker replied or ended */
+	struct event *reply_ev;  /* efd readable */
+	atomic_uint_fast64_t open; /* counted in here, out by any loop */
+	uint64_t accepted, refused;
+	size_t stats_wait;       /* workers yet to answer SIGUSR1 */
 	unsigned burst;           /* accepts since the loop last had a turn */
 	struct echo_pause pause;
 	struct echo_loglimit refusals;
@@ -130,10 +188,12 @@ static void conn_idle_stop(struct conn *c)
 	c->idle = NULL;
 }
 
+static void loop_drained(struct echo_loop *loop);
+
 /* The one place a connection is freed. */
 static void conn_free(struct conn *c, const char *why)
 {
-	struct echo_server *srv = c->srv;
+	struct echo_loop *loop = c->loop;
 	uint64_t out = conn_out(c);
 
 	if (c->name != NULL) {
@@ -142,16 +202,19 @@ static void conn_free(struct conn *c, const char *why)
 		            (unsigned long long)out);
 		free(c->name);
 	}
-	srv->closed.bytes_in += c->in;
-	srv->closed.bytes_out += out;
-	srv->closed.open--;
-	TAILQ_REMOVE(&srv->conns, c, entry);
+	loop->bytes_in += c->in;
+	loop->bytes_out += out;
+	TAILQ_REMOVE(&loop->conns, c, entry);
 	event_del(&c->rev);
 	conn_idle_stop(c);
 	bufferevent_free(c->bev); /* closes the socket */
 	free(c);
-	if (srv->draining && TAILQ_EMPTY(&srv->conns))
-		event_base_loopexit(srv->base, NULL);
+	/* Counted out once the descriptor is closed: --max-conns counts
+	 * what is open. */
+	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
+	if (loop->draining && TAILQ_EMPTY(&loop->conns))
+		loop_drained(loop);
 }
 
 static void conn_read_enable(struct conn *c, int on)
@@ -166,15 +229,20 @@ static void conn_read_enable(struct conn *c, int on)
 /* Lingering: discard input until the client's FIN, a pause or the end. */
 static void conn_lingercb(evutil_socket_t fd, short what, void *arg)
 {
-	static char sink[READ_MAX];
 	struct conn *c = arg;
+	struct echo_loop *loop = c->loop;
 	ssize_t n;
 
 	if (what & EV_TIMEOUT) {
 		conn_free(c, c->why);
 		return;
 	}
-	n = read(fd, sink, sizeof sink);
+	/* One buffer per loop, its thread's own, for what is thrown away. */
+	if (loop->sink == NULL && (loop->sink = malloc(READ_MAX)) == NULL) {
+		conn_free(c, c->why);
+		return;
+	}
+	n = read(fd, loop->sink, READ_MAX);
 	if (n > 0 && now_ms() < c->linger_end)
 		return;
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -202,7 +270,7 @@ static void conn_close(struct conn *c)
 	c->lingering = 1;
 	c->linger_end = now_ms() + ECHO_LINGER_MAX_MS;
 	event_del(&c->rev);
-	event_assign(&c->rev, c->srv->base, fd, EV_READ | EV_PERSIST,
+	event_assign(&c->rev, c->loop->base, fd, EV_READ | EV_PERSIST,
 	             conn_lingercb, c);
 	event_add(&c->rev, &pause);
 	c->reading = 1;
@@ -266,7 +334,7 @@ static int conn_echo(struct conn *c)
 			return 0;
 	}
 	evbuffer_add_buffer(out, in);
-	if (evbuffer_get_length(out) >= c->srv->opts->max_pending)
+	if (evbuffer_get_length(out) >= c->loop->srv->opts->max_pending)
 		conn_read_enable(c, 0); /* resumed by conn_writecb */
 	return 0;
 }
@@ -340,33 +408,33 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 	conn_free(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-static struct conn *conn_new(struct echo_server *srv, evutil_socket_t fd,
-                             const struct sockaddr *sa, int salen)
+static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
+                             const struct sockaddr *sa, socklen_t salen)
 {
+	const struct echo_opts *o = loop->srv->opts;
 	struct conn *c;
 	char name[ADDR_STRLEN];
 
 	c = calloc(1, sizeof *c);
 	if (c == NULL)
 		return NULL;
-	c->srv = srv;
+	c->loop = loop;
 	c->rsize = READ_MIN;
-	if (srv->idle_tv != NULL) {
+	if (loop->idle_tv != NULL) {
 		c->idle = calloc(1, sizeof *c->idle);
 		if (c->idle == NULL) {
 			free(c);
 			return NULL;
 		}
 	}
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		free(c->idle);
 		free(c);
 		return NULL;
 	}
 	if (log_get_level() >= LOG_VERBOSE) {
-		c->name = strdup(
-		        addr_format(sa, (socklen_t)salen, name, sizeof name));
+		c->name = strdup(addr_format(sa, salen, name, sizeof name));
 		log_verbose("%s connected", c->name != NULL ? c->name : "?");
 	}
 	/*
@@ -374,20 +442,196 @@ static struct conn *conn_new(struct echo_server *srv, evutil_socket_t fd,
 	 * its own read callback adds to it; this file reads for it instead.
 	 */
 	evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
-	event_assign(&c->rev, srv->base, fd, EV_READ | EV_PERSIST, conn_readcb,
-	             c);
+	event_assign(&c->rev, loop->base, fd, EV_READ | EV_PERSIST,
+	             conn_readcb, c);
 	bufferevent_setcb(c->bev, NULL, conn_writecb, conn_eventcb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, srv->opts->max_pending / 2,
-	                         0);
+	bufferevent_setwatermark(c->bev, EV_WRITE, o->max_pending / 2, 0);
 	bufferevent_set_max_single_write(c->bev, WRITE_CHUNK);
 	if (c->idle != NULL) {
-		event_assign(&c->idle->ev, srv->base, -1, EV_PERSIST,
+		event_assign(&c->idle->ev, loop->base, -1, EV_PERSIST,
 		             conn_idlecb, c);
-		event_add(&c->idle->ev, srv->idle_tv);
+		event_add(&c->idle->ev, loop->idle_tv);
 	}
-	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
+	TAILQ_INSERT_TAIL(&loop->conns, c, entry);
 	conn_read_enable(c, 1);
 	return c;
+}
+
+/*
+ * Serve fd on loop, from loop's own thread. The main loop counted it in
+ * (open, nconns); on failure it is closed and counted out.
+ */
+static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
+                      const struct sockaddr *sa, socklen_t salen)
+{
+	if (echo_conn_setup(loop->srv->opts, fd) < 0)
+		log_verbose("cannot set socket options: %s", strerror(errno));
+	if (conn_new(loop, fd, sa, salen) != NULL)
+		return;
+	log_error("cannot set up a connection: out of memory");
+	evutil_closesocket(fd);
+	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
+}
+
+/* Add the counts of loop's closed and open connections to s. */
+static void loop_stats(struct echo_loop *loop, struct echo_stats *s)
+{
+	struct conn *c;
+
+	s->bytes_in += loop->bytes_in;
+	s->bytes_out += loop->bytes_out;
+	TAILQ_FOREACH(c, &loop->conns, entry)
+	{
+		s->bytes_in += c->in;
+		s->bytes_out += conn_out(c);
+	}
+}
+
+/* Start finishing every connection of loop: SIGINT or SIGTERM. */
+static void loop_drain(struct echo_loop *loop)
+{
+	struct conn *c, *next;
+
+	if (loop->draining)
+		return;
+	loop->draining = 1;
+	for (c = TAILQ_FIRST(&loop->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		conn_finish(c, "shutdown");
+	}
+	if (TAILQ_EMPTY(&loop->conns))
+		loop_drained(loop);
+}
+
+/* Wake the thread behind an eventfd (eventfd(2): adds to its counter). */
+static void efd_wake(int efd)
+{
+	uint64_t one = 1;
+
+	while (write(efd, &one, sizeof one) < 0 && errno == EINTR)
+		;
+}
+
+static void efd_clear(int efd)
+{
+	uint64_t v;
+
+	while (read(efd, &v, sizeof v) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * A worker's end, on its own thread: drained, or told to stop. Leave the
+ * final counts for the main loop and tell it; the loop then returns.
+ */
+static void loop_end(struct echo_loop *loop)
+{
+	struct echo_stats s;
+
+	memset(&s, 0, sizeof s);
+	loop_stats(loop, &s);
+	pthread_mutex_lock(&loop->lock);
+	loop->reply = s;
+	loop->ended = 1;
+	pthread_mutex_unlock(&loop->lock);
+	efd_wake(loop->srv->efd);
+	event_base_loopexit(loop->base, NULL);
+}
+
+static void server_check_done(struct echo_server *srv);
+
+/* A draining loop has closed its last connection. */
+static void loop_drained(struct echo_loop *loop)
+{
+	if (loop->index == 0)
+		server_check_done(loop->srv);
+	else
+		loop_end(loop);
+}
+
+/*
+ * A worker's inbox: sockets to serve, in the order accepted, then what
+ * the main loop asked (statistics, drain, stop), as flags.
+ */
+#define WANT_STATS 1u
+#define WANT_DRAIN 2u
+#define WANT_STOP  4u
+
+static void loop_inboxcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct echo_loop *loop = arg;
+	struct handoff *h, *next;
+	struct echo_stats s;
+	struct conn *c;
+	unsigned want;
+
+	(void)what;
+	efd_clear(fd);
+	pthread_mutex_lock(&loop->lock);
+	h = loop->inbox;
+	loop->inbox = NULL;
+	loop->inbox_tail = &loop->inbox;
+	want = loop->want;
+	loop->want = 0;
+	pthread_mutex_unlock(&loop->lock);
+	for (; h != NULL; h = next) {
+		next = h->next;
+		loop_take(loop, h->fd, (struct sockaddr *)&h->sa, h->salen);
+		free(h);
+	}
+	if (want & WANT_STATS) {
+		memset(&s, 0, sizeof s);
+		loop_stats(loop, &s);
+		pthread_mutex_lock(&loop->lock);
+		loop->reply = s;
+		loop->replied = 1;
+		pthread_mutex_unlock(&loop->lock);
+		efd_wake(loop->srv->efd);
+	}
+	if (want & WANT_STOP) {
+		loop->draining = 0; /* one loop_end, below */
+		while ((c = TAILQ_FIRST(&loop->conns)) != NULL)
+			conn_free(c, "drain timeout");
+		loop_end(loop);
+	} else if (want & WANT_DRAIN) {
+		loop_drain(loop);
+	}
+}
+
+/* The CPUs of the process's affinity mask, before any thread is pinned. */
+static cpu_set_t echo_allowed;
+
+/* --cpu-affinity: loop i runs on the i-th CPU this process may use. */
+static void loop_pin(struct echo_loop *loop)
+{
+	cpu_set_t one;
+	int cpu, seen = -1, want, err;
+
+	if (!loop->srv->opts->cpu_affinity)
+		return;
+	want = (int)(loop->index % (size_t)CPU_COUNT(&echo_allowed));
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &echo_allowed) && ++seen == want)
+			break;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	err = pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+	if (err != 0)
+		log_error("cannot pin loop %zu to CPU %d: %s", loop->index, cpu,
+		          strerror(err));
+	else
+		log_verbose("loop %zu on CPU %d", loop->index, cpu);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct echo_loop *loop = arg;
+
+	loop_pin(loop);
+	if (event_base_dispatch(loop->base) < 0)
+		log_error("event loop %zu failed", loop->index);
+	return NULL;
 }
 
 static void server_listen_enable(struct echo_server *srv, int on)
@@ -412,35 +656,89 @@ static void server_accept_yield(struct echo_server *srv)
 		server_listen_enable(srv, 0);
 }
 
+/* The loop with the fewest open connections, ties taken in turn. */
+static struct echo_loop *server_pick(struct echo_server *srv)
+{
+	struct echo_loop *best = NULL, *l;
+	size_t i, k, bestk = 0;
+
+	for (i = 0; i < srv->nloops; i++) {
+		l = &srv->loops[(srv->next + i) % srv->nloops];
+		k = atomic_load_explicit(&l->nconns, memory_order_relaxed);
+		if (best == NULL || k < bestk) {
+			best = l;
+			bestk = k;
+		}
+	}
+	srv->next = (best->index + 1) % srv->nloops;
+	return best;
+}
+
+/* Put fd on a worker's inbox and wake it; -1 if out of memory. */
+static int loop_post(struct echo_loop *loop, evutil_socket_t fd,
+                     const struct sockaddr *sa, socklen_t salen)
+{
+	struct handoff *h = malloc(sizeof *h);
+
+	if (h == NULL)
+		return -1;
+	h->next = NULL;
+	h->fd = fd;
+	h->salen = salen <= sizeof h->sa ? salen : sizeof h->sa;
+	memcpy(&h->sa, sa, h->salen);
+	pthread_mutex_lock(&loop->lock);
+	*loop->inbox_tail = h;
+	loop->inbox_tail = &h->next;
+	pthread_mutex_unlock(&loop->lock);
+	efd_wake(loop->efd);
+	return 0;
+}
+
+/* Ask a worker for something (WANT_*). */
+static void loop_ask(struct echo_loop *loop, unsigned want)
+{
+	pthread_mutex_lock(&loop->lock);
+	loop->want |= want;
+	pthread_mutex_unlock(&loop->lock);
+	efd_wake(loop->efd);
+}
+
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
 	struct echo_server *srv = arg;
+	struct echo_loop *loop;
 	char peer[ADDR_STRLEN];
+	uint64_t open;
 
 	(void)lev;
 	echo_pause_over(&srv->pause);
 	server_accept_yield(srv);
-	if (srv->opts->max_conns != 0 &&
-	    srv->closed.open >= srv->opts->max_conns) {
-		srv->closed.refused++;
+	/* Only this thread counts in: the check cannot be overtaken. */
+	open = atomic_load_explicit(&srv->open, memory_order_relaxed);
+	if (srv->opts->max_conns != 0 && open >= srv->opts->max_conns) {
+		srv->refused++;
 		if (log_get_level() >= LOG_VERBOSE)
 			echo_refused_log(&srv->refusals,
 			                 addr_format(sa, (socklen_t)salen, peer,
 			                             sizeof peer),
-			                 srv->closed.open, srv->opts->max_conns);
+			                 open, srv->opts->max_conns);
 		evutil_closesocket(fd);
 		return;
 	}
-	if (echo_conn_setup(srv->opts, fd) < 0)
-		log_verbose("cannot set socket options: %s", strerror(errno));
-	if (conn_new(srv, fd, sa, salen) == NULL) {
-		log_error("cannot set up a connection: out of memory");
+	srv->accepted++;
+	atomic_fetch_add_explicit(&srv->open, 1, memory_order_relaxed);
+	loop = server_pick(srv);
+	atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
+	if (loop->index == 0) {
+		loop_take(loop, fd, sa, (socklen_t)salen);
+	} else if (loop_post(loop, fd, sa, (socklen_t)salen) < 0) {
+		log_error("cannot hand over a connection: out of memory");
 		evutil_closesocket(fd);
-		return;
+		atomic_fetch_sub_explicit(&loop->nconns, 1,
+		                          memory_order_relaxed);
+		atomic_fetch_sub_explicit(&srv->open, 1, memory_order_relaxed);
 	}
-	srv->closed.open++;
-	srv->closed.accepted++;
 }
 
 /*
@@ -478,29 +776,109 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 	server_listen_enable(srv, 1);
 }
 
-static void server_stats(struct echo_server *srv)
+/* The whole line: the main loop's counts and every worker's reply. */
+static void server_stats_log(struct echo_server *srv)
 {
-	struct echo_stats s = srv->closed;
-	struct conn *c;
+	struct echo_stats s;
+	size_t i;
 
-	TAILQ_FOREACH(c, &srv->conns, entry)
-	{
-		s.bytes_in += c->in;
-		s.bytes_out += conn_out(c);
+	memset(&s, 0, sizeof s);
+	s.open = atomic_load_explicit(&srv->open, memory_order_relaxed);
+	s.accepted = srv->accepted;
+	s.refused = srv->refused;
+	loop_stats(&srv->loops[0], &s);
+	for (i = 1; i < srv->nloops; i++) {
+		s.bytes_in += srv->loops[i].answer.bytes_in;
+		s.bytes_out += srv->loops[i].answer.bytes_out;
 	}
 	udp_echo_stats(srv->udp, &s);
 	echo_stats_log(&s);
 }
 
+/*
+ * SIGUSR1: one line, the sum over every loop. Workers count their own
+ * connections; the line is logged once the last has answered (a worker
+ * that has ended answered with its final counts). A SIGUSR1 while one is
+ * being answered is answered by the same line.
+ */
+static void server_stats(struct echo_server *srv)
+{
+	struct echo_loop *l;
+	size_t i;
+
+	if (srv->stats_wait > 0)
+		return;
+	for (i = 1; i < srv->nloops; i++) {
+		l = &srv->loops[i];
+		l->asked = 1;
+		srv->stats_wait++;
+		loop_ask(l, WANT_STATS);
+	}
+	if (srv->stats_wait == 0)
+		server_stats_log(srv);
+}
+
+/* Every loop has drained: end the main one. */
+static void server_check_done(struct echo_server *srv)
+{
+	size_t i;
+	int ended;
+
+	if (!srv->draining || !TAILQ_EMPTY(&srv->loops[0].conns))
+		return;
+	for (i = 1; i < srv->nloops; i++) {
+		pthread_mutex_lock(&srv->loops[i].lock);
+		ended = srv->loops[i].ended;
+		pthread_mutex_unlock(&srv->loops[i].lock);
+		if (!ended)
+			return;
+	}
+	event_base_loopexit(srv->base, NULL);
+}
+
+/* A worker answered SIGUSR1, or ended. */
+static void server_replycb(evutil_socket_t fd, short what, void *arg)
+{
+	struct echo_server *srv = arg;
+	struct echo_loop *l;
+	size_t i;
+	int answered;
+
+	(void)what;
+	efd_clear(fd);
+	for (i = 1; i < srv->nloops; i++) {
+		l = &srv->loops[i];
+		if (!l->asked)
+			continue;
+		pthread_mutex_lock(&l->lock);
+		answered = l->replied || l->ended;
+		if (answered)
+			l->answer = l->reply;
+		l->replied = 0;
+		pthread_mutex_unlock(&l->lock);
+		if (answered) {
+			l->asked = 0;
+			if (--srv->stats_wait == 0)
+				server_stats_log(srv);
+		}
+	}
+	server_check_done(srv);
+}
+
 static void server_drain_timeoutcb(evutil_socket_t fd, short what, void *arg)
 {
 	struct echo_server *srv = arg;
+	struct echo_loop *main_loop = &srv->loops[0];
 	struct conn *c;
+	size_t i;
 
 	(void)fd;
 	(void)what;
-	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
+	main_loop->draining = 0; /* the loop exits here, not on the last */
+	while ((c = TAILQ_FIRST(&main_loop->conns)) != NULL)
 		conn_free(c, "drain timeout");
+	for (i = 1; i < srv->nloops; i++)
+		loop_ask(&srv->loops[i], WANT_STOP);
 	event_base_loopexit(srv->base, NULL);
 }
 
@@ -508,30 +886,26 @@ static void server_drain_timeoutcb(evutil_socket_t fd, short what, void *arg)
 static void server_drain(struct echo_server *srv)
 {
 	struct timeval tv;
-	struct conn *c, *next;
+	size_t i;
 
 	if (srv->draining)
 		return;
 	srv->draining = 1;
-	for (size_t i = 0; i < srv->nlev; i++)
+	for (i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]); /* frees the port at once */
 	srv->nlev = 0;
 	udp_echo_stop(srv->udp);
 	evtimer_del(srv->resume_ev);
 	log_info("shutting down: %llu connections to drain",
-	         (unsigned long long)srv->closed.open);
-	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
-		next = TAILQ_NEXT(c, entry);
-		conn_finish(c, "shutdown");
-	}
-	if (TAILQ_EMPTY(&srv->conns)) {
-		event_base_loopexit(srv->base, NULL);
-		return;
-	}
+	         (unsigned long long)atomic_load(&srv->open));
 	tv.tv_sec = (time_t)srv->opts->drain_timeout;
 	tv.tv_usec =
 	        (suseconds_t)((srv->opts->drain_timeout - tv.tv_sec) * 1e6);
 	evtimer_add(srv->drain_ev, &tv);
+	/* Sockets handed over before now reach their loop first (FIFO). */
+	for (i = 1; i < srv->nloops; i++)
+		loop_ask(&srv->loops[i], WANT_DRAIN);
+	loop_drain(&srv->loops[0]);
 }
 
 static void server_signalcb(evutil_socket_t sig, short what, void *arg)
@@ -571,28 +945,20 @@ static int server_serve(void *arg, const struct echo_socket *s)
 	return 0;
 }
 
-static int server_init(struct echo_server *srv, const struct echo_opts *o)
+/* Set up loop i's base and, for a worker, its inbox. */
+static int loop_init(struct echo_server *srv, size_t i)
 {
-	int signals[NSIGNALS] = {SIGINT, SIGTERM, SIGUSR1};
+	struct echo_loop *loop = &srv->loops[i];
+	const struct echo_opts *o = srv->opts;
 
-	memcpy(signals + 3, echo_ignored_signals, sizeof echo_ignored_signals);
-	memset(srv, 0, sizeof *srv);
-	srv->opts = o;
-	TAILQ_INIT(&srv->conns);
-	srv->base = event_base_new();
-	if (srv->base == NULL) {
-		log_error("cannot create the event base");
-		return -1;
-	}
-	for (size_t i = 0; i < NSIGNALS; i++) {
-		srv->sigs[i] = evsignal_new(srv->base, signals[i],
-		                            server_signalcb, srv);
-		if (srv->sigs[i] == NULL || evsignal_add(srv->sigs[i], NULL))
-			return -1;
-	}
-	srv->resume_ev = evtimer_new(srv->base, server_resumecb, srv);
-	srv->drain_ev = evtimer_new(srv->base, server_drain_timeoutcb, srv);
-	if (srv->resume_ev == NULL || srv->drain_ev == NULL)
+	loop->srv = srv;
+	loop->index = i;
+	loop->efd = -1;
+	TAILQ_INIT(&loop->conns);
+	atomic_init(&loop->nconns, 0);
+	loop->inbox_tail = &loop->inbox;
+	loop->base = i == 0 ? srv->base : event_base_new();
+	if (loop->base == NULL)
 		return -1;
 	if (o->idle_timeout > 0) {
 		double tick = o->idle_timeout / ECHO_IDLE_TICKS;
@@ -603,27 +969,165 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 		if (tv.tv_sec == 0 && tv.tv_usec == 0)
 			tv.tv_usec = 1;
 		/* A common timeout: adding one per connection is O(1). */
-		srv->idle_tv = event_base_init_common_timeout(srv->base, &tv);
+		loop->idle_tv = event_base_init_common_timeout(loop->base, &tv);
+	}
+	if (i == 0)
+		return 0;
+	if (pthread_mutex_init(&loop->lock, NULL) != 0)
+		return -1;
+	loop->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->efd < 0)
+		return -1;
+	loop->inbox_ev = event_new(loop->base, loop->efd, EV_READ | EV_PERSIST,
+	                           loop_inboxcb, loop);
+	if (loop->inbox_ev == NULL || event_add(loop->inbox_ev, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Start the workers with every signal blocked, so that signals reach the
+ * main thread's loop only (libevent's evsignal, pthread_sigmask(3)).
+ */
+static int server_start_workers(struct echo_server *srv)
+{
+	sigset_t all, old;
+	char name[32]; /* "echo-loop-255" at most: within the 15 bytes */
+	size_t i;
+	int err = 0;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (i = 1; i < srv->nloops && err == 0; i++) {
+		err = pthread_create(&srv->loops[i].thread, NULL, loop_thread,
+		                     &srv->loops[i]);
+		if (err != 0)
+			break;
+		srv->loops[i].started = 1;
+		/* What top -H and /proc/PID/task/TID/comm show (15 bytes at
+		 * most), set before the first "listening on". */
+		snprintf(name, sizeof name, "echo-loop-%zu", i);
+		pthread_setname_np(srv->loops[i].thread, name);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err != 0) {
+		log_error("cannot start a thread: %s", strerror(err));
+		return -1;
+	}
+	loop_pin(&srv->loops[0]);
+	return 0;
+}
+
+static int server_init(struct echo_server *srv, const struct echo_opts *o)
+{
+	int signals[NSIGNALS] = {SIGINT, SIGTERM, SIGUSR1};
+	size_t i;
+
+	memcpy(signals + 3, echo_ignored_signals, sizeof echo_ignored_signals);
+	memset(srv, 0, sizeof *srv);
+	srv->opts = o;
+	srv->efd = -1;
+	atomic_init(&srv->open, 0);
+	if (sched_getaffinity(0, sizeof echo_allowed, &echo_allowed) < 0 ||
+	    CPU_COUNT(&echo_allowed) == 0) {
+		CPU_ZERO(&echo_allowed);
+		CPU_SET(0, &echo_allowed);
+	}
+	srv->base = event_base_new();
+	srv->loops = calloc(o->threads, sizeof *srv->loops);
+	if (srv->base == NULL || srv->loops == NULL) {
+		log_error("cannot create the event base");
+		return -1;
+	}
+	srv->nloops = o->threads;
+	for (i = 0; i < srv->nloops; i++) {
+		if (loop_init(srv, i) < 0) {
+			log_error("cannot set up event loop %zu: %s", i,
+			          strerror(errno));
+			return -1;
+		}
+	}
+	for (i = 0; i < NSIGNALS; i++) {
+		srv->sigs[i] = evsignal_new(srv->base, signals[i],
+		                            server_signalcb, srv);
+		if (srv->sigs[i] == NULL || evsignal_add(srv->sigs[i], NULL))
+			return -1;
+	}
+	srv->resume_ev = evtimer_new(srv->base, server_resumecb, srv);
+	srv->drain_ev = evtimer_new(srv->base, server_drain_timeoutcb, srv);
+	if (srv->resume_ev == NULL || srv->drain_ev == NULL)
+		return -1;
+	if (srv->nloops > 1) {
+		srv->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (srv->efd < 0)
+			return -1;
+		srv->reply_ev = event_new(srv->base, srv->efd,
+		                          EV_READ | EV_PERSIST, server_replycb,
+		                          srv);
+		if (srv->reply_ev == NULL || event_add(srv->reply_ev, NULL) < 0)
+			return -1;
 	}
 	return 0;
+}
+
+/* Stop and join a worker, then free what it served and its loop. */
+static void loop_free(struct echo_loop *loop)
+{
+	struct handoff *h, *next;
+	struct conn *c;
+
+	if (loop->started) {
+		loop_ask(loop, WANT_STOP);
+		pthread_join(loop->thread, NULL);
+	}
+	/* Joined: this thread may touch the loop now. */
+	loop->draining = 0;
+	while ((c = TAILQ_FIRST(&loop->conns)) != NULL)
+		conn_free(c, "exit");
+	for (h = loop->inbox; h != NULL; h = next) {
+		next = h->next;
+		evutil_closesocket(h->fd);
+		atomic_fetch_sub(&loop->srv->open, 1);
+		free(h);
+	}
+	free(loop->sink);
+	if (loop->inbox_ev != NULL)
+		event_free(loop->inbox_ev);
+	if (loop->efd >= 0)
+		close(loop->efd);
+	if (loop->base != NULL)
+		event_base_free(loop->base);
+	pthread_mutex_destroy(&loop->lock);
 }
 
 static void server_free(struct echo_server *srv)
 {
 	struct conn *c;
+	size_t i;
 
-	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
-		conn_free(c, "exit");
-	for (size_t i = 0; i < srv->nlev; i++)
+	for (i = 1; i < srv->nloops; i++)
+		loop_free(&srv->loops[i]);
+	if (srv->loops != NULL) {
+		srv->loops[0].draining = 0;
+		while ((c = TAILQ_FIRST(&srv->loops[0].conns)) != NULL)
+			conn_free(c, "exit");
+		free(srv->loops[0].sink);
+	}
+	for (i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]);
 	udp_echo_free(srv->udp);
-	for (size_t i = 0; i < NSIGNALS; i++)
+	for (i = 0; i < NSIGNALS; i++)
 		if (srv->sigs[i] != NULL)
 			event_free(srv->sigs[i]);
 	if (srv->resume_ev != NULL)
 		event_free(srv->resume_ev);
 	if (srv->drain_ev != NULL)
 		event_free(srv->drain_ev);
+	if (srv->reply_ev != NULL)
+		event_free(srv->reply_ev);
+	if (srv->efd >= 0)
+		close(srv->efd);
+	free(srv->loops);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
 }
@@ -634,7 +1138,8 @@ int echo_event_run(const struct echo_opts *o)
 	int status = 1;
 
 	echo_signals_ignore();
-	if (server_init(&srv, o) == 0 &&
+	/* Every loop runs before the first "listening on" and READY=1. */
+	if (server_init(&srv, o) == 0 && server_start_workers(&srv) == 0 &&
 	    echo_sockets_serve(o, server_serve, &srv) == 0) {
 		if (event_base_dispatch(srv.base) == 0)
 			status = 0;

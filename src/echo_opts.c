@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <time.h>
@@ -23,7 +24,8 @@ static const char echo_usage_text[] = "usage: %s [-qvhV] [-m event|fork] [-l "
                                       "[ADDR:]PORT]... [--max-pending BYTES]\n"
                                       "       [--max-conns N] [--idle-timeout "
                                       "SECONDS] [--drain-timeout SECONDS]\n"
-                                      "       [--keepalive SECONDS]\n"
+                                      "       [--keepalive SECONDS] "
+                                      "[--threads N|auto] [--cpu-affinity]\n"
                                       "       [--udp | --udp-only] "
                                       "[--udp-rate N]\n";
 
@@ -64,6 +66,18 @@ static const char echo_help_text[] =
         "                           on SIGINT/SIGTERM, give connections this "
         "long to\n"
         "                           receive what they are owed (default 5)\n"
+        "      --threads N|auto     event mode: N event loops, one per "
+        "thread; the\n"
+        "                           first accepts and hands each connection "
+        "to the\n"
+        "                           loop with the fewest open (1 to 256; "
+        "auto: the\n"
+        "                           CPUs this process may use; default 1); "
+        "UDP\n"
+        "                           stays on the first\n"
+        "      --cpu-affinity       event mode: pin loop i to the i-th CPU "
+        "this\n"
+        "                           process may use\n"
         "      --udp                also echo UDP datagrams on the same "
         "addresses\n"
         "      --udp-only           echo UDP datagrams only, no TCP\n"
@@ -103,6 +117,8 @@ enum {
 	OPT_UDP,
 	OPT_UDP_ONLY,
 	OPT_UDP_RATE,
+	OPT_THREADS,
+	OPT_CPU_AFFINITY,
 };
 
 static const struct option echo_longopts[] = {
@@ -116,6 +132,8 @@ static const struct option echo_longopts[] = {
         {"udp", no_argument, NULL, OPT_UDP},
         {"udp-only", no_argument, NULL, OPT_UDP_ONLY},
         {"udp-rate", required_argument, NULL, OPT_UDP_RATE},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"cpu-affinity", no_argument, NULL, OPT_CPU_AFFINITY},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -260,6 +278,7 @@ static void echo_opts_defaults(struct echo_opts *o)
 	o->drain_timeout = ECHO_DEFAULT_DRAIN;
 	o->log_level = LOG_NORMAL;
 	o->udp_rate = UDP_DEFAULT_RATE;
+	o->threads = 1;
 }
 
 /* The options only TCP connections use, by getopt_long's value. */
@@ -276,8 +295,37 @@ static const char *echo_tcp_option(int c)
 		return "--drain-timeout";
 	case OPT_KEEPALIVE:
 		return "--keepalive";
+	case OPT_THREADS:
+		return "--threads";
 	}
 	return NULL;
+}
+
+unsigned echo_cpus_allowed(void)
+{
+	cpu_set_t set;
+	int n;
+
+	if (sched_getaffinity(0, sizeof set, &set) < 0)
+		return 1;
+	n = CPU_COUNT(&set);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/* --threads N|auto; -1 if arg is neither. */
+static int echo_parse_threads(const char *arg, unsigned *threads)
+{
+	uint64_t v;
+
+	if (strcmp(arg, "auto") == 0) {
+		v = echo_cpus_allowed();
+		*threads = v > ECHO_MAX_THREADS ? ECHO_MAX_THREADS : (unsigned)v;
+		return 0;
+	}
+	if (num_parse_u64(arg, 1, ECHO_MAX_THREADS, &v) < 0)
+		return -1;
+	*threads = (unsigned)v;
+	return 0;
 }
 
 /* Started by socket activation: LISTEN_PID is ours (sd_listen_fds(3))? */
@@ -322,7 +370,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	uint64_t ka;
 	char opt[3];
 	const char *tcp_opt = NULL, *udp_why;
-	int udp_seen = 0, rate_given = 0;
+	int udp_seen = 0, rate_given = 0, threads_given = 0;
 	char udp_buf[128];
 
 	echo_opts_defaults(o);
@@ -419,6 +467,17 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				        optarg);
 			rate_given = 1;
 			break;
+		case OPT_THREADS:
+			if (echo_parse_threads(optarg, &o->threads) < 0)
+				return echo_bad(errout, prog,
+				                "bad --threads '%s' (1 to 256, "
+				                "or auto)",
+				                optarg);
+			threads_given = 1;
+			break;
+		case OPT_CPU_AFFINITY:
+			o->cpu_affinity = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -452,6 +511,15 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	                            udp_buf, sizeof udp_buf);
 	if (udp_why != NULL)
 		return echo_bad(errout, prog, "%s", udp_why);
+	/* Fork mode is one process per connection, on every CPU already. */
+	if (o->mode == ECHO_MODE_FORK && threads_given)
+		return echo_bad(errout, prog, "%s",
+		                "--threads is for event mode: fork mode "
+		                "already serves each connection in a process "
+		                "of its own");
+	if (o->mode == ECHO_MODE_FORK && o->cpu_affinity)
+		return echo_bad(errout, prog, "%s",
+		                "--cpu-affinity is for event mode's threads");
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
 	if (o->nlisten == 0) {
 		addr_parse(ECHO_DEFAULT_LISTEN, ADDR_LISTEN, &o->listen[0],

@@ -24,6 +24,9 @@ import fltest  # noqa: E402
 from fltest import Proc, Server, recv_all, recv_exactly, wait_until  # noqa: E402
 
 MODE = fltest.mode()
+# Event mode's loops (--threads), from FORKLOOP_THREADS: the whole suite
+# runs again with several, as every promise must hold across threads.
+THREADS = os.environ.get("FORKLOOP_THREADS")
 KIB = 1024
 MIB = 1024 * 1024
 STATS_RE = re.compile(r"stats: open=(\d+) accepted=(\d+) refused=(\d+) "
@@ -193,7 +196,10 @@ class EchoTest(fltest.ProcTestCase):
         argv = [fltest.binary("echo")]
         for spec in listen:
             argv += ["--listen", spec]
-        return argv + ["--mode", MODE] + list(opts)
+        argv += ["--mode", MODE]
+        if THREADS is not None:
+            argv += ["--threads", THREADS]
+        return argv + list(opts)
 
     def server(self, *opts, **kw):
         listen = kw.pop("listen", ("127.0.0.1:0",))

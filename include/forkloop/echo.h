@@ -16,6 +16,11 @@
 #define ECHO_DEFAULT_LISTEN      "6666"
 #define ECHO_DEFAULT_MAX_PENDING (256 * 1024)
 #define ECHO_DEFAULT_DRAIN       5.0
+/*
+ * --threads: most event loops one daemon runs. Beyond the CPUs it may use
+ * threads only add switches; 256 covers the largest common hosts.
+ */
+#define ECHO_MAX_THREADS         256
 
 enum echo_mode { ECHO_MODE_EVENT, ECHO_MODE_FORK };
 
@@ -34,7 +39,15 @@ struct echo_opts {
 	enum log_level log_level;
 	enum echo_udp udp;
 	uint64_t udp_rate; /* replies per second per source address; 0: none */
+	unsigned threads;  /* event mode: event loops, one per thread, >= 1 */
+	int cpu_affinity;  /* pin loop i to the i-th CPU of the affinity mask */
 };
+
+/*
+ * The CPUs this process may run on: CPU_COUNT of sched_getaffinity(2) for
+ * pid 0, at least 1 (1 if the call fails).
+ */
+unsigned echo_cpus_allowed(void);
 
 /* What SIGUSR1 prints. */
 struct echo_stats {
