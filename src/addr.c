@@ -42,10 +42,26 @@ static int addr_numeric(const char *host, int family)
 	return 1;
 }
 
-/* Digits and dots only: an IPv4 address, since no host name looks so. */
-static int addr_looks_ipv4(const char *host)
+/*
+ * A host the resolver would read as an IPv4 address must be one in the
+ * dotted-decimal form inet_pton(3) takes: four numbers from 0 to 255,
+ * without leading zeros. Digits and dots alone are never a host name (RFC
+ * 1123 section 2.1: a top-level label is not all digits), and getaddrinfo
+ * reads what inet_aton(3) takes as a number before it asks any name
+ * service, in forms that do not look like what they mean: "010.0.0.1" is
+ * octal, 8.0.0.1; "127.1" and "2130706433" are 127.0.0.1; "0x7f.1" is hex.
+ * Returns 1 if host is such a number but not a dotted quad.
+ */
+static int addr_bad_ipv4(const char *host)
 {
-	return host[0] != '\0' && host[strspn(host, "0123456789.")] == '\0';
+	struct in_addr a;
+	int digits_dots;
+
+	digits_dots = host[0] != '\0' &&
+	              host[strspn(host, "0123456789.")] == '\0';
+	if (!digits_dots && inet_aton(host, &a) == 0)
+		return 0;
+	return inet_pton(AF_INET, host, &a) != 1;
 }
 
 int addr_set(const char *host, const char *port, struct addr *out,
@@ -59,8 +75,9 @@ int addr_set(const char *host, const char *port, struct addr *out,
 		*why = "port must be a number from 0 to 65535";
 		return -1;
 	}
-	if (addr_looks_ipv4(host) && !addr_numeric(host, AF_INET)) {
-		*why = "not a valid IPv4 address";
+	if (addr_bad_ipv4(host)) {
+		*why = "not a valid IPv4 address (four numbers from 0 to 255, "
+		       "no leading zeros)";
 		return -1;
 	}
 	if (strchr(host, ':') != NULL && !addr_numeric(host, AF_INET6)) {

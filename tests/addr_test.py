@@ -335,6 +335,14 @@ class AddrTest(fltest.ProcTestCase):
             [fltest.binary("chat"), "256.1.1.1:7"],
             [fltest.binary("bench"), "256.1.1.1:7"],
             [fltest.binary("bench"), "[::g]:7"],
+            # Octal, short, single-number and hex forms, which the
+            # resolver reads as other addresses than they look like.
+            [fltest.binary("chat"), "010.0.0.1", "7"],
+            [fltest.binary("chat"), "1.2.3:7"],
+            [fltest.binary("echo"), "--listen", "127.1:0"],
+            [fltest.binary("bench"), "0177.0.0.1:7"],
+            [fltest.binary("bench"), "2130706433:7"],
+            [fltest.binary("chat"), "--listen", "0x7f.0.0.1:0"],
         ]
         for argv in cases:
             status, out, err = run(argv)

@@ -337,10 +337,24 @@ static void test_invalid_literals_are_not_names(void **state)
 	                   "not a valid IPv6 address");
 	assert_int_equal(addr_set("256.1.1.1", "80", &a, &why), -1);
 	assert_non_null(strstr(why, "not a valid IPv4 address"));
-	/* What getaddrinfo takes as numeric stays accepted. */
+	/* What inet_aton reads as a number but not as it looks: octal,
+	 * short and single-number forms, hex. */
+	assert_rejects_why("010.0.0.1:80", 0, "not a valid IPv4 address");
+	assert_rejects_why("0177.0.0.1:80", 0, "not a valid IPv4 address");
+	assert_rejects_why("127.1:80", 0, "not a valid IPv4 address");
+	assert_rejects_why("1.2.3:80", ADDR_CONNECT,
+	                   "not a valid IPv4 address");
+	assert_rejects_why("2130706433:80", 0, "not a valid IPv4 address");
+	assert_rejects_why("0x7f.0.0.1:80", ADDR_LISTEN,
+	                   "not a valid IPv4 address");
+	assert_rejects_why("0x7f000001:80", 0, "not a valid IPv4 address");
+	assert_int_equal(addr_set("010.0.0.1", "80", &a, &why), -1);
+	/* Dotted quads, and names that start with digits, stay accepted. */
 	assert_parses("10.1.2.3:80", 0, "10.1.2.3", "80");
-	assert_parses("127.1:80", 0, "127.1", "80");
+	assert_parses("0.0.0.0:80", ADDR_LISTEN, "0.0.0.0", "80");
 	assert_parses("host-1.example:80", 0, "host-1.example", "80");
+	assert_parses("0x7f.example:80", 0, "0x7f.example", "80");
+	assert_parses("3com.example:80", 0, "3com.example", "80");
 }
 
 static void test_dual_stack_rule(void **state)
