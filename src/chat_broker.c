@@ -772,8 +772,14 @@ static void client_nick(struct client *c, const char *s, size_t n)
 	}
 	/* Taken, ignoring ASCII case; a client may change its own case. */
 	other = broker_find(b, s, n);
-	if ((other != NULL && other != c) || name_is_numbered(s, n)) {
+	if (other != NULL && other != c) {
 		client_notice(c, "* name taken: %.*s\n", (int)n, s);
+		return;
+	}
+	if (name_is_numbered(s, n)) {
+		client_notice(c, "* name reserved: %.*s (the relay names "
+		                 "newcomers userN)\n",
+		              (int)n, s);
 		return;
 	}
 	memcpy(old, c->name, sizeof old);

@@ -35,7 +35,7 @@ static const char chat_usage_text[] =
         "       %s [-qvhV] [-m event|fork] [--keepalive SECONDS]\n"
         "       HOST PORT | HOST:PORT\n"
         "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
-        "       -l [ADDR:]PORT\n";
+        "       [--keepalive SECONDS] -l [ADDR:]PORT\n";
 
 static const char chat_help_text[] =
         "Send standard input to one peer over TCP and print what it sends.\n"
@@ -216,6 +216,10 @@ static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
 		                "drop --mode fork");
 	if (!o->listen)
 		return chat_bad(errout, prog, "%s", "--broker needs --listen");
+	if (o->keep_open)
+		return chat_bad(errout, prog, "%s",
+		                "-k is for the endpoint: the relay always "
+		                "serves the next client");
 	_Static_assert(CHAT_BROKER_SLACK == 128, "the message below says 128");
 	if (o->max_pending < o->max_line + CHAT_BROKER_SLACK)
 		return chat_bad(errout, prog, "%s",

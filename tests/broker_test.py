@@ -327,7 +327,8 @@ class BrokerTest(fltest.ProcTestCase):
                b"/nick " + b.name, b"/nick user99"]
         a.send(b"".join(l + b"\n" for l in bad))
         self.marker(a, [b], b"after")
-        a.wait_line(b"* name taken: user99")
+        a.wait_line(b"* name reserved: user99 (the relay names newcomers "
+                    b"userN)")
         b.send(("/nick zoë_" + "n" * 26 + "\r\n").encode())
         nick = ("zoë_" + "n" * 26).encode()
         self.assertEqual(len(nick), 31)
@@ -353,7 +354,8 @@ class BrokerTest(fltest.ProcTestCase):
             + (bad_name + b"not UTF-8\n") * 3
             + (bad_name + b"no spaces, controls or invisible characters\n") * 2
             + b"* name taken: " + old_b + b"\n"
-            b"* name taken: user99\n* " + old_b + b" is now " + nick + b"\n"
+            b"* name reserved: user99 (the relay names newcomers userN)\n"
+            b"* " + old_b + b" is now " + nick + b"\n"
             b"<" + nick + b"> /nickname is a line\n")
         self.stop(srv, [a, b])
 
@@ -540,7 +542,9 @@ class BrokerTest(fltest.ProcTestCase):
         self.marker(a, [b], b"end")
         want = b"".join(b"* bad name: " + why + b"\n" for _, why in cases)
         want += b"".join(b"* name taken: " + n + b"\n"
-                         for n in (b"ALICE", b"Alice", b"User7", b"USER12"))
+                         for n in (b"ALICE", b"Alice"))
+        want += b"".join(b"* name reserved: " + n + b" (the relay names "
+                         b"newcomers userN)\n" for n in (b"User7", b"USER12"))
         want += b"* usage: /nick NAME\n" * 2
         want += b"".join(b"* you are now " + n.encode() + b"\n" for n in good)
         a.wait_line(b"* you are now " + good[-1].encode())

@@ -244,7 +244,7 @@ static void test_broker_options(void **state)
 	assert_int_equal(r.o.max_line, 64 * 1024);
 	run_free(&r);
 	parse(&r, "-l", "6666", "--max-pending=2M", "--max-line", "1000",
-	      "--broker", "-m", "event", "-k", "-q", NULL);
+	      "--broker", "-m", "event", "-q", NULL);
 	assert_ok(&r);
 	assert_int_equal(r.o.broker, 1);
 	assert_int_equal(r.o.max_pending, 2 * 1024 * 1024);
@@ -278,6 +278,9 @@ static void test_broker_bad_usage(void **state)
 	assert_usage(&r, "--broker runs in event mode only");
 	parse(&r, "--broker", NULL);
 	assert_usage(&r, "--broker needs --listen");
+	/* Without effect there: a relay serves every client in turn. */
+	parse(&r, "--broker", "-k", "-l", "0", NULL);
+	assert_usage(&r, "-k is for the endpoint");
 	parse(&r, "--broker", "localhost", "6666", NULL);
 	assert_usage(&r, "--broker needs --listen");
 	parse(&r, "-l", "0", "--max-pending", "1M", NULL);
