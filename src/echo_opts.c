@@ -412,7 +412,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                   &o->max_pending) < 0)
 				return echo_bad(errout, prog,
 				                "bad --max-pending '%s' "
-				                "(bytes, at least 1)",
+				                "(bytes, 1 to 1024G)",
 				                optarg);
 			break;
 		case OPT_MAX_CONNS:
@@ -420,7 +420,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                  &o->max_conns) < 0)
 				return echo_bad(errout, prog,
 				                "bad --max-conns '%s' (a "
-				                "number, at least 1)",
+				                "number, 1 to 4294967295)",
 				                optarg);
 			break;
 		case OPT_IDLE_TIMEOUT:
@@ -428,7 +428,8 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                      &o->idle_timeout) < 0)
 				return echo_bad(errout, prog,
 				                "bad --idle-timeout '%s' "
-				                "(seconds)",
+				                "(seconds, 0 to 10000000; 0: "
+				                "never)",
 				                optarg);
 			break;
 		case OPT_DRAIN_TIMEOUT:
@@ -436,7 +437,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                      &o->drain_timeout) < 0)
 				return echo_bad(errout, prog,
 				                "bad --drain-timeout '%s' "
-				                "(seconds)",
+				                "(seconds, 0 to 10000000)",
 				                optarg);
 			break;
 		case OPT_KEEPALIVE:
@@ -463,7 +464,8 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				return echo_bad(
 				        errout, prog,
 				        "bad --udp-rate '%s' (datagrams "
-				        "per second, 0 for no limit)",
+				        "per second, 0 to 4294967295; 0: "
+				        "no limit)",
 				        optarg);
 			rate_given = 1;
 			break;

@@ -352,6 +352,29 @@ static void test_timeouts_bad(void **state)
 	}
 }
 
+/* A value past a limit is told the limit, not only what kind it is. */
+static void test_limits_named(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--max-conns", "4294967296", NULL);
+	assert_usage(&r, "(a number, 1 to 4294967295)");
+	run_free(&r);
+	parse(&r, "--idle-timeout", "31536000", NULL);
+	assert_usage(&r, "(seconds, 0 to 10000000; 0: never)");
+	run_free(&r);
+	parse(&r, "--drain-timeout", "10000001", NULL);
+	assert_usage(&r, "(seconds, 0 to 10000000)");
+	run_free(&r);
+	parse(&r, "--max-pending", "2048G", NULL);
+	assert_usage(&r, "(bytes, 1 to 1024G)");
+	run_free(&r);
+	parse(&r, "--udp", "--udp-rate", "99999999999", NULL);
+	assert_usage(&r, "0 to 4294967295; 0: no limit)");
+	run_free(&r);
+}
+
 static void test_verbosity(void **state)
 {
 	struct run r;
@@ -795,6 +818,7 @@ int main(void)
 	        cmocka_unit_test(test_stats_log_udp),
 	        cmocka_unit_test(test_keepalive),
 	        cmocka_unit_test(test_keepalive_bad),
+	        cmocka_unit_test(test_limits_named),
 	        cmocka_unit_test(test_loglimit),
 	        cmocka_unit_test(test_loglimit_any_window),
 	};
