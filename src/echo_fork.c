@@ -510,7 +510,7 @@ static void server_stop(struct server *srv)
 		event_base_loopbreak(srv->base);
 		return;
 	}
-	log_verbose("shutting down: draining %zu connections", srv->npids);
+	log_info("shutting down: %zu connections to drain", srv->npids);
 	server_kill_all(srv, SIGTERM);
 	tv.tv_sec = (time_t)d;
 	tv.tv_usec = (suseconds_t)((d - (double)tv.tv_sec) * 1e6);
