@@ -160,7 +160,9 @@ static enum opts_result chat_opts_addr(int argc, char **argv,
                                        struct chat_opts *o, FILE *errout,
                                        const char *prog)
 {
-	const char *why;
+	const char *why, *host;
+	char bare[ADDR_HOSTLEN];
+	size_t hlen;
 	int left = argc - optind;
 
 	if (o->listen) {
@@ -181,7 +183,21 @@ static enum opts_result chat_opts_addr(int argc, char **argv,
 	if (left > 2)
 		return chat_bad(errout, prog, "unexpected argument '%s'",
 		                argv[optind + 2]);
-	if (addr_set(argv[optind], argv[optind + 1], &o->addr, &why) < 0) {
+	/* HOST PORT takes an IPv6 address bare or in brackets, as HOST:PORT
+	 * needs it. */
+	host = argv[optind];
+	hlen = strlen(host);
+	if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']' &&
+	    memchr(host, ':', hlen) != NULL && hlen - 2 < sizeof bare) {
+		memcpy(bare, host + 1, hlen - 2);
+		bare[hlen - 2] = '\0';
+		host = bare;
+	}
+	if (host[0] == '[' || host[0] == ']')
+		why = "brackets hold an IPv6 address: [IPV6] PORT";
+	else if (addr_set(host, argv[optind + 1], &o->addr, &why) == 0)
+		why = NULL;
+	if (why != NULL) {
 		fprintf(errout, "%s: bad address '%s %s': %s\n", prog,
 		        argv[optind], argv[optind + 1], why);
 		fprintf(errout, chat_usage_text, prog, prog, prog);

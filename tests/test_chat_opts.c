@@ -119,6 +119,13 @@ static void test_connect_ipv6_and_options_after(void **state)
 	assert_int_equal(r.o.mode, CHAT_MODE_FORK);
 	assert_int_equal(r.o.log_level, LOG_QUIET);
 	run_free(&r);
+	/* In brackets too, as HOST:PORT writes it; brackets hold IPv6 only. */
+	parse(&r, "[::1]", "7", NULL);
+	assert_ok(&r);
+	assert_string_equal(r.o.addr.host, "::1");
+	run_free(&r);
+	parse(&r, "[127.0.0.1]", "7", NULL);
+	assert_usage(&r, "bad address '[127.0.0.1] 7'");
 }
 
 static void test_listen_forms(void **state)
