@@ -61,6 +61,12 @@ static int sockets_bind(struct echo_sockets *ss, const struct addr *a,
 
 	n = listener_bind(a, socktype, fds, ECHO_MAX_SOCKETS - ss->n, err,
 	                  sizeof err);
+	if (n == LISTENER_TOO_MANY) {
+		log_error("%s: forkloop-echo serves at most %d sockets, one per "
+		          "address of each --listen, two with --udp",
+		          err, ECHO_MAX_SOCKETS);
+		return -1;
+	}
 	if (n < 0) {
 		log_error("%s", err);
 		return -1;

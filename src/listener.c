@@ -76,12 +76,68 @@ static in_port_t listener_local_port(int fd)
 	return *listener_port((struct sockaddr *)&ss);
 }
 
-/* Was the same address already listed before ai? */
-static int listener_seen(const struct addrinfo *res, const struct addrinfo *ai)
+static int listener_is_any(const struct sockaddr *sa)
 {
-	for (; res != ai; res = res->ai_next)
-		if (res->ai_addrlen == ai->ai_addrlen &&
-		    memcmp(res->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
+	return listener_is_v6any(sa) ||
+	       (sa->sa_family == AF_INET &&
+	        ((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
+	                htonl(INADDR_ANY));
+}
+
+/* The IPv4 address an IPv4-mapped IPv6 one (::ffff:a.b.c.d) stands for. */
+static int listener_mapped(const struct sockaddr *sa, struct in_addr *v4)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->sa_family != AF_INET6 ||
+	    !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return 0;
+	memcpy(v4, &sin6->sin6_addr.s6_addr[12], sizeof *v4);
+	return 1;
+}
+
+/*
+ * Does another address of res already serve ai, so that binding ai too
+ * would only fail with "Address already in use"? An earlier duplicate; the
+ * wildcard of ai's family (it takes every address of the family on the
+ * port); for an IPv4-mapped address, the IPv4 address or wildcard it maps
+ * to (ipv6(7): a mapped bind is an IPv4 bind).
+ */
+static int listener_covered(const struct addrinfo *res,
+                            const struct addrinfo *ai)
+{
+	const struct addrinfo *p;
+	const struct sockaddr_in *sin;
+	struct in_addr m;
+	int before = 1;
+
+	for (p = res; p != NULL; p = p->ai_next) {
+		if (p == ai) {
+			before = 0;
+			continue;
+		}
+		if (before && p->ai_addrlen == ai->ai_addrlen &&
+		    memcmp(p->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
+			return 1;
+		if (p->ai_family == ai->ai_family &&
+		    listener_is_any(p->ai_addr) &&
+		    !listener_is_any(ai->ai_addr))
+			return 1;
+		sin = (const struct sockaddr_in *)p->ai_addr;
+		if (p->ai_family == AF_INET &&
+		    listener_mapped(ai->ai_addr, &m) &&
+		    (sin->sin_addr.s_addr == m.s_addr ||
+		     listener_is_any(p->ai_addr)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Any IPv4 address in res: then "[::]" among them keeps to IPv6. */
+static int listener_has_v4(const struct addrinfo *res)
+{
+	for (; res != NULL; res = res->ai_next)
+		if (res->ai_family == AF_INET)
 			return 1;
 	return 0;
 }
@@ -119,23 +175,28 @@ int listener_bind_list(const struct addrinfo *res, const struct addr *a,
 	char spec[ADDR_STRLEN], name[ADDR_STRLEN], first[ADDR_STRLEN];
 	in_port_t port = 0;
 	size_t n = 0, naddr = 0;
-	int saved;
+	int saved, v4 = listener_has_v4(res);
 
 	for (ai = res; ai != NULL; ai = ai->ai_next)
-		naddr += !listener_seen(res, ai);
+		naddr += !listener_covered(res, ai);
 	addr_spec_format(a, spec, sizeof spec);
-	if (naddr > max) {
+	if (naddr > max && naddr > 1) {
 		snprintf(err, errlen,
 		         "cannot listen on %s: it resolves to %zu addresses, "
-		         "and only %zu can be served here (give one address, "
-		         "or a port alone for every address)",
+		         "and only %zu more can be served here (give one "
+		         "address, or a port alone for every address)",
 		         spec, naddr, max);
-		return -1;
+		return LISTENER_TOO_MANY;
+	}
+	if (naddr > max) {
+		snprintf(err, errlen, "cannot listen on %s: no more sockets "
+		         "can be served here", spec);
+		return LISTENER_TOO_MANY;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		int fd;
 
-		if (ai->ai_addrlen > sizeof ss || listener_seen(res, ai))
+		if (ai->ai_addrlen > sizeof ss || listener_covered(res, ai))
 			continue;
 		/* Port 0: the first bind picks the port, the others take it. */
 		one = *ai;
@@ -143,7 +204,9 @@ int listener_bind_list(const struct addrinfo *res, const struct addr *a,
 		one.ai_addr = (struct sockaddr *)&ss;
 		if (port != 0)
 			*listener_port(one.ai_addr) = port;
-		fd = listener_open_one(&one, socktype, a->v6only);
+		/* A dual-stack "[::]" would hold the IPv4 port the list's
+		 * IPv4 addresses need. */
+		fd = listener_open_one(&one, socktype, a->v6only || v4);
 		if (fd < 0) {
 			saved = errno;
 			addr_format(one.ai_addr, one.ai_addrlen, name,
@@ -181,9 +244,10 @@ static int listener_bind_any(const struct addrinfo *res, const struct addr *a,
 	int fd = -1, saved;
 
 	if (max == 0) {
-		snprintf(err, errlen, "cannot listen on %s: too many sockets",
+		snprintf(err, errlen, "cannot listen on %s: no more sockets "
+		         "can be served here",
 		         addr_spec_format(a, name, sizeof name));
-		return -1;
+		return LISTENER_TOO_MANY;
 	}
 	ai = listener_wildcard(res, socktype, &fd);
 	if (ai == NULL) {

@@ -107,7 +107,7 @@ class AddrTest(fltest.ProcTestCase):
                          + check.stderr)
         got = [line.split()[0] for line in check.stdout.splitlines()
                if "STREAM" in line]
-        self.assertIn("127.0.0.2", got)
+        self.assertIn((addrs or MULTI_ADDRS)[0], got)
         return path, got
 
     def assertEveryAddress(self, srv, addrs):
@@ -298,9 +298,38 @@ class AddrTest(fltest.ProcTestCase):
             status, out, err = run(with_hosts(hosts, argv))
             self.assertEqual(status, 1, err)
             self.assertIn("cannot listen on %s:0: it resolves to 17 "
-                          "addresses, and only 16 can be served here"
+                          "addresses, and only 16 more can be served here"
                           % MULTI, err)
             self.assertNotIn("listening on", err)
+        # forkloop-echo's 64 sockets: 33 addresses with --udp need 66.
+        hosts, _ = self.multi_hosts(["127.0.0.%d" % i for i in range(1, 34)])
+        status, out, err = run(with_hosts(hosts, [
+            fltest.binary("echo"), "--udp", "--listen", MULTI + ":0"]))
+        self.assertEqual(status, 1, err)
+        self.assertIn("forkloop-echo serves at most 64 sockets", err)
+        self.assertNotIn("resolves to 1 addresses", err)
+
+    def test_name_with_both_wildcards(self):
+        """A name for 0.0.0.0 and ::, and one for an address and its
+        IPv4-mapped form: each listens, [::] keeping to IPv6 beside IPv4,
+        and the mapped form left to its IPv4 socket."""
+        hosts, _ = self.multi_hosts(["0.0.0.0", "::"])
+        chat = self.start(Server, with_hosts(hosts, [
+            fltest.binary("chat"), "--broker", "--listen", MULTI + ":0"]),
+            count=2)
+        self.assertEqual(sorted(chat.addrs),
+                         [("0.0.0.0", chat.port), ("::", chat.port)])
+        for host in ("127.0.0.1", "::1"):
+            s = socket.create_connection((host, chat.port), timeout=10)
+            self.addCleanup(s.close)
+            self.assertTrue(s.makefile("rb").readline().startswith(
+                b"* you are "), host)
+        hosts, _ = self.multi_hosts(["127.0.0.2", "::ffff:127.0.0.2"])
+        srv = self.start(Server, with_hosts(hosts, [
+            fltest.binary("echo"), "--mode", "event", "--listen",
+            MULTI + ":0"]))
+        self.assertEqual(srv.addrs, [("127.0.0.2", srv.port)])
+        self.assertEqual(roundtrip("127.0.0.2", srv.port, b"x"), b"x")
 
     def test_errors_name_the_forms(self):
         cases = [

@@ -439,31 +439,92 @@ static void test_bind_list_one_port(void **state)
 	}
 	n = listener_bind_list(v4list(sin, ai, hosts, 2), &a, SOCK_STREAM, fds,
 	                       1, err, sizeof err);
-	assert_int_equal(n, -1);
-	assert_non_null(strstr(err, "resolves to 2 addresses"));
+	assert_int_equal(n, LISTENER_TOO_MANY);
+	assert_non_null(strstr(err, "resolves to 2 addresses, and only 1 more"));
 }
 
-/* The port the first bind got is taken on the next address: say so. */
+/* A port another process holds on one of the addresses: say which. */
 static void test_bind_list_port_taken(void **state)
 {
-	static const char *const hosts[] = {"127.0.0.1", "0.0.0.0"};
-	struct sockaddr_in sin[2];
+	static const char *const hosts[] = {"127.0.0.1", "127.0.0.2"};
+	struct sockaddr_in sin[2], held;
 	struct addrinfo ai[2];
 	struct addr a;
 	const char *why;
-	char err[512], want[64];
-	int fds[2], n;
+	char err[512], spec[32], want[64];
+	socklen_t len = sizeof held;
+	int fds[2], n, hold;
 
 	(void)state;
-	assert_int_equal(addr_parse("two.example:0", 0, &a, &why), 0);
-	n = listener_bind_list(v4list(sin, ai, hosts, 2), &a, SOCK_DGRAM, fds,
-	                       2, err, sizeof err);
+	hold = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(&held, 0, sizeof held);
+	held.sin_family = AF_INET;
+	held.sin_addr.s_addr = htonl(0x7f000002);
+	assert_int_equal(bind(hold, (struct sockaddr *)&held, sizeof held), 0);
+	assert_int_equal(getsockname(hold, (struct sockaddr *)&held, &len), 0);
+	snprintf(spec, sizeof spec, "two.example:%u", ntohs(held.sin_port));
+	assert_int_equal(addr_parse(spec, 0, &a, &why), 0);
+	v4list(sin, ai, hosts, 2);
+	sin[0].sin_port = sin[1].sin_port = held.sin_port;
+	n = listener_bind_list(ai, &a, SOCK_DGRAM, fds, 2, err, sizeof err);
 	assert_int_equal(n, -1);
-	assert_non_null(strstr(err, "cannot listen on 0.0.0.0:"));
-	assert_non_null(strstr(err, "Address already in use"));
-	snprintf(want, sizeof want, "the one 127.0.0.1:");
+	snprintf(want, sizeof want, "cannot listen on 127.0.0.2:%u: Address "
+	         "already in use", ntohs(held.sin_port));
 	assert_non_null(strstr(err, want));
-	assert_non_null(strstr(err, "two.example:0 takes one port"));
+	close(hold);
+}
+
+/*
+ * What another address of the list already serves is not bound again: a
+ * family's wildcard serves its specific addresses, an IPv4 address its
+ * IPv4-mapped form; and "[::]" beside IPv4 keeps to IPv6, so that a name
+ * resolving to "0.0.0.0" and "::" listens on both.
+ */
+static void test_bind_list_covered(void **state)
+{
+	static const char *const v4[] = {"127.0.0.1", "0.0.0.0", "127.0.0.2"};
+	struct sockaddr_in sin[3];
+	struct sockaddr_in6 six[2];
+	struct addrinfo ai[5];
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct addr a;
+	const char *why;
+	char err[512];
+	int fds[5], n, i, v6only;
+
+	(void)state;
+	assert_int_equal(addr_parse("any.example:0", 0, &a, &why), 0);
+	v4list(sin, ai, v4, 3);
+	/* Then "::" and "::ffff:127.0.0.1". */
+	memset(six, 0, sizeof six);
+	for (i = 0; i < 2; i++) {
+		six[i].sin6_family = AF_INET6;
+		ai[3 + i] = ai[0];
+		ai[3 + i].ai_family = AF_INET6;
+		ai[3 + i].ai_addr = (struct sockaddr *)&six[i];
+		ai[3 + i].ai_addrlen = sizeof six[i];
+		ai[2 + i].ai_next = &ai[3 + i];
+	}
+	ai[4].ai_next = NULL;
+	six[0].sin6_addr = in6addr_any;
+	assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.1",
+	                           &six[1].sin6_addr), 1);
+	n = listener_bind_list(ai, &a, SOCK_STREAM, fds, 5, err, sizeof err);
+	if (n < 0)
+		fail_msg("%s", err);
+	assert_int_equal(n, 2); /* 0.0.0.0 and [::] */
+	len = sizeof ss;
+	assert_int_equal(getsockname(fds[0], (struct sockaddr *)&ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr,
+	                 htonl(INADDR_ANY));
+	len = sizeof v6only;
+	assert_int_equal(getsockopt(fds[1], IPPROTO_IPV6, IPV6_V6ONLY, &v6only,
+	                            &len), 0);
+	assert_int_equal(v6only, 1);
+	close(fds[0]);
+	close(fds[1]);
 }
 
 int main(void)
@@ -488,6 +549,7 @@ int main(void)
 	        cmocka_unit_test(test_strerror_is_the_system_resolver),
 	        cmocka_unit_test(test_bind_list_one_port),
 	        cmocka_unit_test(test_bind_list_port_taken),
+	        cmocka_unit_test(test_bind_list_covered),
 	        cmocka_unit_test(test_resolve_numeric),
 	};
 

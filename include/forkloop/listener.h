@@ -18,14 +18,20 @@
  * SOCK_DGRAM) for a, listening if stream: a PORT alone gives one socket on
  * "[::]" that serves IPv6 and IPv4 (IPV6_V6ONLY off, ipv6(7); "0.0.0.0"
  * where the system has no IPv6); a host, one socket per address it resolves
- * to (getaddrinfo(3), duplicates dropped), all on one port: with port 0 the
- * first bind picks it. Stores up to max descriptors in fds and returns how
- * many, or -1 with nothing left open and a message in err such as "cannot
- * listen on 127.0.0.1:6666: Address already in use", "cannot resolve
- * nosuch.invalid: Name or service not known", or, past max, "cannot listen
- * on NAME:PORT: it resolves to 17 addresses, and only 16 can be served here
- * (give one address, or a port alone for every address)".
+ * to (getaddrinfo(3)), all on one port: with port 0 the first bind picks
+ * it. Addresses another one already serves are dropped: duplicates, those
+ * of a family whose wildcard is listed, an IPv4-mapped IPv6 address whose
+ * IPv4 address is listed; and "[::]" keeps to IPv6 when IPv4 addresses are
+ * listed, or its bind would take their port (ipv6(7), IPV6_V6ONLY). Stores
+ * up to max descriptors in fds and returns how many, or -1 with nothing
+ * left open and a message in err such as "cannot listen on
+ * 127.0.0.1:6666: Address already in use" or "cannot resolve
+ * nosuch.invalid: Name or service not known", or LISTENER_TOO_MANY when it
+ * needs more than max sockets ("cannot listen on NAME:PORT: it resolves to
+ * 17 addresses, and only 16 more can be served here (give one address, or
+ * a port alone for every address)").
  */
+#define LISTENER_TOO_MANY (-2)
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
                   char *err, size_t errlen);
 
