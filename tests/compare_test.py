@@ -1,7 +1,9 @@
 """bench/compare: its arithmetic on made-up runs (spread, noise and repeats,
 targets judged within a rotation, busy %, memory noise, the knee), its
-reports, and a run of --quick and --curve --quick from a copy of the
-repository with nothing beside it."""
+reports, --cores (the affinity mask split into server and client CPUs, the
+refusal of a core count that leaves the client short, what each design runs
+as), the --threads-cpu judgement, and a run of --quick and --curve --quick
+from a copy of the repository with nothing beside it."""
 
 import contextlib
 import glob
@@ -547,7 +549,338 @@ class ReportTest(unittest.TestCase):
                          "compare: no plot: install gnuplot\n")
 
 
+class CoresTest(unittest.TestCase):
+    def test_core_counts_from_repeats_and_comma_lists(self):
+        self.assertEqual(cmp.parse_cores(None), [1])
+        self.assertEqual(cmp.parse_cores(["1"]), [1])
+        self.assertEqual(cmp.parse_cores(["4,1", "2", "1"]), [1, 2, 4])
+        for bad in (["x"], ["0"], ["1,-2"], [","]):
+            with self.assertRaises(ValueError):
+                cmp.parse_cores(bad)
+
+    def test_servers_first_n_cpus_of_the_mask_client_the_next_n(self):
+        lay = cmp.core_layout({1, 0}, 1)
+        self.assertEqual(lay, {"cores": 1, "server": [0], "client": [1],
+                               "bench_threads": 1})
+        self.assertEqual(lay, cmp.DEFAULT_LAYOUT)
+        lay = cmp.core_layout(range(8), 3)
+        self.assertEqual((lay["server"], lay["client"]),
+                         ([0, 1, 2], [3, 4, 5]))
+        self.assertEqual(lay["bench_threads"], 3)
+        lay = cmp.core_layout([9, 2, 7, 5], 2)
+        self.assertEqual((lay["server"], lay["client"]), ([2, 5], [7, 9]))
+        lay = cmp.core_layout([4, 5, 6], 1)
+        self.assertEqual((lay["server"], lay["client"]), ([4], [5]))
+
+    def test_a_client_shorter_than_the_server_is_refused(self):
+        with self.assertRaises(ValueError) as e:
+            cmp.core_layout([0, 1], 2)
+        msg = str(e.exception)
+        self.assertIn("--cores 2 needs 4 CPUs", msg)
+        self.assertIn("may use 2 (CPUs 0-1)", msg)
+        self.assertIn("--cores 1 at most", msg)
+        with self.assertRaises(ValueError):
+            cmp.core_layout(range(3), 2)
+        with self.assertRaises(ValueError) as e:
+            cmp.core_layout([0], 1)
+        self.assertIn("too few for any core count", str(e.exception))
+        self.assertEqual(len(cmp.core_layouts(range(4), [1, 2])), 2)
+        with self.assertRaises(ValueError):
+            cmp.core_layouts(range(4), [1, 2, 3])
+
+    def test_plan_refuses_before_anything_runs(self):
+        c = cmp.config(cmp.parse_args(["--cores", "1,2"]))
+        self.assertEqual(c["cores"], [1, 2])
+        with self.assertRaises(ValueError):
+            cmp.plan(c, [0, 1])
+        self.assertEqual([l["cores"] for l in cmp.plan(c, range(4))], [1, 2])
+        for only in ("--curve", "--threads-cpu"):
+            c = cmp.config(cmp.parse_args([only, "--cores", "1",
+                                           "--cores", "2"]))
+            with self.assertRaises(ValueError) as e:
+                cmp.plan(c, range(8))
+            self.assertIn("one core count", str(e.exception))
+            c = cmp.config(cmp.parse_args([only, "--cores", "2"]))
+            self.assertEqual(cmp.plan(c, range(4))[0]["server"], [0, 1])
+
+    def test_the_command_exits_2_on_a_core_count_it_cannot_give(self):
+        n = len(os.sched_getaffinity(0)) // 2 + 1
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.run([COMPARE, "--cores", "1,%d" % n, "--no-build",
+                                "--build-dir", os.path.join(d, "none"),
+                                "--out", d],
+                               capture_output=True, text=True, timeout=60,
+                               start_new_session=True)
+            self.assertEqual(os.listdir(d), [])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("compare: --cores %d needs %d CPUs" % (n, 2 * n),
+                      p.stderr)
+        self.assertEqual(p.stdout, "")
+
+    def test_bench_threads_one_per_client_cpu_at_most_the_connections(self):
+        lay = cmp.core_layout(range(8), 4)
+        self.assertEqual(cmp.bench_threads(lay, 1), 1)
+        self.assertEqual(cmp.bench_threads(lay, 3), 3)
+        self.assertEqual(cmp.bench_threads(lay, 100), 4)
+        self.assertEqual(cmp.bench_threads(cmp.DEFAULT_LAYOUT, 1000), 1)
+        exe = {"bench": "/b/forkloop-bench"}
+        cell = {"load": "closed", "conns": 100, "size": 64}
+        argv = cmp.bench_argv(exe, "127.0.0.1:1", cell, 2, 0,
+                              layout=cmp.DEFAULT_LAYOUT)
+        self.assertEqual(argv[:3], ["taskset", "-c", "1"])
+        self.assertNotIn("--threads", argv)
+        argv = cmp.bench_argv(exe, "127.0.0.1:1", cell, 2, 0,
+                              layout=cmp.core_layout(range(4), 2))
+        self.assertEqual(argv[:3], ["taskset", "-c", "2,3"])
+        self.assertEqual(argv[argv.index("--threads") + 1], "2")
+
+    def test_what_each_design_runs_as(self):
+        exe = {"yardstick": "/b/epoll_echo", "echo": "/b/forkloop-echo"}
+        one = cmp.DEFAULT_LAYOUT
+        self.assertEqual(cmp.server_argv("yardstick", exe, one),
+                         ([0], ["/b/epoll_echo", "0", "127.0.0.1"]))
+        self.assertEqual(cmp.server_argv("event", exe, one),
+                         ([0], ["/b/forkloop-echo", "--mode", "event",
+                                "--listen", "127.0.0.1:0"]))
+        self.assertEqual(cmp.server_instances("yardstick", one), 1)
+        two = cmp.core_layout([0, 1, 2, 3], 2)
+        self.assertEqual(cmp.server_instances("yardstick", two), 2)
+        self.assertEqual(cmp.server_instances("event", two), 1)
+        self.assertEqual(cmp.server_instances("fork", two), 1)
+        self.assertEqual(cmp.server_argv("yardstick", exe, two, 0, 0),
+                         ([0], ["/b/epoll_echo", "--reuseport", "0",
+                                "127.0.0.1"]))
+        self.assertEqual(cmp.server_argv("yardstick", exe, two, 1, 4321),
+                         ([1], ["/b/epoll_echo", "--reuseport", "4321",
+                                "127.0.0.1"]))
+        cpus, argv = cmp.server_argv("event", exe, two)
+        self.assertEqual(cpus, [0, 1])
+        self.assertEqual(argv[-3:], ["--threads", "2", "--cpu-affinity"])
+        cpus, argv = cmp.server_argv("fork", exe, two)
+        self.assertEqual(cpus, [0, 1])
+        self.assertNotIn("--threads", argv)
+        cpus, argv = cmp.server_argv("event", exe, one, threads=2)
+        self.assertEqual((cpus, argv[-2:]), ([0], ["--threads", "2"]))
+        self.assertEqual(cmp.pinned([2, 0])[:3], ["taskset", "-c", "0,2"])
+
+    def test_cpus_in_words_and_steal_per_cpu_of_the_layout(self):
+        self.assertEqual(cmp.fmt_cpus([0]), "CPU 0")
+        self.assertEqual(cmp.fmt_cpus([3, 2, 1, 0]), "CPUs 0-3")
+        self.assertEqual(cmp.fmt_cpus([0, 2, 5]), "CPUs 0, 2, 5")
+        stat = "cpu  1 0 0 1 0 0 0 0\n" + "".join(
+            "cpu%d 1 0 0 1 0 0 0 %d\n" % (i, i) for i in range(12))
+        stat2 = "cpu  1 0 0 5 0 0 0 4\n" + "".join(
+            "cpu%d 1 0 0 5 0 0 0 %d\n" % (i, i + 4) for i in range(12))
+        a = {"t": 0.0, "loadavg": None, "stat": cmp.parse_cpu_stat(stat)}
+        b = {"t": 1.0, "loadavg": None, "stat": cmp.parse_cpu_stat(stat2)}
+        m = cmp.machine_between(a, b, cmp.core_layout(range(12), 5))
+        self.assertEqual(len(m["steal_pct"]), 11)
+        self.assertEqual(cmp.fmt_steal(m["steal_pct"]).split(", ")[:3],
+                         ["all 50.0%", "cpu0 50.0%", "cpu1 50.0%"])
+        self.assertTrue(cmp.fmt_steal(m["steal_pct"]).endswith(
+            "cpu9 50.0%"))
+        self.assertEqual(cmp.its_cpus(cmp.DEFAULT_LAYOUT), "its one CPU")
+        self.assertEqual(cmp.its_cpus(cmp.core_layout(range(4), 2)),
+                         "its 2 CPUs")
+
+
+def threads_runs(upms, msgs=100000.0):
+    return [None if u is None else run(msgs, server_cpu_us_per_msg=u,
+                                       server_threads=1, rotation=i)
+            for i, u in enumerate(upms)]
+
+
+class ThreadsCpuTest(unittest.TestCase):
+    def test_at_most_is_judged_on_the_median_with_k_of_n(self):
+        j = cmp.judge_ratios([10.5, 12.0, 11.0], [10, 10, 10], 1.10,
+                             at_most=True)
+        self.assertAlmostEqual(j["median"], 1.10)
+        self.assertTrue(j["met"])
+        self.assertEqual((j["k"], j["n"], j["direction"]), (2, 3, "<="))
+        j = cmp.judge_ratios([12.0, 11.5, 10.0], [10, 10, 10], 1.10,
+                             at_most=True)
+        self.assertFalse(j["met"])
+        self.assertEqual(j["k"], 1)
+        self.assertEqual(cmp.judge_ratios([1], [1], 0.9)["direction"], ">=")
+
+    def test_ratio_within_each_rotation_not_of_medians(self):
+        # Medians 10 and 10.5 would say 1.05; rotation by rotation threads 2
+        # spends 1.2x, 1.2x and 0.9x.
+        names = cmp.THREADS_CPU_NAMES
+        runs = {names[0]: threads_runs([10.0, 8.75, 11.667]),
+                names[1]: threads_runs([12.0, 10.5, 10.5])}
+        mach = {"load_before": [0.1] * 3, "load_after": [0.2] * 3,
+                "steal_pct": {"cpu": 0.0}}
+        e = cmp.threads_cpu_cell({"load": "closed", "conns": 100,
+                                  "size": 64}, names, runs, 3, mach)
+        j = e["judged"]
+        self.assertAlmostEqual(j["median"], 1.2)
+        self.assertEqual((j["k"], j["n"]), (1, 3))
+        self.assertFalse(j["met"])
+        self.assertEqual(e["designs"][names[1]]["cpu_us_per_msg"]["median"],
+                         10.5)
+        self.assertIn("not met", cmp.threads_cpu_sentence(e))
+
+    def test_failed_runs_leave_their_rotation_out_and_noise_is_said(self):
+        names = cmp.THREADS_CPU_NAMES
+        runs = {names[0]: threads_runs([10.0, None, 10.0, 10.0, 10.0]),
+                names[1]: threads_runs([10.5, 10.0, 14.0, 10.2, 10.4])}
+        e = cmp.threads_cpu_cell({"load": "closed", "conns": 1000,
+                                  "size": 64}, names, runs, 5,
+                                 {"steal_pct": {}})
+        self.assertEqual(e["judged"]["n"], 4)
+        self.assertEqual(e["judged"]["k"], 3)
+        self.assertTrue(e["judged"]["met"])
+        self.assertEqual(e["noisy"], [])
+        runs[names[1]] = threads_runs([10.5, 10.0, 14.0, 8.0, 12.4])
+        e = cmp.threads_cpu_cell({"load": "closed", "conns": 1000,
+                                  "size": 64}, names, runs, 5,
+                                 {"steal_pct": {}})
+        self.assertEqual(e["noisy"], [names[1]])
+        self.assertIn("(noisy: threads 2)", cmp.threads_cpu_sentence(e))
+
+    def test_rotations_repeat_while_cpu_per_message_is_noisy(self):
+        table = {"a": [10.0, 10.1, 10.0, 10.0, 10.0],
+                 "b": [10.0, 13.0, 10.0, 10.1, 10.0]}
+
+        def one(n, rot):
+            # Throughput steady, CPU per message not: only the latter counts.
+            return {"msgs_per_sec": 1000.0,
+                    "server_cpu_us_per_msg": table[n][rot]}
+        runs, rots = cmp.run_rotations(["a", "b"], 2, 9, one,
+                                       key="server_cpu_us_per_msg")
+        self.assertEqual(rots, 5)
+        runs, rots = cmp.run_rotations(["a", "b"], 2, 9, one)
+        self.assertEqual(rots, 2)
+
+    def test_report(self):
+        names = cmp.THREADS_CPU_NAMES
+        data = made_up_data()
+        data["servers_run"] = names
+        data["layouts"] = [dict(cmp.DEFAULT_LAYOUT, servers_run=names,
+                                commands={n: ["taskset -c 0 x"]
+                                          for n in names})]
+        mach = dict(data["machine_cells"][0])
+        cells = []
+        for conns, t2 in ((100, [10.5, 10.0, 10.9]),
+                          (1000, [13.0, 10.0, 20.0])):
+            runs = {names[0]: threads_runs([10.0, 10.0, 10.0]),
+                    names[1]: threads_runs(t2)}
+            cells.append(cmp.threads_cpu_cell(
+                {"load": "closed", "conns": conns, "size": 64}, names, runs,
+                3, mach))
+        data["threads_cpu"] = {"target": 1.10, "names": names,
+                               "cells": cells}
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        path = os.path.join(d, "t.md")
+        cmp.write_threads_md(path, data)
+        with open(path) as f:
+            md = f.read()
+        self.assertIn("| 100c 64B | 1.050x (1.000-1.090) | 3 of 3 | yes |",
+                      md)
+        self.assertIn("| 1000c 64B | 1.300x (1.000-2.000) ~ | 1 of 3 | no |",
+                      md)
+        self.assertIn("| 1000c 64B | threads 2 | 3 | ~13.00 | 10.00-20.00 "
+                      "| 76.9% |", md)
+        self.assertIn("| 1000c 64B | 3 | threads 1 | 10.00 | 20.00 | 2.000 "
+                      "|", md)
+        self.assertIn("on CPU 0, forkloop-bench on CPU 1", md)
+        self.assertNotIn("The yardstick is", md)
+
+
+def cores_data():
+    """made_up_data measured at 1 and 2 cores."""
+    data = made_up_data()
+    two = cmp.core_layout(range(4), 2)
+    data["layouts"] = [dict(cmp.DEFAULT_LAYOUT,
+                            servers_run=["yardstick", "event", "fork"]),
+                       dict(two, servers_run=["yardstick", "event", "fork"])]
+    more = []
+    for key in ("sweep", "memory", "machine_cells"):
+        for x in data[key]:
+            x["cores"] = 1
+            y = json.loads(json.dumps(x))
+            y["cores"] = 2
+            more.append((key, y))
+    for key, y in more:
+        if key == "sweep" and y["median"]:
+            y["spread"] = dict(y["spread"], median=2 * y["spread"]["median"])
+            y["median"]["msgs_per_sec"] *= 2
+        data[key].append(y)
+    data["client_check"] = [{"cores": 1, "conns": 100, "size": 64,
+                             "median": {"forkloop-bench": 95.0,
+                                        "epoll_client": 100.0},
+                             "runs": {"forkloop-bench": [95.0],
+                                      "epoll_client": [100.0]},
+                             "judged": cmp.judge_ratios([95.0], [100.0],
+                                                        0.95)}]
+    return data
+
+
+class CoresReportTest(unittest.TestCase):
+    def write(self, data, cores_png=None):
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        path = os.path.join(d, "r.md")
+        cmp.write_md(path, data, None, cores_png)
+        with open(path) as f:
+            return f.read()
+
+    def test_one_core_report_is_as_before(self):
+        md = self.write(made_up_data())
+        self.assertNotIn("Against cores", md)
+        self.assertNotIn("1 core:", md)
+        self.assertIn("Servers on CPU 0, forkloop-bench on CPU 1.", md)
+        self.assertIn("## Server CPU: us per message, median (min-max) over "
+                      "runs; busy % of its one CPU", md)
+        self.assertIn("| 100c 64B | ~4.00, 99.0% (1) |", md)
+
+    def test_every_core_count_gets_its_sections_and_one_summary(self):
+        md = self.write(cores_data())
+        self.assertEqual(md.count("## Against cores"), 1)
+        for n in ("1 core", "2 cores"):
+            for title in ("Targets", "Throughput", "Spread", "Latency",
+                          "Server CPU", "Memory"):
+                self.assertIn("## %s: %s" % (n, title), md)
+        self.assertIn("At 1 core: servers on CPU 0, forkloop-bench on CPU 1",
+                      md)
+        self.assertIn("At 2 cores: every server design on CPUs 0-1", md)
+        self.assertIn("2 independent single-thread processes listening on "
+                      "one port with SO_REUSEPORT", md)
+        self.assertIn("forkloop-bench on CPUs 2-3 with `--threads 2`", md)
+        self.assertIn("busy % of its 2 CPUs", md)
+        self.assertIn("busy % of CPUs 2-3", md)
+        self.assertIn("| 100c 64B | event | 1 | ~100.0k (80.0k-120.0k) | "
+                      "300 / 500 | 4.00 | 99.0% |", md)
+        self.assertIn("| 100c 64B | event | 2 | ~200.0k (80.0k-120.0k) | ",
+                      md)
+        self.assertIn("Not run at 2 cores: the minimal client", md)
+        self.assertIn("forkloop-bench >= 0.95x raw-epoll client, 100c 64B",
+                      md.split("## 1 core: Targets")[1].split("##")[0])
+        self.assertIn("no plot: gnuplot was not installed", md)
+        self.assertIn("not as a ratio measured in one rotation", md)
+
+    def test_no_cores_plot_for_one_core_count(self):
+        self.assertIsNone(cmp.write_cores_png("/nonexistent/c.png",
+                                              made_up_data()))
+
+
 class OptionsTest(unittest.TestCase):
+    def test_threads_cpu_defaults_are_short(self):
+        c = cmp.config(cmp.parse_args(["--threads-cpu"]))
+        self.assertEqual((c["conns"], c["sizes"]), ([100, 1000], [64]))
+        self.assertEqual((c["reps"], c["max_reps"], c["secs"]), (5, 9, 2))
+        self.assertEqual(c["cores"], [1])
+        self.assertTrue(c["out"].endswith(os.path.join("bench", "results")))
+        c = cmp.config(cmp.parse_args(["--threads-cpu", "--quick"]))
+        self.assertEqual((c["reps"], c["max_reps"], c["secs"]), (2, 3, 0.5))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), \
+                self.assertRaises(SystemExit) as e:
+            cmp.parse_args(["--threads-cpu", "--curve"])
+        self.assertEqual(e.exception.code, 2)
+
     def test_quick_curve_is_small_and_the_yardstick_is_in_the_repo(self):
         c = cmp.config(cmp.parse_args(["--curve", "--quick"]))
         self.assertEqual((c["reps"], c["secs"]), (1, 1))

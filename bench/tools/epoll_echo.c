@@ -6,8 +6,12 @@
  * so a peer that does not read is not read either. Built and run by
  * bench/compare only; not part of forkloop.
  *
- * usage: epoll_echo PORT [ADDR]
+ * usage: epoll_echo [--reuseport] PORT [ADDR]
  *   ADDR is an IPv4 address, 127.0.0.1 by default; PORT 0 lets the kernel pick.
+ *   --reuseport sets SO_REUSEPORT on the listening socket, so that several
+ *   independent instances (one thread each) can listen on one port and the
+ *   kernel spreads the connections among them: bench/compare --cores N
+ *   starts the first with PORT 0 and the others on the port it printed.
  * prints: "epoll_echo: listening on port N" on standard error, then serves
  * until killed.
  */
@@ -100,7 +104,7 @@ static void accept_all(int ep, int lfd, size_t nconns)
 	}
 }
 
-static int listen_on(struct sockaddr_in *sa)
+static int listen_on(struct sockaddr_in *sa, int reuseport)
 {
 	socklen_t len = sizeof *sa;
 	int fd, one = 1;
@@ -108,6 +112,9 @@ static int listen_on(struct sockaddr_in *sa)
 	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (reuseport &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+		return -1;
 	if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 ||
 	    listen(fd, 4096) < 0 ||
 	    getsockname(fd, (struct sockaddr *)sa, &len) < 0)
@@ -117,24 +124,30 @@ static int listen_on(struct sockaddr_in *sa)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: epoll_echo PORT [ADDR]\n");
+	fprintf(stderr, "usage: epoll_echo [--reuseport] PORT [ADDR]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	const char *addr = argc > 2 ? argv[2] : "127.0.0.1";
+	const char *addr;
 	struct epoll_event evs[512];
 	struct rlimit rl;
 	struct conn *conns;
 	size_t nconns;
 	char *end;
 	long port;
-	int ep, lfd, n, k, rc;
+	int ep, lfd, n, k, rc, reuseport = 0;
 
+	if (argc > 1 && strcmp(argv[1], "--reuseport") == 0) {
+		reuseport = 1;
+		argc--;
+		argv++;
+	}
 	if (argc < 2 || argc > 3)
 		usage();
+	addr = argc > 2 ? argv[2] : "127.0.0.1";
 	port = strtol(argv[1], &end, 10);
 	if (*argv[1] == '\0' || *end != '\0' || port < 0 || port > 65535 ||
 	    inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
@@ -148,7 +161,7 @@ int main(int argc, char **argv)
 	nconns = rl.rlim_cur < (1 << 20) ? rl.rlim_cur : (1 << 20);
 	if ((conns = calloc(nconns, sizeof *conns)) == NULL)
 		err(1, "calloc");
-	if ((lfd = listen_on(&sa)) < 0)
+	if ((lfd = listen_on(&sa, reuseport)) < 0)
 		err(1, "cannot listen on %s:%s", addr, argv[1]);
 	if ((ep = epoll_create1(0)) < 0 ||
 	    watch(ep, EPOLL_CTL_ADD, lfd, EPOLLIN))
