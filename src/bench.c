@@ -1,8 +1,12 @@
 /*
- * bench.c - forkloop-bench's load: one process, one event loop, a plain
+ * bench.c - forkloop-bench's load: one worker, one event loop, a plain
  * event per connection. Messages are written with send(2) straight from a
- * pattern table and echoes read into one shared buffer, so the client costs
- * about what a raw epoll loop costs: one read and one write per message.
+ * pattern table and echoes read into one buffer per worker, so the client
+ * costs about what a raw epoll loop costs: one read and one write per
+ * message. With --threads, bench_run.c runs one worker per thread, each on
+ * its share of the connections and of the rate; a worker shares nothing
+ * it writes with another, so the path of a message has no atomics or
+ * locks however many threads there are.
  *
  * Nothing that was due is left out: a message is queued when it falls due,
  * on a connection that may not be up or writable yet, and whatever is still
@@ -14,7 +18,8 @@
  * connection's bytes (or a stale message) do not pass.
  */
 #include <errno.h>
-#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -25,6 +30,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "bench_worker.h"
 #include "forkloop/bench.h"
 #include "forkloop/log.h"
 #include "forkloop/sock.h"
@@ -42,6 +48,8 @@ _Static_assert(PAT_LEN >= RBUF_LEN, "a read must fit one run of the table");
 #define RATE_SLACK_NS 1000000ull
 /* How often connect timeouts and stalls are looked for. */
 #define WATCH_S 0.1
+/* Workers sit on separate cache lines, and so do their results. */
+#define BENCH_ALIGN 64
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 
@@ -73,35 +81,43 @@ struct conn {
 	struct bench *b;
 	struct stamp ts_small[4];
 	struct event rev, wev;
-	uint64_t t_connect;         /* when connect(2) was called */
-	struct evutil_addrinfo *ai; /* the address it dialled */
+	uint64_t t_connect;               /* when connect(2) was called */
+	const struct evutil_addrinfo *ai; /* the address it dialled */
 };
 
 struct bench {
-	const struct bench_opts *o;
+	const struct bench_opts *o; /* &opts */
+	struct bench_opts opts;     /* the run's, with this worker's share */
 	struct bench_result *r;
 	struct event_base *base;
-	struct evutil_addrinfo *ai;  /* every address of the target */
-	struct evutil_addrinfo *cur; /* the one in use */
-	char target[ADDR_STRLEN];
+	const struct evutil_addrinfo *ai;  /* every address of the target */
+	const struct evutil_addrinfo *cur; /* the one in use */
 	struct conn *conns;
-	unsigned char *pat; /* 2 * PAT_LEN: any PAT_LEN run is contiguous */
+	const unsigned char *pat; /* 2 * PAT_LEN: any PAT_LEN run is
+	                             contiguous; shared by the workers */
 	unsigned char *rbuf;
-	uint64_t next_id;
+	uint64_t next_id, id_step; /* ids are index + k x threads: a stream
+	                              of its own for every connection of the
+	                              run */
+	double connect_rate;       /* this worker's share, per second */
+	uint64_t phase_ns;         /* open loop: t_first - t_start */
 	uint64_t opened, up, down; /* connect phase */
 	uint64_t connecting;       /* slots in CONN_CONNECTING */
 	uint64_t t_progress;       /* the last read of an echo */
 	uint64_t dead; /* slots whose connection failed: never reopened */
 	uint64_t inflight;
 	int ever_connected;
-	int started, measuring, stopping, fatal, progress, setup_done;
-	uint64_t t_open, t_start, t_measure, t_end;
-	uint64_t rate_next; /* open loop: next message's global index */
+	int started, measuring, stopping, fatal, setup_done;
+	uint64_t t_open, t_start, t_first, t_measure, t_end;
+	uint64_t rate_next; /* open loop: next message's index */
 	double connect_credit;
 	uint64_t connect_ns;
-	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev, *tick_ev;
-	struct event *setup_ev, *watch_ev;
-	struct event *sigint_ev, *sigterm_ev;
+	struct event *connect_ev, *warm_ev, *stop_ev, *rate_ev;
+	struct event *watch_ev;
+	bench_note_fn *note; /* tells the run what this worker reached */
+	void *note_arg;
+	int post_progress;
+	char why[BENCH_WHY_LEN]; /* why the run could not go on, if fatal */
 	/*
 	 * Latency is recorded once per message: into r->latency when it was
 	 * sent the moment it fell due (its two latencies are one value), else
@@ -114,6 +130,21 @@ struct bench {
 static void conn_open(struct conn *c);
 static void conn_flush(struct conn *c, uint64_t now);
 static void bench_stop(struct bench *b);
+
+/* What stops the run from going on: said once, by the run, not here. */
+static void __attribute__((format(printf, 2, 3)))
+bench_fatal(struct bench *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!b->fatal) {
+		va_start(ap, fmt);
+		vsnprintf(b->why, sizeof b->why, fmt, ap);
+		va_end(ap);
+	}
+	b->fatal = 1;
+	event_base_loopbreak(b->base);
+}
 
 static uint64_t now_ns(void)
 {
@@ -132,10 +163,11 @@ static struct timeval ns_tv(uint64_t ns)
 	return tv;
 }
 
-int bench_nofile(uint64_t conns)
+int bench_nofile(uint64_t conns, uint64_t threads)
 {
 	struct rlimit rl;
-	uint64_t need = conns + BENCH_SPARE_FDS;
+	uint64_t need = conns + BENCH_SPARE_FDS +
+	                (threads > 1 ? threads * BENCH_THREAD_FDS : 0);
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
 		log_error("getrlimit: %s", strerror(errno));
@@ -438,11 +470,10 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 	} while (n < 0 || (size_t)n == RBUF_LEN || (what & EV_CLOSED));
 }
 
-static void bench_start(struct bench *b);
-
 /*
- * Every connection is up or has failed. The load starts now, unless the
- * setup timeout started it already; setup_ms is reported either way.
+ * Every connection is up or has failed: the run starts the load once every
+ * worker is there, unless the setup timeout started it already; setup_ms
+ * is reported either way.
  */
 static void bench_connected_all(struct bench *b)
 {
@@ -451,28 +482,27 @@ static void bench_connected_all(struct bench *b)
 	b->setup_done = 1;
 	b->r->setup_done = 1;
 	b->r->setup_ms = (double)(now_ns() - b->t_open) / 1e6;
-	if (!b->started)
-		bench_start(b);
+	b->note(b, BENCH_NOTE_READY, b->note_arg);
 }
 
 /*
  * Until one connection has worked, a failure moves on to the target's next
  * address ("localhost" may be ::1, then 127.0.0.1); past the last, nothing
- * is listening and the run cannot start.
+ * is listening and the run cannot start. Each worker walks the list for
+ * itself: what another thread found is not its to read.
  */
 static void conn_retry(struct conn *c, int err)
 {
 	struct bench *b = c->b;
+	char target[ADDR_STRLEN];
 
 	if (c->ai == b->cur) {
 		if (b->cur->ai_next == NULL) {
 			addr_format(b->cur->ai_addr,
-			            (socklen_t)b->cur->ai_addrlen, b->target,
-			            sizeof b->target);
-			log_error("cannot connect to %s: %s", b->target,
-			          strerror(err));
-			b->fatal = 1;
-			event_base_loopbreak(b->base);
+			            (socklen_t)b->cur->ai_addrlen, target,
+			            sizeof target);
+			bench_fatal(b, "cannot connect to %s: %s", target,
+			            strerror(err));
 			return;
 		}
 		b->cur = b->cur->ai_next;
@@ -543,10 +573,11 @@ static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
 static void conn_open(struct conn *c)
 {
 	struct bench *b = c->b;
-	struct evutil_addrinfo *ai = b->cur;
+	const struct evutil_addrinfo *ai = b->cur;
 	int fd;
 
-	c->soff = c->roff = (uint32_t)(b->next_id++ * 7919u % PAT_LEN);
+	c->soff = c->roff = (uint32_t)(b->next_id * 7919u % PAT_LEN);
+	b->next_id += b->id_step;
 	c->queued = (uint64_t)c->tlen * b->o->size;
 	c->sent = c->rcvd = c->done = 0;
 	c->tsent = 0;
@@ -558,9 +589,7 @@ static void conn_open(struct conn *c)
 	            0);
 	if (fd < 0) {
 		if (!b->ever_connected) {
-			log_error("socket: %s", strerror(errno));
-			b->fatal = 1;
-			event_base_loopbreak(b->base);
+			bench_fatal(b, "socket: %s", strerror(errno));
 			return;
 		}
 		conn_connect_failed(c, errno);
@@ -588,26 +617,10 @@ static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
                        double secs, int flags);
 
 /*
- * --setup-timeout after the last connect(2) was started: start the load
- * with what is up. The rest are late; what falls due on them waits.
- */
-static void bench_setupcb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bench *b = arg;
-
-	(void)fd;
-	(void)what;
-	if (b->started)
-		return;
-	b->r->late_conns = b->o->conns - b->up - b->down;
-	bench_start(b);
-}
-
-/*
- * Every WATCH_NS: a connect that has taken --connect-timeout fails with
+ * Every WATCH_S: a connect that has taken --connect-timeout fails with
  * ETIMEDOUT (the kernel would retry SYNs for two minutes), and a run bounded
  * only by -n ends once no echo has come back for BENCH_STALL_TIMEOUT while
- * messages are owed.
+ * messages are owed (the run says so, and stops the other workers).
  */
 static void bench_watchcb(evutil_socket_t fd, short what, void *arg)
 {
@@ -627,11 +640,11 @@ static void bench_watchcb(evutil_socket_t fd, short what, void *arg)
 	if (o->duration == 0 && b->started && !b->stopping &&
 	    b->inflight > 0 &&
 	    now - b->t_progress >= (uint64_t)(BENCH_STALL_TIMEOUT * 1e9)) {
-		log_error("no echo came back for %.0f s: stopping",
-		          BENCH_STALL_TIMEOUT);
 		b->r->stalled = 1;
 		bench_stop(b);
 	}
+	if (b->post_progress)
+		b->note(b, BENCH_NOTE_PROGRESS, b->note_arg);
 }
 
 /* --connect-rate: open what the elapsed time allows, every 10 ms. */
@@ -641,7 +654,7 @@ static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	b->connect_credit += (double)b->o->connect_rate / 100.0;
+	b->connect_credit += b->connect_rate / 100.0;
 	while (b->connect_credit >= 1.0 && b->opened < b->o->conns &&
 	       !b->fatal) {
 		b->connect_credit -= 1.0;
@@ -650,29 +663,28 @@ static void bench_connectcb(evutil_socket_t fd, short what, void *arg)
 	if (b->opened < b->o->conns || b->fatal)
 		return;
 	event_del(b->connect_ev);
-	if (!b->started && !b->o->churn)
-		bench_timer(b, &b->setup_ev, bench_setupcb,
-		            b->o->setup_timeout, 0);
+	b->note(b, BENCH_NOTE_OPENED, b->note_arg);
 }
 
-static void bench_open_all(struct bench *b)
+void bench_open(struct bench *b, uint64_t t_open)
 {
 	struct timeval tick = {0, 10000};
 
-	b->t_open = b->t_progress = now_ns();
-	if (b->o->connect_rate == 0) {
+	b->t_open = t_open;
+	b->t_progress = now_ns();
+	if (bench_timer(b, &b->watch_ev, bench_watchcb, WATCH_S, EV_PERSIST) <
+	    0)
+		return;
+	if (b->connect_rate == 0) {
 		while (b->opened < b->o->conns && !b->fatal)
 			conn_open(&b->conns[b->opened++]);
-		if (!b->fatal && !b->started && !b->o->churn)
-			bench_timer(b, &b->setup_ev, bench_setupcb,
-			            b->o->setup_timeout, 0);
+		if (!b->fatal)
+			b->note(b, BENCH_NOTE_OPENED, b->note_arg);
 		return;
 	}
-	b->connect_credit = 1.0;
 	b->connect_ev = event_new(b->base, -1, EV_PERSIST, bench_connectcb, b);
 	if (b->connect_ev == NULL || event_add(b->connect_ev, &tick) < 0) {
-		log_error("cannot create a timer");
-		b->fatal = 1;
+		bench_fatal(b, "cannot create a timer");
 		return;
 	}
 	bench_connectcb(-1, 0, b);
@@ -707,23 +719,21 @@ static void bench_stopcb(evutil_socket_t fd, short what, void *arg)
 	bench_stop(arg);
 }
 
-static void bench_sigcb(evutil_socket_t fd, short what, void *arg)
+void bench_halt(struct bench *b, int interrupted)
 {
-	struct bench *b = arg;
-
-	(void)fd;
-	(void)what;
-	b->r->interrupted = 1;
+	if (interrupted)
+		b->r->interrupted = 1;
 	bench_stop(b);
 }
 
 /*
- * Open loop: message j is due at t_start + j / rate, on connection j mod
- * conns, and its latency runs from that time, however late it is sent.
+ * Open loop: message j of this worker is due at t_first + j / rate (its
+ * share of --rate), on its connection j mod conns, and its latency runs
+ * from that time, however late it is sent.
  */
 static uint64_t rate_due(const struct bench *b, uint64_t j)
 {
-	return b->t_start + (uint64_t)((double)j * (1e9 / b->o->rate));
+	return b->t_first + (uint64_t)((double)j * (1e9 / b->o->rate));
 }
 
 /*
@@ -762,29 +772,17 @@ static void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(b->rate_ev, &tv);
 }
 
-static void bench_tickcb(evutil_socket_t fd, short what, void *arg)
+void bench_progress(const struct bench *b, struct bench_progress *p)
 {
-	struct bench *b = arg;
-	uint64_t now = now_ns();
-	double el;
-
-	(void)fd;
-	(void)what;
-	if (!b->started) {
-		fprintf(stderr, "\r%s: connecting %llu/%llu\033[K",
-		        log_progname(), (unsigned long long)b->up,
-		        (unsigned long long)b->o->conns);
-		return;
-	}
-	if (!b->measuring) {
-		fprintf(stderr, "\r%s: warming up, errors %llu\033[K",
-		        log_progname(), (unsigned long long)b->r->errors);
-		return;
-	}
-	el = (double)(now - b->t_measure) / 1e9;
-	fprintf(stderr, "\r%s: %.0f msgs/s, errors %llu, elapsed %.0f s\033[K",
-	        log_progname(), el > 0 ? (double)b->r->messages / el : 0.0,
-	        (unsigned long long)b->r->errors, el);
+	p->up = b->up;
+	p->messages = b->r->messages;
+	p->errors = b->r->errors;
+	p->t_measure = b->t_measure;
+	p->t_end = b->t_end;
+	p->started = b->started;
+	p->measuring = b->measuring;
+	p->stalled = b->r->stalled;
+	p->fatal = b->fatal;
 }
 
 static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
@@ -794,36 +792,55 @@ static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
 
 	*ev = event_new(b->base, -1, flags, cb, b);
 	if (*ev == NULL || event_add(*ev, &tv) < 0) {
-		log_error("cannot create a timer");
-		b->fatal = 1;
-		event_base_loopbreak(b->base);
+		bench_fatal(b, "cannot create a timer");
 		return -1;
 	}
 	return 0;
 }
 
-/* All connections up (or, for --churn, none yet): start the load. */
-static void bench_start(struct bench *b)
+/* A timer for secs after t0, an instant every worker shares. */
+static int bench_timer_from(struct bench *b, struct event **ev,
+                            event_callback_fn cb, uint64_t t0, double secs)
+{
+	uint64_t at = t0 + (uint64_t)(secs * 1e9), now = now_ns();
+
+	return bench_timer(b, ev, cb, at > now ? (double)(at - now) / 1e9 : 0,
+	                   0);
+}
+
+/*
+ * All connections up, or the setup timeout (or, for --churn, none yet):
+ * start the load, with the run's t_start. A worker told late still keeps
+ * the run's instants: its timers count from t_start, not from now.
+ */
+void bench_start(struct bench *b, uint64_t t_start)
 {
 	const struct bench_opts *o = b->o;
 	uint64_t i, now;
 
+	if (b->started || b->stopping || b->fatal)
+		return;
 	/* Timers count from the loop's cached time, which is stale by however
 	 * long connecting took in this iteration. */
 	event_base_update_cache_time(b->base);
 	now = now_ns();
 	b->started = 1;
-	b->t_start = now;
-	if (!o->churn)
-		b->r->load_start_ms = (double)(now - b->t_open) / 1e6;
+	b->t_start = t_start;
+	b->t_first = t_start + b->phase_ns;
+	if (!o->churn) {
+		b->r->load_start_ms = (double)(t_start - b->t_open) / 1e6;
+		b->r->late_conns = o->conns - b->up - b->down;
+	}
 	if (o->warmup > 0) {
-		if (bench_timer(b, &b->warm_ev, bench_warmcb, o->warmup, 0) < 0)
+		if (bench_timer_from(b, &b->warm_ev, bench_warmcb, t_start,
+		                     o->warmup) < 0)
 			return;
 	} else {
 		bench_measure(b, now);
 	}
-	if (o->duration > 0 && bench_timer(b, &b->stop_ev, bench_stopcb,
-	                                   o->warmup + o->duration, 0) < 0)
+	if (o->duration > 0 &&
+	    bench_timer_from(b, &b->stop_ev, bench_stopcb, t_start,
+	                     o->warmup + o->duration) < 0)
 		return;
 	if (b->dead == o->conns) {
 		bench_stop(b);
@@ -840,49 +857,68 @@ static void bench_start(struct bench *b)
 			conn_refill(&b->conns[i], now);
 }
 
-static int bench_signals(struct bench *b)
+unsigned char *bench_pattern_new(void)
 {
-	b->sigint_ev = evsignal_new(b->base, SIGINT, bench_sigcb, b);
-	b->sigterm_ev = evsignal_new(b->base, SIGTERM, bench_sigcb, b);
-	if (b->sigint_ev == NULL || b->sigterm_ev == NULL ||
-	    evsignal_add(b->sigint_ev, NULL) < 0 ||
-	    evsignal_add(b->sigterm_ev, NULL) < 0) {
-		log_error("cannot watch signals");
-		return -1;
-	}
-	return 0;
+	unsigned char *pat = malloc(2 * PAT_LEN);
+	uint64_t i;
+
+	if (pat == NULL)
+		return NULL;
+	srandom(1);
+	for (i = 0; i < PAT_LEN; i++)
+		pat[i] = pat[i + PAT_LEN] = (unsigned char)random();
+	return pat;
+}
+
+/*
+ * Whole cache lines of its own, for anything a worker writes as it runs:
+ * made by the main thread, side by side with other workers' memory.
+ */
+static void *bench_alloc(size_t size)
+{
+	size = (size + BENCH_ALIGN - 1) / BENCH_ALIGN * BENCH_ALIGN;
+	return aligned_alloc(BENCH_ALIGN, size);
+}
+
+static void bench_apply_share(struct bench *b, const struct bench_opts *o,
+                              uint64_t index)
+{
+	struct bench_share s;
+
+	bench_share(o, index, &s);
+	b->opts = *o;
+	b->opts.conns = s.conns;
+	b->opts.messages = s.messages;
+	b->opts.rate = s.rate;
+	b->o = &b->opts;
+	b->connect_rate = s.connect_rate;
+	/* The first connect at once with one thread; with more, the
+	 * threads' first ones a fraction of an interval apart, as for the
+	 * open loop's messages. */
+	b->connect_credit = 1.0 - (double)index / (double)o->threads;
+	b->phase_ns = s.phase_ns;
+	b->next_id = index;
+	b->id_step = o->threads;
 }
 
 static int bench_init(struct bench *b)
 {
 	struct event_config *cfg;
 	uint64_t i;
-	int gai_err;
 
-	b->ai = addr_resolve(&b->o->target, SOCK_STREAM, 0, &gai_err);
-	addr_spec_format(&b->o->target, b->target, sizeof b->target);
-	if (b->ai == NULL) {
-		log_error("cannot resolve %s: %s", b->o->target.host,
-		          addr_strerror(gai_err));
-		return -1;
-	}
-	b->cur = b->ai;
-	b->conns = calloc(b->o->conns, sizeof *b->conns);
-	b->pat = malloc(2 * PAT_LEN);
-	b->rbuf = malloc(RBUF_LEN);
-	b->late_due = malloc(sizeof *b->late_due);
-	b->late_sent = malloc(sizeof *b->late_sent);
-	if (b->conns == NULL || b->pat == NULL || b->rbuf == NULL ||
-	    b->late_due == NULL || b->late_sent == NULL) {
+	b->conns = bench_alloc(b->o->conns * sizeof *b->conns);
+	b->rbuf = bench_alloc(RBUF_LEN);
+	b->late_due = bench_alloc(sizeof *b->late_due);
+	b->late_sent = bench_alloc(sizeof *b->late_sent);
+	if (b->conns == NULL || b->rbuf == NULL || b->late_due == NULL ||
+	    b->late_sent == NULL) {
 		log_error("out of memory for %llu connections",
 		          (unsigned long long)b->o->conns);
 		return -1;
 	}
+	memset(b->conns, 0, b->o->conns * sizeof *b->conns);
 	hist_init(b->late_due);
 	hist_init(b->late_sent);
-	srandom(1);
-	for (i = 0; i < PAT_LEN; i++)
-		b->pat[i] = b->pat[i + PAT_LEN] = (unsigned char)random();
 	for (i = 0; i < b->o->conns; i++) {
 		struct conn *c = &b->conns[i];
 
@@ -903,14 +939,61 @@ static int bench_init(struct bench *b)
 		log_error("cannot create an event base");
 		return -1;
 	}
-	return bench_signals(b);
+	return 0;
 }
 
-static void bench_free(struct bench *b)
+struct bench *bench_new(const struct bench_opts *o, uint64_t index,
+                        const struct evutil_addrinfo *ai,
+                        const unsigned char *pat, bench_note_fn *note,
+                        void *arg, int progress)
 {
-	struct event *evs[] = {b->connect_ev, b->warm_ev,  b->stop_ev,
-	                       b->rate_ev,    b->tick_ev,  b->sigint_ev,
-	                       b->sigterm_ev, b->setup_ev, b->watch_ev};
+	struct bench *b = bench_alloc(sizeof *b);
+	struct bench_result *r = bench_alloc(sizeof *r);
+
+	if (b == NULL || r == NULL) {
+		log_error("out of memory");
+		free(b);
+		free(r);
+		return NULL;
+	}
+	memset(b, 0, sizeof *b);
+	memset(r, 0, sizeof *r);
+	hist_init(&r->latency);
+	hist_init(&r->latency_uncorrected);
+	hist_init(&r->issue_lag);
+	bench_apply_share(b, o, index);
+	b->r = r;
+	b->ai = b->cur = ai;
+	b->pat = pat;
+	b->note = note;
+	b->note_arg = arg;
+	b->post_progress = progress;
+	if (bench_init(b) < 0) {
+		bench_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+struct event_base *bench_base(struct bench *b)
+{
+	return b->base;
+}
+
+const struct bench_result *bench_result_of(const struct bench *b)
+{
+	return b->r;
+}
+
+const char *bench_why(const struct bench *b)
+{
+	return b->fatal ? b->why : NULL;
+}
+
+void bench_free(struct bench *b)
+{
+	struct event *evs[] = {b->connect_ev, b->warm_ev, b->stop_ev,
+	                       b->rate_ev, b->watch_ev};
 	uint64_t i;
 
 	for (i = 0; b->conns != NULL && i < b->o->conns; i++) {
@@ -923,13 +1006,12 @@ static void bench_free(struct bench *b)
 			event_free(evs[i]);
 	if (b->base != NULL)
 		event_base_free(b->base);
-	if (b->ai != NULL)
-		evutil_freeaddrinfo(b->ai);
 	free(b->conns);
-	free(b->pat);
 	free(b->rbuf);
 	free(b->late_due);
 	free(b->late_sent);
+	free(b->r);
+	free(b);
 }
 
 /*
@@ -946,13 +1028,13 @@ static void bench_unissued(struct bench *b)
 	double per;
 
 	if (b->o->rate <= 0 || !b->started || !b->measuring ||
-	    b->t_end < b->t_start + RATE_SLACK_NS)
+	    b->t_end < b->t_first + RATE_SLACK_NS)
 		return;
 	if (b->o->messages > 0 &&
 	    r->messages + b->inflight >= b->o->messages)
 		return;
 	per = 1e9 / b->o->rate;
-	due_end = (uint64_t)((double)(b->t_end - RATE_SLACK_NS - b->t_start) /
+	due_end = (uint64_t)((double)(b->t_end - RATE_SLACK_NS - b->t_first) /
 	                     per) + 1;
 	while (due_end > 0 &&
 	       rate_due(b, due_end - 1) > b->t_end - RATE_SLACK_NS)
@@ -1012,42 +1094,15 @@ static void bench_finish(struct bench *b)
 	hist_merge(&r->latency_uncorrected, &r->latency);
 	hist_merge(&r->latency_uncorrected, b->late_sent);
 	hist_merge(&r->latency, b->late_due);
-	if (b->progress)
-		fprintf(stderr, "\r\033[K");
 	r->elapsed = b->measuring ? (double)(b->t_end - b->t_measure) / 1e9 : 0;
 	r->connect_ms =
 	        r->connects > 0 ? (double)b->connect_ns / 1e6 / r->connects : 0;
 }
 
-int bench_run(const struct bench_opts *o, struct bench_result *r)
+void bench_work(struct bench *b)
 {
-	struct bench b;
-	int rc = -1;
-
-	memset(&b, 0, sizeof b);
-	memset(r, 0, sizeof *r);
-	hist_init(&r->latency);
-	hist_init(&r->latency_uncorrected);
-	hist_init(&r->issue_lag);
-	b.o = o;
-	b.r = r;
-	if (bench_init(&b) < 0)
-		goto out;
-	b.progress = isatty(STDERR_FILENO);
-	if (b.progress &&
-	    bench_timer(&b, &b.tick_ev, bench_tickcb, 1.0, EV_PERSIST) < 0)
-		goto out;
-	if (bench_timer(&b, &b.watch_ev, bench_watchcb, WATCH_S, EV_PERSIST) <
-	    0)
-		goto out;
-	if (o->churn)
-		bench_start(&b);
-	bench_open_all(&b);
-	if (!b.fatal && !b.stopping)
-		event_base_dispatch(b.base);
-	bench_finish(&b);
-	rc = b.fatal ? -1 : 0;
-out:
-	bench_free(&b);
-	return rc;
+	if (!b->fatal && !b->stopping)
+		event_base_dispatch(b->base);
+	b->note(b, BENCH_NOTE_DONE, b->note_arg);
+	bench_finish(b);
 }

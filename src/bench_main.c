@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (bench_nofile(o.conns) < 0)
+	if (bench_nofile(o.conns, o.threads) < 0)
 		return 1;
 	if ((r = malloc(sizeof *r)) == NULL) {
 		log_error("out of memory");

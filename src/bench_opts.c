@@ -1,7 +1,10 @@
 /*
  * bench_opts.c - forkloop-bench's command line.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "forkloop/bench.h"
@@ -13,7 +16,7 @@ static const char bench_usage_text[] =
         "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
         "       [--churn] [--connect-timeout SECONDS] [--setup-timeout "
         "SECONDS]\n"
-        "       [--strict] [--json] HOST:PORT\n";
+        "       [--threads N|auto] [--strict] [--json] HOST:PORT\n";
 
 static const char bench_help_text[] =
         "Load an echo server at HOST:PORT and measure its throughput and\n"
@@ -48,6 +51,16 @@ static const char bench_help_text[] =
         "(default 2);\n"
         "                           messages due on a late connection wait "
         "for it\n"
+        "      --threads N|auto     N event loops, one per thread (default "
+        "1; auto:\n"
+        "                           the CPUs this process may run on), at "
+        "most 256\n"
+        "                           and at most -c; connections, --rate, "
+        "--connect-rate\n"
+        "                           and -n are split among them, their "
+        "latency\n"
+        "                           histograms merged exactly into one "
+        "report\n"
         "      --strict             exit 1 when the answered rate falls more "
         "than 1%\n"
         "                           short of --rate, a connection was late, "
@@ -76,6 +89,7 @@ enum {
 	OPT_SETUP_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
 	OPT_STRICT,
+	OPT_THREADS,
 };
 
 static const struct option bench_longopts[] = {
@@ -92,6 +106,7 @@ static const struct option bench_longopts[] = {
         {"setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"strict", no_argument, NULL, OPT_STRICT},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -117,6 +132,36 @@ static void bench_opts_defaults(struct bench_opts *o)
 	o->pipeline = 1;
 	o->setup_timeout = BENCH_DEFAULT_SETUP_TIMEOUT;
 	o->connect_timeout = BENCH_DEFAULT_CONNECT_TIMEOUT;
+	o->threads = 1;
+}
+
+/*
+ * The CPUs in this process's affinity mask (taskset, cgroup cpusets), not
+ * the machine's: threads beyond those only take turns. The mask may be
+ * larger than a cpu_set_t on a big machine; sched_getaffinity says so with
+ * EINVAL.
+ */
+static uint64_t bench_cpus(void)
+{
+	size_t ncpu, size;
+	cpu_set_t *set;
+	int count, err;
+
+	for (ncpu = CPU_SETSIZE; ncpu <= 1u << 20; ncpu *= 2) {
+		if ((set = CPU_ALLOC(ncpu)) == NULL)
+			return 1;
+		size = CPU_ALLOC_SIZE(ncpu);
+		count = sched_getaffinity(0, size, set) == 0
+		                ? CPU_COUNT_S(size, set)
+		                : -1;
+		err = errno;
+		CPU_FREE(set);
+		if (count > 0)
+			return (uint64_t)count;
+		if (count < 0 && err != EINVAL)
+			return 1;
+	}
+	return 1;
 }
 
 /* One option with a value; returns OPTS_OK or reports the bad value. */
@@ -187,6 +232,55 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 			                 "more than 0)",
 			                 arg);
 		break;
+	case OPT_THREADS:
+		/* 0 stands for auto until the connections are known. */
+		if (strcmp(arg, "auto") == 0)
+			o->threads = 0;
+		else if (num_parse_u64(arg, 1, BENCH_MAX_THREADS, &o->threads) <
+		         0)
+			return bench_bad(
+			        errout,
+			        "bad --threads '%s' (1 to 256, or auto)", arg);
+		break;
+	}
+	return OPTS_OK;
+}
+
+/*
+ * Every thread needs a connection and, with -n, a message of its own to
+ * stop at. auto takes what there is of both; a number asked for is not
+ * cut down behind the user's back.
+ */
+static enum opts_result bench_threads_check(struct bench_opts *o, FILE *errout)
+{
+	char why[160];
+
+	if (o->threads == 0) {
+		o->threads = bench_cpus();
+		if (o->threads > BENCH_MAX_THREADS)
+			o->threads = BENCH_MAX_THREADS;
+		if (o->threads > o->conns)
+			o->threads = o->conns;
+		if (o->messages > 0 && o->threads > o->messages)
+			o->threads = o->messages;
+		return OPTS_OK;
+	}
+	if (o->threads > o->conns) {
+		snprintf(why, sizeof why,
+		         "--threads %llu is more than the %llu connections "
+		         "(-c): "
+		         "each thread needs one",
+		         (unsigned long long)o->threads,
+		         (unsigned long long)o->conns);
+		return bench_bad(errout, "%s", why);
+	}
+	if (o->messages > 0 && o->threads > o->messages) {
+		snprintf(why, sizeof why,
+		         "--threads %llu is more than the %llu messages (-n): "
+		         "each thread needs one",
+		         (unsigned long long)o->threads,
+		         (unsigned long long)o->messages);
+		return bench_bad(errout, "%s", why);
 	}
 	return OPTS_OK;
 }
@@ -207,7 +301,7 @@ static enum opts_result bench_opts_check(struct bench_opts *o, int have_d,
 		                 "--pipeline");
 	if (!have_d)
 		o->duration = o->messages > 0 ? 0 : BENCH_DEFAULT_DURATION;
-	return OPTS_OK;
+	return bench_threads_check(o, errout);
 }
 
 static enum opts_result bench_target(const char *spec, struct bench_opts *o,

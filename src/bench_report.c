@@ -1,7 +1,8 @@
 /*
- * bench_report.c - forkloop-bench's results: one table for people, one JSON
- * object for scripts, and the warnings that go with both. The table's row
- * names are the JSON field names.
+ * bench_report.c - forkloop-bench's results: the threads' results added
+ * into one, one table for people, one JSON object for scripts, and the
+ * warnings that go with both. The table's row names are the JSON field
+ * names.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,6 +23,36 @@ static void bench_lat(const struct hist *h, struct bench_lat *x)
 	x->max = (double)h->max / 1e3;
 	x->mean = hist_mean(h) / 1e3;
 	x->count = h->count;
+}
+
+void bench_result_merge(struct bench_result *dst,
+                        const struct bench_result *src)
+{
+	uint64_t connects = dst->connects + src->connects;
+
+	/* A mean of means, weighted by how many each holds; taken as it is
+	 * when dst has none, so one thread reports what it measured. */
+	if (dst->connects == 0)
+		dst->connect_ms = src->connect_ms;
+	else if (src->connects > 0)
+		dst->connect_ms = (dst->connect_ms * (double)dst->connects +
+		                   src->connect_ms * (double)src->connects) /
+		                  (double)connects;
+	dst->connects = connects;
+	dst->messages += src->messages;
+	dst->bytes += src->bytes;
+	dst->errors += src->errors;
+	dst->err.connect += src->err.connect;
+	dst->err.mismatch += src->err.mismatch;
+	dst->err.reset += src->err.reset;
+	dst->err.closed += src->err.closed;
+	dst->late_conns += src->late_conns;
+	dst->conns_pending += src->conns_pending;
+	dst->in_flight += src->in_flight;
+	dst->unsent += src->unsent;
+	hist_merge(&dst->latency, &src->latency);
+	hist_merge(&dst->latency_uncorrected, &src->latency_uncorrected);
+	hist_merge(&dst->issue_lag, &src->issue_lag);
 }
 
 void bench_summarize(const struct bench_opts *o, const struct bench_result *r,
@@ -109,6 +140,7 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	fprintf(f, "%-22s %" PRIu64 "\n", "conns", o->conns);
 	fprintf(f, "%-22s %" PRIu64 "\n", "size", o->size);
 	fprintf(f, "%-22s %" PRIu64 "\n", "pipeline", o->pipeline);
+	fprintf(f, "%-22s %" PRIu64 "\n", "threads", o->threads);
 	if (o->rate > 0)
 		fprintf(f, "%-22s %.1f (answered %.1f, %.1f%% short)\n", "rate",
 		        o->rate, s.msgs_per_sec, s.rate_shortfall_pct);
@@ -175,10 +207,11 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	fprintf(f,
 	        "{\"target\": \"%s\", \"load\": \"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
+	        ", \"threads\": %" PRIu64
 	        ", \"rate\": %.3f, \"warmup_s\": %.3f, \"strict\": %s",
 	        addr_spec_format(&o->target, target, sizeof target),
-	        bench_load_name(o), o->conns, o->size, o->pipeline, o->rate,
-	        o->warmup, o->strict ? "true" : "false");
+	        bench_load_name(o), o->conns, o->size, o->pipeline, o->threads,
+	        o->rate, o->warmup, o->strict ? "true" : "false");
 	fprintf(f,
 	        ", \"duration_s\": %.6f, \"messages\": %" PRIu64
 	        ", \"bytes\": %" PRIu64

@@ -4,6 +4,7 @@ the exit status non-zero."""
 
 import json
 import os
+import re
 import resource
 import selectors
 import signal
@@ -19,8 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fltest  # noqa: E402
 
 FIELDS = ["conns", "size", "duration_s", "messages", "msgs_per_sec",
-          "mbytes_per_sec", "errors", "connect_ms", "latency_us"]
+          "mbytes_per_sec", "errors", "connect_ms", "latency_us", "threads"]
 PERCENTILES = ["p50", "p90", "p99", "p999", "max"]
+# forkloop-echo's SIGUSR1 line; the fields after bytes_out may grow.
+ECHO_BYTES_OUT_RE = r"stats: .*\bbytes_out=(\d+)"
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -237,6 +240,7 @@ class BenchTest(fltest.ProcTestCase):
         for p in PERCENTILES:
             self.assertIn(p, j["latency_us"])
         self.assertEqual(j["conns"], 4)
+        self.assertEqual(j["threads"], 1)
         self.assertEqual(j["size"], 100)
         self.assertEqual(j["messages"], 2000)
         self.assertEqual(j["bytes"], 200000)
@@ -626,6 +630,179 @@ class BenchTest(fltest.ProcTestCase):
         self.assertTrue(j["interrupted"])
         self.assertGreater(j["messages"], 0)
         self.assertLess(j["duration_s"], 30)
+
+    def echo(self):
+        return self.start(fltest.Server, [fltest.binary("echo"), "--listen",
+                                          "127.0.0.1:0"])
+
+    def echo_bytes_out(self, srv):
+        """SIGUSR1 to forkloop-echo; bytes_out from its next stats line."""
+        with srv.cond:
+            n = sum(1 for l in srv.lines
+                    if l is not None and re.search(ECHO_BYTES_OUT_RE, l))
+        srv.signal(signal.SIGUSR1)
+        m = srv.wait_line(ECHO_BYTES_OUT_RE, count=n + 1)[-1]
+        return int(m.group(1))
+
+    def test_threads_bytes_agree_with_forkloop_echo(self):
+        # What the bench says it got back, and what forkloop-echo says it
+        # sent, read once the bench has exited: within 1% (the bench does
+        # not count the echoes in flight when -d ends, at most one per
+        # connection). The run's one duration and merged latency agree
+        # with Little's law however many threads shared it.
+        for threads in (1, 2, 4):
+            srv = self.echo()
+            j, _ = self.bench_json("--threads", threads, "-c", 6, "-s", 1000,
+                                   "-d", 1, "127.0.0.1:%d" % srv.port)
+            out = self.echo_bytes_out(srv)
+            self.assertEqual(j["threads"], threads)
+            self.assertEqual(j["errors"], 0, j)
+            self.assertEqual(j["connects"], 6, j)
+            self.assertEqual(j["bytes"], j["messages"] * 1000)
+            self.assertGreater(j["messages"], 500, j)
+            self.assertGreaterEqual(out, j["bytes"], (threads, out, j))
+            self.assertLess(abs(out - j["bytes"]), 0.01 * out,
+                            (threads, out, j["bytes"]))
+            self.assertAlmostEqual(j["duration_s"], 1.0, delta=0.1)
+            self.assertGreater(j["little_ratio"], 0.85, j)
+            self.assertLess(j["little_ratio"], 1.15, j)
+            self.assertEqual(j["latency_us"]["count"],
+                             j["messages"] + j["unanswered"])
+            srv.kill_group()
+
+    def test_threads_messages_total_is_exact(self):
+        # -n is the run's total: split among the threads (10 connections
+        # on 4 threads are 3, 3, 2, 2), every one of them answered once,
+        # and forkloop-echo sent exactly those bytes.
+        for threads, conns, n in ((4, 10, 10007), (3, 3, 3), (2, 5, 2001)):
+            srv = self.echo()
+            j, _ = self.bench_json("--threads", threads, "-c", conns, "-s",
+                                   100, "-n", n, "127.0.0.1:%d" % srv.port)
+            self.assertEqual(j["threads"], threads)
+            self.assertEqual(j["messages"], n, j)
+            self.assertEqual(j["bytes"], n * 100, j)
+            self.assertEqual((j["errors"], j["unanswered"]), (0, 0), j)
+            self.assertEqual(j["latency_us"]["count"], n)
+            self.assertEqual(j["latency_uncorrected_us"]["count"], n)
+            self.assertEqual(self.echo_bytes_out(srv), n * 100)
+            srv.kill_group()
+
+    def test_threads_rate_is_split(self):
+        # 2,000 messages a second on 2 threads of 3 and 2 connections: the
+        # shares add up to the rate asked for, which the run keeps.
+        srv = self.echo()
+        j, err = self.bench_json("--threads", 2, "--rate", 2000, "-c", 5,
+                                 "-d", 2, "127.0.0.1:%d" % srv.port)
+        self.assertEqual(j["threads"], 2)
+        self.assertEqual(j["errors"], 0, j)
+        self.assertLess(abs(j["rate_achieved"] - 2000), 2000 * 0.03, j)
+        self.assertLessEqual(j["messages"], 4002, j)
+        self.assertFalse(j["rate_short"], j)
+        self.assertEqual(j["unsent"], 0, j)
+        self.assertEqual(j["issue_lag_us"]["count"],
+                         j["messages"] + j["in_flight"], j)
+        self.assertEqual(j["warnings"], [], err)
+
+    def workers(self, p):
+        """Threads of p named as forkloop-bench names its workers; a
+        sanitizer may run threads of its own beside them."""
+        n = 0
+        for t in os.listdir("/proc/%d/task" % p.pid):
+            try:
+                with open("/proc/%d/task/%s/comm" % (p.pid, t)) as f:
+                    n += re.fullmatch(r"bench-\d+\n", f.read()) is not None
+            except OSError:
+                pass
+        return n
+
+    def test_threads_sigint_stops_every_thread(self):
+        # SIGINT goes to the main thread only; it stops the four workers,
+        # which report what they measured, promptly.
+        srv = self.echo()
+        p = self.start(fltest.Proc, [fltest.binary("bench"), "--json",
+                                     "--threads", "4", "-c", "8", "-d", "60",
+                                     "127.0.0.1:%d" % srv.port],
+                       stdout=subprocess.PIPE)
+        self.assertTrue(fltest.wait_until(lambda: self.workers(p) == 4, 10),
+                        "worker threads: %d" % self.workers(p))
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        p.signal(signal.SIGINT)
+        self.assertEqual(p.wait(10), 0, p.stderr_text())
+        self.assertLess(time.monotonic() - t0, 2)
+        j = json.loads(p.p.stdout.read())
+        self.assertTrue(j["interrupted"], j)
+        self.assertEqual(j["threads"], 4)
+        self.assertGreater(j["messages"], 0)
+        self.assertLess(j["duration_s"], 10)
+        self.assertEqual(j["errors"], 0)
+        self.assertGroupGone(p)
+        # SIGTERM too, before the load has even started: 7 connections
+        # that never come up, no report of a run that did not happen
+        p = self.start(fltest.Proc, [fltest.binary("bench"), "--json",
+                                     "--threads", "2", "-c", "8", "-d", "60",
+                                     self.slow(backlog=1, accept_after=60)],
+                       stdout=subprocess.PIPE)
+        self.assertTrue(fltest.wait_until(lambda: self.workers(p) == 2, 10))
+        p.signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0, p.stderr_text())
+        j = json.loads(p.p.stdout.read())
+        self.assertTrue(j["interrupted"], j)
+
+    def test_threads_bad_values_are_usage(self):
+        for v in ("0", "-1", "x", "100000"):
+            p = self.bench("--threads", v, "127.0.0.1:1")
+            self.assertEqual(p.returncode, 2, v)
+            self.assertIn("forkloop-bench: bad --threads '%s' (1 to 256, or "
+                          "auto)" % v, p.stderr.decode())
+            self.assertIn("usage:", p.stderr.decode())
+        p = self.bench("--threads", 3, "-c", 2, "127.0.0.1:1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("more than the 2 connections", p.stderr.decode())
+        # auto never exceeds the connections
+        j, _ = self.bench_json("--threads", "auto", "-c", 1, "-n", 10,
+                               self.pyecho())
+        self.assertEqual((j["threads"], j["messages"]), (1, 10))
+
+    def test_threads_share_one_setup_timeout(self):
+        # The setup timeout counts from the last connect of every thread,
+        # and the load starts in all of them at once: connections late on
+        # either thread are counted, and carry their due messages.
+        target = self.slow(backlog=1, accept_after=0.6)
+        j, err = self.bench_json("--threads", 2, "-c", 8, "-d", 2,
+                                 "--setup-timeout", "0.2", target)
+        self.assertEqual(j["errors"], 0, j)
+        self.assertGreaterEqual(j["late_conns"], 4, j)
+        self.assertGreater(j["setup_ms"], 800, j)
+        self.assertLess(j["load_start_ms"], 1000, j)
+        self.assertEqual((j["connects"], j["unsent"]), (8, 0), j)
+        self.assertGreater(j["latency_us"]["max"], 500000, j)
+        self.assertRegex(err, r"warning: \d+ of 8 connections were not up")
+
+    def test_threads_churn_and_connect_rate(self):
+        srv = PyEcho()
+        self.servers.append(srv)
+        target = "127.0.0.1:%d" % srv.port
+        j, _ = self.bench_json("--threads", 2, "--churn", "-c", 4, "-n", 201,
+                               target)
+        self.assertEqual((j["messages"], j["errors"]), (201, 0), j)
+        self.assertGreaterEqual(j["connects"], 201)
+        t0 = time.monotonic()
+        j, _ = self.bench_json("--threads", 2, "-c", 20, "--connect-rate",
+                               100, "-n", 100, target)
+        # 20 connections at 100 a second, split: about 0.2 s, not at once
+        self.assertGreater(time.monotonic() - t0, 0.15)
+        self.assertEqual((j["connects"], j["messages"]), (20, 100), j)
+
+    def test_threads_nothing_listening_said_once(self):
+        port = self.free_port()
+        p = self.bench("--threads", 4, "-c", 8, "-d", 1,
+                       "127.0.0.1:%d" % port)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b"")
+        self.assertEqual(p.stderr.decode(),
+                         "forkloop-bench: cannot connect to 127.0.0.1:%d: "
+                         "Connection refused\n" % port)
 
     def test_fd_limit_too_low_says_what_is_needed(self):
         p = self.bench("-c", 1000, "-d", 1, self.pyecho(),

@@ -1,12 +1,14 @@
 /*
  * test_bench_opts.c - forkloop-bench's command line: defaults, every
- * option, and the combinations it refuses.
+ * option, the combinations it refuses, and how --threads splits a run.
  */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -15,6 +17,8 @@
 #include "forkloop/log.h"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
+
+__extension__ typedef unsigned __int128 u128;
 
 static FILE *devnull;
 
@@ -45,6 +49,7 @@ static void test_defaults(void **state)
 	assert_false(o.strict);
 	assert_true(o.setup_timeout == 2.0);
 	assert_true(o.connect_timeout == 5.0);
+	assert_int_equal(o.threads, 1);
 }
 
 static void test_every_option(void **state)
@@ -197,6 +202,211 @@ static void test_conflicts(void **state)
 	assert_usage(rate_p, ARGC(rate_p));
 }
 
+/* The usage error's first line, as forkloop-bench prints it. */
+static void assert_refused(char **argv, int argc, const char *want)
+{
+	struct bench_opts o;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&buf, &len);
+
+	assert_non_null(err);
+	assert_int_equal(bench_opts_parse(argc, argv, &o, devnull, err),
+	                 OPTS_USAGE);
+	fclose(err);
+	if (strstr(buf, want) == NULL)
+		fail_msg("'%s' not in: %s", want, buf);
+	assert_non_null(strstr(buf, "usage: forkloop-bench"));
+	free(buf);
+}
+
+static void test_threads_refused(void **state)
+{
+	const char *bad[] = {"0", "-1", "x",    "100000", "257",
+	                     "",  "2x", "Auto", " 2"};
+	char *more_than_conns[] = {"b", "--threads", "3", "-c",
+	                           "2", "h:1",       NULL};
+	char *more_than_n[] = {"b", "--threads", "4", "-n", "3", "h:1", NULL};
+	char *argv[] = {"b", "--threads", NULL, "h:1", NULL};
+	char want[64];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		argv[2] = (char *)bad[i];
+		snprintf(want, sizeof want,
+		         "forkloop-bench: bad --threads '%s' (1 to 256, or "
+		         "auto)",
+		         bad[i]);
+		assert_refused(argv, ARGC(argv), want);
+	}
+	assert_refused(more_than_conns, ARGC(more_than_conns),
+	               "--threads 3 is more than the 2 connections (-c): "
+	               "each thread needs one");
+	assert_refused(more_than_n, ARGC(more_than_n),
+	               "--threads 4 is more than the 3 messages (-n)");
+}
+
+static void test_threads_values(void **state)
+{
+	char *one[] = {"b", "--threads", "1", "-c", "1", "h:1", NULL};
+	char *max[] = {"b", "--threads=256", "-c", "256", "h:1", NULL};
+	char *as_many_as_n[] = {"b", "--threads", "4", "-n", "4", "h:1", NULL};
+	struct bench_opts o;
+
+	(void)state;
+	assert_int_equal(parse(ARGC(one), one, &o), OPTS_OK);
+	assert_int_equal(o.threads, 1);
+	assert_int_equal(parse(ARGC(max), max, &o), OPTS_OK);
+	assert_int_equal(o.threads, 256);
+	assert_int_equal(parse(ARGC(as_many_as_n), as_many_as_n, &o), OPTS_OK);
+	assert_int_equal(o.threads, 4);
+}
+
+static uint64_t parse_auto(const char *conns)
+{
+	char *argv[] = {"b",           "--threads", "auto", "-c",
+	                (char *)conns, "h:1",       NULL};
+	struct bench_opts o;
+
+	assert_int_equal(parse(ARGC(argv), argv, &o), OPTS_OK);
+	return o.threads;
+}
+
+/*
+ * auto is the CPUs this process may run on, not the machine's: with the
+ * mask cut to one CPU it is 1, however many the machine has. It never
+ * exceeds the connections or -n.
+ */
+static void test_threads_auto_is_the_affinity_mask(void **state)
+{
+	cpu_set_t mask, one;
+	char *few_n[] = {"b", "--threads", "auto", "-n", "1", "h:1", NULL};
+	struct bench_opts o;
+	int cpu;
+
+	(void)state;
+	assert_int_equal(sched_getaffinity(0, sizeof mask, &mask), 0);
+	assert_int_equal(parse_auto("1000"), CPU_COUNT(&mask));
+	assert_int_equal(parse_auto("1"), 1);
+	assert_int_equal(parse(ARGC(few_n), few_n, &o), OPTS_OK);
+	assert_int_equal(o.threads, 1);
+	for (cpu = 0; !CPU_ISSET(cpu, &mask); cpu++)
+		;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+	assert_int_equal(parse_auto("1000"), 1);
+	assert_int_equal(sched_setaffinity(0, sizeof mask, &mask), 0);
+	assert_int_equal(parse_auto("1000"), CPU_COUNT(&mask));
+}
+
+/*
+ * The shares add up to the options exactly, whatever the numbers: every
+ * connection and every one of -n once, the rates to the rate asked for;
+ * connections differ by one at most, the first threads having more, and
+ * -n follows the connections.
+ */
+static void check_shares(uint64_t conns, uint64_t threads, uint64_t n,
+                         double rate)
+{
+	struct bench_opts o;
+	struct bench_share s;
+	uint64_t i, c = 0, m = 0, lo = UINT64_MAX, hi = 0;
+	u128 want;
+	double r = 0, cr = 0;
+
+	memset(&o, 0, sizeof o);
+	o.conns = conns;
+	o.threads = threads;
+	o.messages = n;
+	o.rate = rate;
+	o.connect_rate = 7;
+	for (i = 0; i < threads; i++) {
+		bench_share(&o, i, &s);
+		assert_int_equal(s.first_conn, c);
+		assert_true(s.conns >= 1);
+		if (i > 0 && s.conns > lo)
+			fail_msg("thread %llu has more connections than one "
+			         "before it",
+			         (unsigned long long)i);
+		lo = s.conns < lo ? s.conns : lo;
+		hi = s.conns > hi ? s.conns : hi;
+		c += s.conns;
+		m += s.messages;
+		if (n > 0) {
+			/* 1 + (n - threads) x conns_i / conns, rounded
+			 * down or up, in exact arithmetic */
+			want = (u128)(n - threads) * s.conns / conns;
+			assert_true(s.messages >= 1);
+			assert_true(s.messages - 1 >= want &&
+			            s.messages - 1 <= want + 1);
+		} else {
+			assert_int_equal(s.messages, 0);
+		}
+		r += s.rate;
+		cr += s.connect_rate;
+		if (rate > 0)
+			assert_true((double)s.phase_ns < 1e9 / s.rate);
+		else
+			assert_int_equal(s.phase_ns, 0);
+	}
+	assert_int_equal(c, conns);
+	assert_int_equal(m, n);
+	assert_true(hi - lo <= 1);
+	assert_true(r >= rate * (1 - 1e-12) && r <= rate * (1 + 1e-12));
+	assert_true(cr >= 7 * (1 - 1e-12) && cr <= 7 * (1 + 1e-12));
+}
+
+static void test_threads_split_exactly(void **state)
+{
+	const uint64_t conns[] = {1,  2,   3,    5,      7,
+	                          50, 257, 1000, 999983, 1000000};
+	const uint64_t threads[] = {1, 2, 3, 4, 7, 16, 256};
+	const uint64_t n[] = {0,    1,     4,          256,
+	                      1001, 10007, 1ull << 40, UINT64_MAX / 2};
+	const double rates[] = {0, 0.001, 2000, 1e9};
+	size_t a, b, k, q;
+	struct bench_opts o;
+	struct bench_share s;
+
+	(void)state;
+	for (a = 0; a < sizeof conns / sizeof conns[0]; a++)
+		for (b = 0; b < sizeof threads / sizeof threads[0]; b++)
+			for (k = 0; k < sizeof n / sizeof n[0]; k++)
+				for (q = 0; q < sizeof rates / sizeof rates[0];
+				     q++)
+					if (threads[b] <= conns[a] &&
+					    (n[k] == 0 || threads[b] <= n[k]))
+						check_shares(conns[a],
+						             threads[b], n[k],
+						             rates[q]);
+	/* One thread is the whole run. */
+	memset(&o, 0, sizeof o);
+	o.conns = 50;
+	o.threads = 1;
+	o.messages = 1234;
+	o.rate = 2500.5;
+	o.connect_rate = 3;
+	bench_share(&o, 0, &s);
+	assert_int_equal(s.conns, 50);
+	assert_int_equal(s.messages, 1234);
+	assert_true(s.rate == 2500.5);
+	assert_true(s.connect_rate == 3.0);
+	assert_int_equal(s.phase_ns, 0);
+	/* 10 connections on 4 threads: 3, 3, 2, 2 */
+	o.conns = 10;
+	o.threads = 4;
+	o.messages = 1004;
+	bench_share(&o, 0, &s);
+	assert_int_equal(s.conns, 3);
+	assert_int_equal(s.messages, 301);
+	bench_share(&o, 3, &s);
+	assert_int_equal(s.conns, 2);
+	assert_int_equal(s.first_conn, 8);
+	assert_int_equal(s.messages, 201);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +418,10 @@ int main(void)
 	        cmocka_unit_test(test_bad_values),
 	        cmocka_unit_test(test_bad_targets),
 	        cmocka_unit_test(test_conflicts),
+	        cmocka_unit_test(test_threads_refused),
+	        cmocka_unit_test(test_threads_values),
+	        cmocka_unit_test(test_threads_auto_is_the_affinity_mask),
+	        cmocka_unit_test(test_threads_split_exactly),
 	};
 	int rc;
 

@@ -1,6 +1,7 @@
 /*
  * test_bench_report.c - what forkloop-bench concludes from a run: the rate
- * shortfall, Little's law check and the warnings, on made-up results.
+ * shortfall, Little's law check and the warnings, on made-up results, and
+ * the threads' results added into one.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -122,6 +123,93 @@ static void test_every_warning(void **state)
 	free(x);
 }
 
+static void fill(struct bench_result *r, uint64_t k, uint64_t lat_us)
+{
+	uint64_t i;
+
+	r->messages = 100 * k;
+	r->bytes = 6400 * k;
+	r->err.connect = k;
+	r->err.mismatch = 2 * k;
+	r->err.reset = 3 * k;
+	r->err.closed = 4 * k;
+	r->errors = 10 * k;
+	r->connects = 10 * k;
+	r->connect_ms = (double)k;
+	r->late_conns = 5 * k;
+	r->conns_pending = 6 * k;
+	r->in_flight = 7 * k;
+	r->unsent = 8 * k;
+	for (i = 0; i < r->messages; i++) {
+		hist_record(&r->latency, lat_us * 1000 + i);
+		hist_record(&r->latency_uncorrected, lat_us * 900 + i);
+		hist_record(&r->issue_lag, i);
+	}
+}
+
+/*
+ * Two threads' results: every count summed, the histograms those of all
+ * the values, connect_ms the mean over all connects, and what belongs to
+ * the run (elapsed, setup, interrupted, stalled) left to the run.
+ */
+static void test_merge_sums_every_count(void **state)
+{
+	struct run *a = run_new(0, 4, 2.0, 0), *b = run_new(0, 4, 9.0, 0);
+	struct run *all = run_new(0, 4, 0, 0), *x = run_new(0, 4, 0, 0);
+
+	(void)state;
+	hist_init(&a->r.issue_lag);
+	hist_init(&b->r.issue_lag);
+	hist_init(&all->r.issue_lag);
+	hist_init(&x->r.issue_lag);
+	fill(&a->r, 1, 50);
+	fill(&b->r, 3, 5000);
+	fill(&all->r, 1, 50);
+	fill(&all->r, 3, 5000); /* the histograms get both's values */
+	a->r.setup_done = 1;
+	a->r.setup_ms = 12;
+	a->r.load_start_ms = 13;
+	b->r.interrupted = 1;
+	b->r.stalled = 1;
+	bench_result_merge(&a->r, &b->r);
+	assert_int_equal(a->r.messages, 400);
+	assert_int_equal(a->r.bytes, 25600);
+	assert_int_equal(a->r.errors, 40);
+	assert_int_equal(a->r.err.connect, 4);
+	assert_int_equal(a->r.err.mismatch, 8);
+	assert_int_equal(a->r.err.reset, 12);
+	assert_int_equal(a->r.err.closed, 16);
+	assert_int_equal(a->r.connects, 40);
+	/* (10 x 1 ms + 30 x 3 ms) / 40 */
+	assert_true(a->r.connect_ms > 2.4999 && a->r.connect_ms < 2.5001);
+	assert_int_equal(a->r.late_conns, 20);
+	assert_int_equal(a->r.conns_pending, 24);
+	assert_int_equal(a->r.in_flight, 28);
+	assert_int_equal(a->r.unsent, 32);
+	assert_memory_equal(&a->r.latency, &all->r.latency,
+	                    sizeof a->r.latency);
+	assert_memory_equal(&a->r.latency_uncorrected,
+	                    &all->r.latency_uncorrected, sizeof a->r.latency);
+	assert_memory_equal(&a->r.issue_lag, &all->r.issue_lag,
+	                    sizeof a->r.latency);
+	/* three quarters of the values are the slow thread's */
+	assert_true(hist_quantile(&a->r.latency, 0.5) > 4000000);
+	assert_true(a->r.elapsed == 2.0);
+	assert_true(a->r.setup_done && a->r.setup_ms == 12 &&
+	            a->r.load_start_ms == 13);
+	assert_false(a->r.interrupted);
+	assert_false(a->r.stalled);
+	/* into an empty result: the same figures, connect_ms as it was */
+	bench_result_merge(&x->r, &b->r);
+	assert_int_equal(x->r.messages, b->r.messages);
+	assert_true(x->r.connect_ms == b->r.connect_ms);
+	assert_memory_equal(&x->r.latency, &b->r.latency, sizeof x->r.latency);
+	free(a);
+	free(b);
+	free(all);
+	free(x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -129,6 +217,7 @@ int main(void)
 	        cmocka_unit_test(test_rate_short),
 	        cmocka_unit_test(test_little_ratio),
 	        cmocka_unit_test(test_every_warning),
+	        cmocka_unit_test(test_merge_sums_every_count),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

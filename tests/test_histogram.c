@@ -1,12 +1,14 @@
 /*
- * test_histogram.c - the histogram's error bound and its percentiles on
- * known distributions.
+ * test_histogram.c - the histogram's error bound, its percentiles on
+ * known distributions, and merging, which forkloop-bench --threads relies
+ * on to report one exact histogram.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -210,6 +212,125 @@ static void test_series(void **state)
 	assert_series(3, 1.0, 0);
 }
 
+/* Every field, so every percentile and the mean, is the same. */
+static void assert_same_hist(const struct hist *got, const struct hist *want)
+{
+	unsigned i;
+
+	assert_int_equal(got->count, want->count);
+	assert_int_equal(got->min, want->min);
+	assert_int_equal(got->max, want->max);
+	assert_int_equal(got->sum, want->sum);
+	for (i = 0; i < HIST_BUCKETS; i++)
+		if (got->buckets[i] != want->buckets[i])
+			fail_msg("bucket %u holds %llu, not %llu", i,
+			         (unsigned long long)got->buckets[i],
+			         (unsigned long long)want->buckets[i]);
+	for (i = 0; i <= 1000; i++)
+		assert_int_equal(hist_quantile(got, i / 1000.0),
+		                 hist_quantile(want, i / 1000.0));
+	assert_true(hist_mean(got) == hist_mean(want));
+}
+
+static uint64_t lcg(uint64_t *x)
+{
+	*x = *x * 6364136223846793005ull + 1442695040888963407ull;
+	return *x >> 33;
+}
+
+/*
+ * Five threads' histograms, one of them empty and one with an unsent
+ * series, merged: the same histogram as every value recorded in one.
+ * Percentiles of the merge are those of all the values, which averaging
+ * the parts' percentiles would not give (their p99s here differ by 1000x).
+ */
+static void test_merge_equals_one_histogram(void **state)
+{
+	struct hist *part[5], *all = new_hist(), *merged = new_hist();
+	uint64_t x = 42, v;
+	unsigned i, k;
+
+	(void)state;
+	for (k = 0; k < 5; k++)
+		part[k] = new_hist();
+	for (i = 0; i < 20000; i++) { /* fast: 20 .. 85 us */
+		v = 20 * US + lcg(&x) % (65 * US);
+		hist_record(part[0], v);
+		hist_record(all, v);
+	}
+	for (i = 0; i < 300; i++) { /* slow: 10 .. 50 ms */
+		v = 10000 * US + lcg(&x) % (40000 * US);
+		hist_record(part[1], v);
+		hist_record(all, v);
+	}
+	/* part[2] stays empty: a thread that measured nothing */
+	hist_record_series(part[3], 2 * SEC, 1e6 / 3, 5000);
+	hist_record_series(all, 2 * SEC, 1e6 / 3, 5000);
+	for (i = 0; i < 1000; i++) { /* exact range and one huge value */
+		hist_record(part[4], i);
+		hist_record(all, i);
+	}
+	hist_record(part[4], UINT64_MAX / 4);
+	hist_record(all, UINT64_MAX / 4);
+	assert_true(hist_quantile(part[0], 0.99) * 100 <
+	            hist_quantile(part[1], 0.99));
+	for (k = 0; k < 5; k++)
+		hist_merge(merged, part[k]);
+	assert_same_hist(merged, all);
+	assert_int_equal(merged->count, 20000 + 300 + 5000 + 1001);
+	assert_int_equal(merged->min, 0);
+	assert_int_equal(merged->max, UINT64_MAX / 4);
+	/* the order of the parts does not matter */
+	hist_init(merged);
+	for (k = 5; k-- > 0;)
+		hist_merge(merged, part[k]);
+	assert_same_hist(merged, all);
+	for (k = 0; k < 5; k++)
+		free(part[k]);
+	free(all);
+	free(merged);
+}
+
+/* Empty into empty stays empty; anything into empty is a copy of it. */
+static void test_merge_empty(void **state)
+{
+	struct hist *a = new_hist(), *b = new_hist(), *empty = new_hist();
+
+	(void)state;
+	hist_merge(a, b);
+	assert_same_hist(a, empty);
+	assert_int_equal(a->count, 0);
+	assert_int_equal(a->min, UINT64_MAX);
+	assert_int_equal(hist_quantile(a, 0.5), 0);
+	hist_record_series(b, 7 * US, 1000.0, 77);
+	hist_merge(a, b);
+	assert_same_hist(a, b);
+	hist_merge(a, empty);
+	assert_same_hist(a, b);
+	assert_int_equal(memcmp(a, b, sizeof *a), 0);
+	free(a);
+	free(b);
+	free(empty);
+}
+
+/* src may be dst: every value then counts twice. */
+static void test_merge_into_itself(void **state)
+{
+	struct hist *a = new_hist(), *twice = new_hist();
+	unsigned i;
+
+	(void)state;
+	for (i = 1; i <= 500; i++) {
+		hist_record(a, i * US);
+		hist_record(twice, i * US);
+		hist_record(twice, i * US);
+	}
+	hist_merge(a, a);
+	assert_same_hist(a, twice);
+	free(a);
+	free(twice);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -221,6 +342,9 @@ int main(void)
 	        cmocka_unit_test(test_decades),
 	        cmocka_unit_test(test_empty_and_merge),
 	        cmocka_unit_test(test_series),
+	        cmocka_unit_test(test_merge_equals_one_histogram),
+	        cmocka_unit_test(test_merge_empty),
+	        cmocka_unit_test(test_merge_into_itself),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

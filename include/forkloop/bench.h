@@ -24,6 +24,10 @@
 #define BENCH_MAX_PIPELINE     4096
 /* Descriptors beyond one per connection: stdio, the event base, slack. */
 #define BENCH_SPARE_FDS 32
+/* --threads at most; and each thread past the first needs a few more
+ * descriptors: its event base, timer and command pipe. */
+#define BENCH_MAX_THREADS 256
+#define BENCH_THREAD_FDS  4
 
 struct bench_opts {
 	struct addr target;
@@ -43,6 +47,27 @@ struct bench_opts {
 	                          started that the load waits for the rest */
 	double connect_timeout; /* seconds a connect(2) may take before it
 	                           counts as failed (ETIMEDOUT) */
+	uint64_t threads;      /* event loops, one per thread: 1 to
+	                          BENCH_MAX_THREADS, at most conns and, with
+	                          -n, at most messages ("auto" is resolved) */
+};
+
+/*
+ * Thread i's share of a run of o->threads: each thread is a run of its own
+ * with these in place of the options, and the shares add up to the options
+ * exactly.
+ */
+struct bench_share {
+	uint64_t conns;      /* o->conns / threads, the first o->conns % threads
+	                        threads one more */
+	uint64_t first_conn; /* the run's index of its first connection */
+	uint64_t messages;   /* -n: one, plus (-n - threads) split in
+	                        proportion to conns; 0 without -n */
+	double rate;         /* --rate x conns / o->conns; 0: closed loop */
+	double connect_rate; /* --connect-rate likewise; 0: all at once */
+	uint64_t phase_ns;   /* open loop: its first message is due this long
+	                        after the load starts, i / threads of its own
+	                        interval, so the threads' messages interleave */
 };
 
 struct bench_errors {
@@ -109,19 +134,32 @@ struct bench_summary {
 enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
                                   FILE *out, FILE *errout);
 
-/*
- * Make room for conns connections: raise the soft RLIMIT_NOFILE up to the
- * hard limit if needed. Returns 0, or -1 after saying what ulimit -n is
- * needed.
- */
-int bench_nofile(uint64_t conns);
+/* Fill s with thread i's share of o (i < o->threads). */
+void bench_share(const struct bench_opts *o, uint64_t i, struct bench_share *s);
 
 /*
- * Run the load. Returns 0 when the run happened (r filled in, errors
- * counted there), -1 after reporting why it could not run (bad address,
- * nothing listening, out of memory).
+ * Make room for conns connections on threads threads: raise the soft
+ * RLIMIT_NOFILE up to the hard limit if needed. Returns 0, or -1 after
+ * saying what ulimit -n is needed.
+ */
+int bench_nofile(uint64_t conns, uint64_t threads);
+
+/*
+ * Run the load, on o->threads threads. Returns 0 when the run happened (r
+ * filled in, errors counted there), -1 after reporting why it could not
+ * run (bad address, nothing listening, out of memory), once.
  */
 int bench_run(const struct bench_opts *o, struct bench_result *r);
+
+/*
+ * Add what src counted to dst, as if one loop had run both: the counts,
+ * errors and connections summed, the histograms merged bucket by bucket
+ * (hist_merge), connect_ms the mean over both's connects. What belongs to
+ * the run as a whole, not to a share of it (elapsed, setup_done, setup_ms,
+ * load_start_ms, interrupted, stalled), is left as it is in dst.
+ */
+void bench_result_merge(struct bench_result *dst,
+                        const struct bench_result *src);
 
 /*
  * Fill s from o and r. The rate is short when fewer messages were answered

@@ -31,7 +31,15 @@ void hist_record(struct hist *h, uint64_t v);
  */
 void hist_record_series(struct hist *h, uint64_t first, double step,
                         uint64_t n);
-/* Add every value of src to dst. */
+/*
+ * Add every value recorded in src to dst, as if each had been recorded in
+ * dst too: bucket counts, count and sum added, min and max the lower and
+ * higher of the two. The result is exact, not an estimate: dst's
+ * percentiles afterwards are those of one histogram of both's values
+ * (never an average of percentiles). Both must hold the same unit (the
+ * bench records nanoseconds). An empty src leaves dst as it was; src may
+ * be dst (every value then counts twice). Cannot fail; returns nothing.
+ */
 void hist_merge(struct hist *dst, const struct hist *src);
 
 /* Bucket index of v, and the lowest and highest value of a bucket. */
