@@ -721,8 +721,8 @@ static void bench_stopcb(evutil_socket_t fd, short what, void *arg)
 
 void bench_halt(struct bench *b, int interrupted)
 {
-	if (interrupted)
-		b->r->interrupted = 1;
+	if (interrupted && !b->r->interrupted)
+		b->r->interrupted = interrupted;
 	bench_stop(b);
 }
 

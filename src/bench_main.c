@@ -14,7 +14,7 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct bench_result *r;
 	char warn[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN];
-	int status, nwarn, i;
+	int status, nwarn, i, sig;
 
 	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
@@ -56,6 +56,16 @@ int main(int argc, char **argv)
 		log_error("warning: %s", warn[i]);
 	if (o.strict && nwarn > 0)
 		status = 1;
+	sig = r->interrupted;
 	free(r);
+	/*
+	 * Stopped by SIGINT or SIGTERM: the report is out; now die of the
+	 * signal, so that a shell loop running forkloop-bench stops too (it
+	 * sees WIFSIGNALED, as bash's wait-and-cooperative-exit rule needs).
+	 */
+	if (sig == SIGINT || sig == SIGTERM) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
 	return status;
 }

@@ -191,8 +191,8 @@ static void run_stop(struct run *run, int interrupted)
 {
 	uint64_t i;
 
-	if (interrupted)
-		run->interrupted = 1;
+	if (interrupted && !run->interrupted)
+		run->interrupted = interrupted;
 	for (i = 0; i < run->n; i++) {
 		struct run_slot *s = &run->slots[i];
 
@@ -215,9 +215,8 @@ static void run_setupcb(evutil_socket_t fd, short what, void *arg)
 
 static void run_sigcb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd;
 	(void)what;
-	run_stop(arg, 1);
+	run_stop(arg, (int)fd); /* an evsignal's fd is its signal */
 }
 
 static void run_done(struct run *run, struct run_slot *s)
@@ -633,12 +632,14 @@ static void run_result(struct run *run, struct bench_result *r)
 			r->setup_ms = x->setup_ms;
 		if (x->load_start_ms > r->load_start_ms)
 			r->load_start_ms = x->load_start_ms;
-		r->interrupted |= x->interrupted;
+		if (!r->interrupted)
+			r->interrupted = x->interrupted;
 		r->stalled |= x->stalled;
 	}
 	if (!r->setup_done)
 		r->setup_ms = 0;
-	r->interrupted |= run->interrupted;
+	if (!r->interrupted)
+		r->interrupted = run->interrupted;
 	r->elapsed = t0 < t1 ? (double)(t1 - t0) / 1e9 : 0;
 }
 

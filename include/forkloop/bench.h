@@ -103,7 +103,8 @@ struct bench_result {
 	uint64_t conns_pending; /* still connecting at the end */
 	uint64_t in_flight;  /* at the end: sent, echo not complete */
 	uint64_t unsent;     /* at the end: due, not yet written */
-	int interrupted;     /* stopped early by SIGINT or SIGTERM */
+	int interrupted;     /* the signal that stopped it early, SIGINT or
+	                        SIGTERM, or 0 */
 	int stalled;         /* -n alone: stopped after BENCH_STALL_TIMEOUT
 	                        without an echo */
 	struct hist latency; /* nanoseconds from due time */
