@@ -184,15 +184,16 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 	case 'd':
 		if (num_parse_seconds(arg, 0.001, 1e6, &o->duration) < 0)
 			return bench_bad(errout,
-			                 "bad --duration '%s' (seconds, more "
-			                 "than 0)",
+			                 "bad --duration '%s' (seconds, "
+			                 "0.001 to 1000000)",
 			                 arg);
 		*have_d = 1;
 		break;
 	case 'n':
 		if (num_parse_u64(arg, 1, UINT64_MAX / 2, &o->messages) < 0)
 			return bench_bad(errout,
-			                 "bad --messages '%s' (at least 1)",
+			                 "bad --messages '%s' (1 to "
+			                 "9223372036854775807)",
 			                 arg);
 		break;
 	case 'p':
@@ -202,34 +203,37 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 		break;
 	case OPT_WARMUP:
 		if (num_parse_seconds(arg, 0, 1e6, &o->warmup) < 0)
-			return bench_bad(errout, "bad --warmup '%s' (seconds)",
+			return bench_bad(errout,
+			                 "bad --warmup '%s' (seconds, 0 to "
+			                 "1000000)",
 			                 arg);
 		break;
 	case OPT_CONNECT_RATE:
 		if (num_parse_u64(arg, 1, 10000000, &o->connect_rate) < 0)
 			return bench_bad(errout,
 			                 "bad --connect-rate '%s' (connections "
-			                 "per second, at least 1)",
+			                 "per second, 1 to 10000000)",
 			                 arg);
 		break;
 	case OPT_RATE:
 		if (num_parse_seconds(arg, 0.001, 1e9, &o->rate) < 0)
 			return bench_bad(errout,
 			                 "bad --rate '%s' (messages per "
-			                 "second, more than 0)",
+			                 "second, 0.001 to 1000000000)",
 			                 arg);
 		break;
 	case OPT_SETUP_TIMEOUT:
 		if (num_parse_seconds(arg, 0, 1e6, &o->setup_timeout) < 0)
 			return bench_bad(errout,
-			                 "bad --setup-timeout '%s' (seconds)",
+			                 "bad --setup-timeout '%s' (seconds, 0 "
+			                 "to 1000000)",
 			                 arg);
 		break;
 	case OPT_CONNECT_TIMEOUT:
 		if (num_parse_seconds(arg, 0.001, 1e6, &o->connect_timeout) < 0)
 			return bench_bad(errout,
 			                 "bad --connect-timeout '%s' (seconds, "
-			                 "more than 0)",
+			                 "0.001 to 1000000)",
 			                 arg);
 		break;
 	case OPT_THREADS:

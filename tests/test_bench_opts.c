@@ -247,6 +247,23 @@ static void test_threads_refused(void **state)
 	               "--threads 4 is more than the 3 messages (-n)");
 }
 
+/* A value past a limit is told the limit. */
+static void test_limits_named(void **state)
+{
+	char *d[] = {"b", "-d", "2000000", "h:1", NULL};
+	char *rate[] = {"b", "--rate", "2000000000", "h:1", NULL};
+	char *ct[] = {"b", "--connect-timeout", "0.0001", "h:1", NULL};
+	char *warm[] = {"b", "--warmup", "1e7", "h:1", NULL};
+
+	(void)state;
+	assert_refused(d, ARGC(d), "bad --duration '2000000' (seconds, 0.001 "
+	                           "to 1000000)");
+	assert_refused(rate, ARGC(rate), "(messages per second, 0.001 to "
+	                                 "1000000000)");
+	assert_refused(ct, ARGC(ct), "(seconds, 0.001 to 1000000)");
+	assert_refused(warm, ARGC(warm), "(seconds, 0 to 1000000)");
+}
+
 static void test_threads_values(void **state)
 {
 	char *one[] = {"b", "--threads", "1", "-c", "1", "h:1", NULL};
@@ -419,6 +436,7 @@ int main(void)
 	        cmocka_unit_test(test_bad_targets),
 	        cmocka_unit_test(test_conflicts),
 	        cmocka_unit_test(test_threads_refused),
+	        cmocka_unit_test(test_limits_named),
 	        cmocka_unit_test(test_threads_values),
 	        cmocka_unit_test(test_threads_auto_is_the_affinity_mask),
 	        cmocka_unit_test(test_threads_split_exactly),
