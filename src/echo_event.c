@@ -147,6 +147,7 @@ struct echo_server {
 	atomic_uint_fast64_t open; /* counted in here, out by any loop */
 	uint64_t accepted, refused;
 	size_t stats_wait;       /* workers yet to answer SIGUSR1 */
+	struct echo_stats stats_snap; /* the main loop's part, at SIGUSR1 */
 	unsigned burst;           /* accepts since the loop last had a turn */
 	struct echo_pause pause;
 	struct echo_loglimit refusals;
@@ -776,38 +777,41 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 	server_listen_enable(srv, 1);
 }
 
-/* The whole line: the main loop's counts and every worker's reply. */
+/* The whole line: srv->stats_snap and every worker's answer. */
 static void server_stats_log(struct echo_server *srv)
 {
-	struct echo_stats s;
+	struct echo_stats s = srv->stats_snap;
 	size_t i;
 
-	memset(&s, 0, sizeof s);
-	s.open = atomic_load_explicit(&srv->open, memory_order_relaxed);
-	s.accepted = srv->accepted;
-	s.refused = srv->refused;
-	loop_stats(&srv->loops[0], &s);
 	for (i = 1; i < srv->nloops; i++) {
 		s.bytes_in += srv->loops[i].answer.bytes_in;
 		s.bytes_out += srv->loops[i].answer.bytes_out;
 	}
-	udp_echo_stats(srv->udp, &s);
 	echo_stats_log(&s);
 }
 
 /*
- * SIGUSR1: one line, the sum over every loop. Workers count their own
- * connections; the line is logged once the last has answered (a worker
- * that has ended answered with its final counts). A SIGUSR1 while one is
- * being answered is answered by the same line.
+ * SIGUSR1: one line, the sum over every loop. What the main loop counts
+ * (open, accepted, refused, its own connections' bytes, UDP) is taken now;
+ * workers count their own connections' bytes, and the line is logged once
+ * the last has answered (a worker that has ended answered with its final
+ * counts). A SIGUSR1 while one is being answered is answered by the same
+ * line.
  */
 static void server_stats(struct echo_server *srv)
 {
+	struct echo_stats *s = &srv->stats_snap;
 	struct echo_loop *l;
 	size_t i;
 
 	if (srv->stats_wait > 0)
 		return;
+	memset(s, 0, sizeof *s);
+	s->open = atomic_load_explicit(&srv->open, memory_order_relaxed);
+	s->accepted = srv->accepted;
+	s->refused = srv->refused;
+	loop_stats(&srv->loops[0], s);
+	udp_echo_stats(srv->udp, s);
 	for (i = 1; i < srv->nloops; i++) {
 		l = &srv->loops[i];
 		l->asked = 1;
