@@ -6,10 +6,15 @@
  * Every complete line a client sends goes to every other client as
  * "<NAME> TEXT"; the relay's own lines start with "* ", which no relayed
  * line can. A client's bytes are shown to others only as text: controls,
- * line separators and bytes that are not UTF-8 are escaped (text_escape),
- * and names are checked for what they look like (name_problem). A partial
- * line waits in the sender's input buffer for its newline; a line longer
- * than --max-line is cut. Lines starting with '/' are commands.
+ * line separators, what reorders the text after it (bidirectional
+ * controls) and bytes that are not UTF-8 are escaped (text_escape). Names
+ * are checked for what they look like, alone and beside the others', with
+ * the checks of UTS #39 made by ICU's spoof checker (name_problem,
+ * names_keys). That is all a relay can promise: every line it sends starts
+ * with its sender's prefix, but where a reader's terminal wraps a long line
+ * is the terminal's affair. A partial line waits in the sender's input
+ * buffer for its newline; a line longer than --max-line is cut. Lines
+ * starting with '/' are commands.
  *
  * Nobody is ever paused for a slow reader: a client whose unsent output
  * would pass --max-pending is dropped instead. So each client holds at most
@@ -44,6 +49,12 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/uset.h>
+#include <unicode/uspoof.h>
+#include <unicode/ustring.h>
+
 #include "forkloop/chat.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
@@ -60,6 +71,9 @@
 #define BROKER_CMD_MAX 32
 /* Commands are read whole up to this long, whatever --max-line says. */
 #define BROKER_CMD_LINE 256
+/* Skeletons per name (names_keys), and room for that of "user" or a digit. */
+#define NAMES_KEYS 3
+#define NAMES_SKEL_SHORT 16
 
 enum client_state {
 	CLIENT_IN,   /* in the room: sends and receives lines */
@@ -85,6 +99,8 @@ struct client {
 	struct bufferevent *bev;
 	struct event *linger_ev; /* CLIENT_OUT: the deadline */
 	char name[CHAT_NAME_MAX + 1];
+	char *keys;              /* what name looks like (names_keys); NULL
+	                            for the relay's own userN */
 	size_t scanned;          /* input bytes known to hold no newline */
 	unsigned discarding : 1; /* dropping the rest of a cut line */
 	unsigned eof : 1;        /* its FIN has arrived */
@@ -95,6 +111,13 @@ struct client {
 };
 
 TAILQ_HEAD(client_list, client);
+
+/* What names are checked with (names_open). */
+struct names {
+	USpoofChecker *sc;
+	char user[2][NAMES_SKEL_SHORT];   /* skeletons of "user", "USER" */
+	char digit[10][NAMES_SKEL_SHORT]; /* of "0" to "9" */
+};
 
 struct broker {
 	const struct chat_opts *o;
@@ -114,11 +137,12 @@ struct broker {
 	unsigned long long next_id;
 	char *line; /* room for a prefix, --max-line bytes and a newline */
 	size_t in_max; /* longest line read whole: --max-line, or a command */
+	struct names names; /* one spoof checker for every /nick */
 	int stopping; /* SIGINT or SIGTERM: closing everyone */
 	int status;   /* -1 while running */
 };
 
-/* --- Unicode: decoding, and what a name may be made of --- */
+/* --- Unicode: decoding, names, and text as shown --- */
 
 #define UTF8_BAD   (-1L) /* not the start of a well-formed sequence */
 #define UTF8_SHORT (-2L) /* a well-formed start that the end cuts off */
@@ -194,122 +218,27 @@ static int urange_in(const struct urange *t, size_t n, long cp)
 
 /*
  * What shows as nothing, as blank or not at all, or moves the text around
- * it: controls (Cc), format characters (Cf), spaces (Zs), line and
- * paragraph separators (Zl, Zp) and private use (Co) from
- * DerivedGeneralCategory.txt, Default_Ignorable_Code_Point from
- * DerivedCoreProperties.txt, noncharacters (chapter 23.7), and U+2800
- * BRAILLE PATTERN BLANK, which shows as a space (Unicode 14.0).
+ * it: controls, format characters, spaces, line and paragraph separators,
+ * private use and unassigned code points (General_Category Cc, Cf, Zs, Zl,
+ * Zp, Co, Cn), Default_Ignorable_Code_Point (UAX #44), and U+2800 BRAILLE
+ * PATTERN BLANK, which shows as a space. From ICU's tables, so they follow
+ * its version of Unicode.
  */
-static const struct urange name_invisible[] = {
-        {0x0000, 0x0020},   {0x007f, 0x00a0},   {0x00ad, 0x00ad},
-        {0x034f, 0x034f},   {0x0600, 0x0605},   {0x061c, 0x061c},
-        {0x06dd, 0x06dd},   {0x070f, 0x070f},   {0x0890, 0x0891},
-        {0x08e2, 0x08e2},   {0x115f, 0x1160},   {0x1680, 0x1680},
-        {0x17b4, 0x17b5},   {0x180b, 0x180f},   {0x2000, 0x200f},
-        {0x2028, 0x202f},   {0x205f, 0x206f},   {0x2800, 0x2800},
-        {0x3000, 0x3000},   {0x3164, 0x3164},   {0xe000, 0xf8ff},
-        {0xfdd0, 0xfdef},   {0xfe00, 0xfe0f},   {0xfeff, 0xfeff},
-        {0xffa0, 0xffa0},   {0xfff0, 0xfffb},   {0xfffe, 0xffff},
-        {0x110bd, 0x110bd}, {0x110cd, 0x110cd}, {0x13430, 0x1343f},
-        {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a}, {0x1fffe, 0x1ffff},
-        {0x2fffe, 0x2ffff}, {0x3fffe, 0x3ffff}, {0x4fffe, 0x4ffff},
-        {0x5fffe, 0x5ffff}, {0x6fffe, 0x6ffff}, {0x7fffe, 0x7ffff},
-        {0x8fffe, 0x8ffff}, {0x9fffe, 0x9ffff}, {0xafffe, 0xaffff},
-        {0xbfffe, 0xbffff}, {0xcfffe, 0xcffff}, {0xdfffe, 0xdffff},
-        {0xe0000, 0xe0fff}, {0xefffe, 0x10ffff},
-};
+static int name_invisible(long cp)
+{
+	UChar32 c = (UChar32)cp;
+	uint32_t gc = U_GC_CC_MASK | U_GC_CF_MASK | U_GC_Z_MASK | U_GC_CO_MASK |
+	              U_GC_CN_MASK;
 
-/*
- * Combining marks (Mn, Mc, Me in DerivedGeneralCategory.txt, Unicode
- * 14.0): a name may not start with one, since it would combine with what
- * comes before the name.
- */
-static const struct urange name_marks[] = {
-        {0x0300, 0x036f}, {0x0483, 0x0489}, {0x0591, 0x05bd}, {0x05bf, 0x05bf},
-        {0x05c1, 0x05c2}, {0x05c4, 0x05c5}, {0x05c7, 0x05c7}, {0x0610, 0x061a},
-        {0x064b, 0x065f}, {0x0670, 0x0670}, {0x06d6, 0x06dc}, {0x06df, 0x06e4},
-        {0x06e7, 0x06e8}, {0x06ea, 0x06ed}, {0x0711, 0x0711}, {0x0730, 0x074a},
-        {0x07a6, 0x07b0}, {0x07eb, 0x07f3}, {0x07fd, 0x07fd}, {0x0816, 0x0819},
-        {0x081b, 0x0823}, {0x0825, 0x0827}, {0x0829, 0x082d}, {0x0859, 0x085b},
-        {0x0898, 0x089f}, {0x08ca, 0x08e1}, {0x08e3, 0x0903}, {0x093a, 0x093c},
-        {0x093e, 0x094f}, {0x0951, 0x0957}, {0x0962, 0x0963}, {0x0981, 0x0983},
-        {0x09bc, 0x09bc}, {0x09be, 0x09c4}, {0x09c7, 0x09c8}, {0x09cb, 0x09cd},
-        {0x09d7, 0x09d7}, {0x09e2, 0x09e3}, {0x09fe, 0x09fe}, {0x0a01, 0x0a03},
-        {0x0a3c, 0x0a3c}, {0x0a3e, 0x0a42}, {0x0a47, 0x0a48}, {0x0a4b, 0x0a4d},
-        {0x0a51, 0x0a51}, {0x0a70, 0x0a71}, {0x0a75, 0x0a75}, {0x0a81, 0x0a83},
-        {0x0abc, 0x0abc}, {0x0abe, 0x0ac5}, {0x0ac7, 0x0ac9}, {0x0acb, 0x0acd},
-        {0x0ae2, 0x0ae3}, {0x0afa, 0x0aff}, {0x0b01, 0x0b03}, {0x0b3c, 0x0b3c},
-        {0x0b3e, 0x0b44}, {0x0b47, 0x0b48}, {0x0b4b, 0x0b4d}, {0x0b55, 0x0b57},
-        {0x0b62, 0x0b63}, {0x0b82, 0x0b82}, {0x0bbe, 0x0bc2}, {0x0bc6, 0x0bc8},
-        {0x0bca, 0x0bcd}, {0x0bd7, 0x0bd7}, {0x0c00, 0x0c04}, {0x0c3c, 0x0c3c},
-        {0x0c3e, 0x0c44}, {0x0c46, 0x0c48}, {0x0c4a, 0x0c4d}, {0x0c55, 0x0c56},
-        {0x0c62, 0x0c63}, {0x0c81, 0x0c83}, {0x0cbc, 0x0cbc}, {0x0cbe, 0x0cc4},
-        {0x0cc6, 0x0cc8}, {0x0cca, 0x0ccd}, {0x0cd5, 0x0cd6}, {0x0ce2, 0x0ce3},
-        {0x0d00, 0x0d03}, {0x0d3b, 0x0d3c}, {0x0d3e, 0x0d44}, {0x0d46, 0x0d48},
-        {0x0d4a, 0x0d4d}, {0x0d57, 0x0d57}, {0x0d62, 0x0d63}, {0x0d81, 0x0d83},
-        {0x0dca, 0x0dca}, {0x0dcf, 0x0dd4}, {0x0dd6, 0x0dd6}, {0x0dd8, 0x0ddf},
-        {0x0df2, 0x0df3}, {0x0e31, 0x0e31}, {0x0e34, 0x0e3a}, {0x0e47, 0x0e4e},
-        {0x0eb1, 0x0eb1}, {0x0eb4, 0x0ebc}, {0x0ec8, 0x0ecd}, {0x0f18, 0x0f19},
-        {0x0f35, 0x0f35}, {0x0f37, 0x0f37}, {0x0f39, 0x0f39}, {0x0f3e, 0x0f3f},
-        {0x0f71, 0x0f84}, {0x0f86, 0x0f87}, {0x0f8d, 0x0f97}, {0x0f99, 0x0fbc},
-        {0x0fc6, 0x0fc6}, {0x102b, 0x103e}, {0x1056, 0x1059}, {0x105e, 0x1060},
-        {0x1062, 0x1064}, {0x1067, 0x106d}, {0x1071, 0x1074}, {0x1082, 0x108d},
-        {0x108f, 0x108f}, {0x109a, 0x109d}, {0x135d, 0x135f}, {0x1712, 0x1715},
-        {0x1732, 0x1734}, {0x1752, 0x1753}, {0x1772, 0x1773}, {0x17b4, 0x17d3},
-        {0x17dd, 0x17dd}, {0x180b, 0x180d}, {0x180f, 0x180f}, {0x1885, 0x1886},
-        {0x18a9, 0x18a9}, {0x1920, 0x192b}, {0x1930, 0x193b}, {0x1a17, 0x1a1b},
-        {0x1a55, 0x1a5e}, {0x1a60, 0x1a7c}, {0x1a7f, 0x1a7f}, {0x1ab0, 0x1ace},
-        {0x1b00, 0x1b04}, {0x1b34, 0x1b44}, {0x1b6b, 0x1b73}, {0x1b80, 0x1b82},
-        {0x1ba1, 0x1bad}, {0x1be6, 0x1bf3}, {0x1c24, 0x1c37}, {0x1cd0, 0x1cd2},
-        {0x1cd4, 0x1ce8}, {0x1ced, 0x1ced}, {0x1cf4, 0x1cf4}, {0x1cf7, 0x1cf9},
-        {0x1dc0, 0x1dff}, {0x20d0, 0x20f0}, {0x2cef, 0x2cf1}, {0x2d7f, 0x2d7f},
-        {0x2de0, 0x2dff}, {0x302a, 0x302f}, {0x3099, 0x309a}, {0xa66f, 0xa672},
-        {0xa674, 0xa67d}, {0xa69e, 0xa69f}, {0xa6f0, 0xa6f1}, {0xa802, 0xa802},
-        {0xa806, 0xa806}, {0xa80b, 0xa80b}, {0xa823, 0xa827}, {0xa82c, 0xa82c},
-        {0xa880, 0xa881}, {0xa8b4, 0xa8c5}, {0xa8e0, 0xa8f1}, {0xa8ff, 0xa8ff},
-        {0xa926, 0xa92d}, {0xa947, 0xa953}, {0xa980, 0xa983}, {0xa9b3, 0xa9c0},
-        {0xa9e5, 0xa9e5}, {0xaa29, 0xaa36}, {0xaa43, 0xaa43}, {0xaa4c, 0xaa4d},
-        {0xaa7b, 0xaa7d}, {0xaab0, 0xaab0}, {0xaab2, 0xaab4}, {0xaab7, 0xaab8},
-        {0xaabe, 0xaabf}, {0xaac1, 0xaac1}, {0xaaeb, 0xaaef}, {0xaaf5, 0xaaf6},
-        {0xabe3, 0xabea}, {0xabec, 0xabed}, {0xfb1e, 0xfb1e}, {0xfe00, 0xfe0f},
-        {0xfe20, 0xfe2f}, {0x101fd, 0x101fd}, {0x102e0, 0x102e0},
-        {0x10376, 0x1037a}, {0x10a01, 0x10a03}, {0x10a05, 0x10a06},
-        {0x10a0c, 0x10a0f}, {0x10a38, 0x10a3a}, {0x10a3f, 0x10a3f},
-        {0x10ae5, 0x10ae6}, {0x10d24, 0x10d27}, {0x10eab, 0x10eac},
-        {0x10f46, 0x10f50}, {0x10f82, 0x10f85}, {0x11000, 0x11002},
-        {0x11038, 0x11046}, {0x11070, 0x11070}, {0x11073, 0x11074},
-        {0x1107f, 0x11082}, {0x110b0, 0x110ba}, {0x110c2, 0x110c2},
-        {0x11100, 0x11102}, {0x11127, 0x11134}, {0x11145, 0x11146},
-        {0x11173, 0x11173}, {0x11180, 0x11182}, {0x111b3, 0x111c0},
-        {0x111c9, 0x111cc}, {0x111ce, 0x111cf}, {0x1122c, 0x11237},
-        {0x1123e, 0x1123e}, {0x112df, 0x112ea}, {0x11300, 0x11303},
-        {0x1133b, 0x1133c}, {0x1133e, 0x11344}, {0x11347, 0x11348},
-        {0x1134b, 0x1134d}, {0x11357, 0x11357}, {0x11362, 0x11363},
-        {0x11366, 0x1136c}, {0x11370, 0x11374}, {0x11435, 0x11446},
-        {0x1145e, 0x1145e}, {0x114b0, 0x114c3}, {0x115af, 0x115b5},
-        {0x115b8, 0x115c0}, {0x115dc, 0x115dd}, {0x11630, 0x11640},
-        {0x116ab, 0x116b7}, {0x1171d, 0x1172b}, {0x1182c, 0x1183a},
-        {0x11930, 0x11935}, {0x11937, 0x11938}, {0x1193b, 0x1193e},
-        {0x11940, 0x11940}, {0x11942, 0x11943}, {0x119d1, 0x119d7},
-        {0x119da, 0x119e0}, {0x119e4, 0x119e4}, {0x11a01, 0x11a0a},
-        {0x11a33, 0x11a39}, {0x11a3b, 0x11a3e}, {0x11a47, 0x11a47},
-        {0x11a51, 0x11a5b}, {0x11a8a, 0x11a99}, {0x11c2f, 0x11c36},
-        {0x11c38, 0x11c3f}, {0x11c92, 0x11ca7}, {0x11ca9, 0x11cb6},
-        {0x11d31, 0x11d36}, {0x11d3a, 0x11d3a}, {0x11d3c, 0x11d3d},
-        {0x11d3f, 0x11d45}, {0x11d47, 0x11d47}, {0x11d8a, 0x11d8e},
-        {0x11d90, 0x11d91}, {0x11d93, 0x11d97}, {0x11ef3, 0x11ef6},
-        {0x16af0, 0x16af4}, {0x16b30, 0x16b36}, {0x16f4f, 0x16f4f},
-        {0x16f51, 0x16f87}, {0x16f8f, 0x16f92}, {0x16fe4, 0x16fe4},
-        {0x16ff0, 0x16ff1}, {0x1bc9d, 0x1bc9e}, {0x1cf00, 0x1cf2d},
-        {0x1cf30, 0x1cf46}, {0x1d165, 0x1d169}, {0x1d16d, 0x1d172},
-        {0x1d17b, 0x1d182}, {0x1d185, 0x1d18b}, {0x1d1aa, 0x1d1ad},
-        {0x1d242, 0x1d244}, {0x1da00, 0x1da36}, {0x1da3b, 0x1da6c},
-        {0x1da75, 0x1da75}, {0x1da84, 0x1da84}, {0x1da9b, 0x1da9f},
-        {0x1daa1, 0x1daaf}, {0x1e000, 0x1e006}, {0x1e008, 0x1e018},
-        {0x1e01b, 0x1e021}, {0x1e023, 0x1e024}, {0x1e026, 0x1e02a},
-        {0x1e130, 0x1e136}, {0x1e2ae, 0x1e2ae}, {0x1e2ec, 0x1e2ef},
-        {0x1e8d0, 0x1e8d6}, {0x1e944, 0x1e94a}, {0xe0100, 0xe01ef},
-};
+	return (U_GET_GC_MASK(c) & gc) != 0 || c == 0x2800 ||
+	       u_hasBinaryProperty(c, UCHAR_DEFAULT_IGNORABLE_CODE_POINT);
+}
+
+/* A combining mark (General_Category Mn, Mc, Me). */
+static int name_mark(long cp)
+{
+	return (U_GET_GC_MASK((UChar32)cp) & U_GC_M_MASK) != 0;
+}
 
 /*
  * Combining diacritics that Latin, Greek and Cyrillic letters also come
@@ -335,42 +264,134 @@ static const struct urange name_styled_ascii[] = {
         {0x1d400, 0x1d7ff},
 };
 
-enum name_script {
-	SCRIPT_LATIN = 1,
-	SCRIPT_GREEK = 2,
-	SCRIPT_CYRILLIC = 4,
-};
-
 /*
- * The script of a letter, by block (Scripts.txt gives the same answer for
- * the letters of these blocks), for the mixed-script test of UTS #39, 5.1:
- * "раураl" with a Cyrillic "р" and "а" must not pass for "paypal".
+ * The checks of UTS #39 that ICU's spoof checker makes on a name alone:
+ *
+ * - What it is made of (CHAR_LIMIT): characters of Identifier_Status
+ *   Allowed, the General Security Profile of 3.1 (ICU's recommended and
+ *   inclusion sets). That leaves out compatibility characters (U+212A
+ *   KELVIN SIGN, U+FB01 the "fi" ligature, U+01C5, U+217C SMALL ROMAN
+ *   NUMERAL FIFTY), letters for technical or obsolete use (U+0251, U+01C0)
+ *   and scripts of limited use (Khitan, whose U+16FE4 shows as nothing).
+ *   Added to it: printable ASCII, as nicknames have always had it ("!",
+ *   "_", "|"), and the characters shown as emoji by default
+ *   (Emoji_Presentation, UTS #51), which look like no letter. Those that
+ *   do look like one ("|", "0", "1") are caught by the skeletons.
+ * - Scripts (RESTRICTION_LEVEL): Highly Restrictive (5.2), one script, or
+ *   Latin with Han and kana, Han and Bopomofo, or Han and Hangul, rather
+ *   than Moderately Restrictive, which lets Latin mix with any other
+ *   script but Cyrillic, Greek and Cherokee: Armenian too, whose letters
+ *   pass for Latin ones ("b" U+0585 "b"). A name is a word its owner
+ *   writes in one script, and the skeletons only stop a lookalike of a
+ *   name that is here now.
+ * - Digits of one numbering system (MIXED_NUMBERS, 5.3); no mark twice in
+ *   a row after NFD (INVISIBLE, 5.4); no mark that the letter under it
+ *   hides, as U+0307 on "i" (HIDDEN_OVERLAY, 5.4).
+ *
+ * Then skeletons (names_keys), and those of "user", "USER" and the digits,
+ * which the relay's own names are made of.
  */
-static unsigned name_script(long cp)
+static int names_open(struct names *nm, UErrorCode *e)
 {
-	if ((cp >= 'A' && cp <= 'Z') || (cp >= 'a' && cp <= 'z') ||
-	    (cp >= 0x00c0 && cp <= 0x024f && cp != 0x00d7 && cp != 0x00f7) ||
-	    (cp >= 0x1e00 && cp <= 0x1eff) || (cp >= 0x2c60 && cp <= 0x2c7f) ||
-	    (cp >= 0xa720 && cp <= 0xa7ff) || (cp >= 0xab30 && cp <= 0xab6f))
-		return SCRIPT_LATIN;
-	if ((cp >= 0x0370 && cp <= 0x03ff) || (cp >= 0x1f00 && cp <= 0x1fff))
-		return SCRIPT_GREEK;
-	if ((cp >= 0x0400 && cp <= 0x052f) || (cp >= 0x1c80 && cp <= 0x1c8f) ||
-	    (cp >= 0x2de0 && cp <= 0x2dff) || (cp >= 0xa640 && cp <= 0xa69f))
-		return SCRIPT_CYRILLIC;
-	return 0;
+	static const char *user[2] = {"user", "USER"};
+	USet *ok = uset_openEmpty(), *emoji = uset_openEmpty();
+	char digit[2] = "0";
+	int32_t i, n;
+
+	memset(nm, 0, sizeof *nm);
+	nm->sc = uspoof_open(e);
+	if (ok == NULL || emoji == NULL)
+		*e = U_MEMORY_ALLOCATION_ERROR;
+	if (U_SUCCESS(*e)) {
+		uset_addAll(ok, uspoof_getRecommendedSet(e));
+		uset_addAll(ok, uspoof_getInclusionSet(e));
+		uset_addRange(ok, '!', '~');
+		uset_applyIntPropertyValue(emoji, UCHAR_EMOJI_PRESENTATION, 1,
+		                           e);
+		uset_addAll(ok, emoji);
+		uspoof_setAllowedChars(nm->sc, ok, e);
+		uspoof_setRestrictionLevel(nm->sc, USPOOF_HIGHLY_RESTRICTIVE);
+		uspoof_setChecks(nm->sc,
+		                 USPOOF_CHAR_LIMIT | USPOOF_RESTRICTION_LEVEL |
+		                         USPOOF_MIXED_NUMBERS |
+		                         USPOOF_INVISIBLE |
+		                         USPOOF_HIDDEN_OVERLAY,
+		                 e);
+	}
+	if (ok != NULL)
+		uset_close(ok);
+	if (emoji != NULL)
+		uset_close(emoji);
+	for (i = 0; i < 2 && U_SUCCESS(*e); i++) {
+		n = uspoof_getSkeletonUTF8(nm->sc, 0, user[i], -1, nm->user[i],
+		                           NAMES_SKEL_SHORT, e);
+		if (U_SUCCESS(*e) && (n == 0 || n >= NAMES_SKEL_SHORT))
+			*e = U_BUFFER_OVERFLOW_ERROR;
+	}
+	for (i = 0; i < 10 && U_SUCCESS(*e); i++, digit[0]++) {
+		n = uspoof_getSkeletonUTF8(nm->sc, 0, digit, 1, nm->digit[i],
+		                           NAMES_SKEL_SHORT, e);
+		if (U_SUCCESS(*e) && (n == 0 || n >= NAMES_SKEL_SHORT))
+			*e = U_BUFFER_OVERFLOW_ERROR;
+	}
+	return U_SUCCESS(*e) ? 0 : -1;
+}
+
+static void names_close(struct names *nm)
+{
+	if (nm->sc != NULL)
+		uspoof_close(nm->sc);
+	nm->sc = NULL;
+}
+
+/* Why ICU refuses the n bytes at s, well-formed UTF-8, or NULL. */
+static const char *name_spoof_problem(const struct names *nm, const char *s,
+                                      size_t n)
+{
+	UErrorCode e = U_ZERO_ERROR;
+	const UNormalizer2 *nfc = unorm2_getNFCInstance(&e);
+	UChar u[CHAT_NAME_MAX];
+	int32_t len, checks;
+	UBool composed;
+
+	u_strFromUTF8(u, CHAT_NAME_MAX, &len, s, (int32_t)n, &e);
+	composed = U_SUCCESS(e) && unorm2_isNormalized(nfc, u, len, &e);
+	if (U_FAILURE(e))
+		return "cannot be checked now";
+	/*
+	 * Refused rather than normalized, so that the name shown is the name
+	 * sent: NFC makes U+212A KELVIN SIGN "K", Hangul jamo a syllable, and
+	 * a kana and U+3099 the voiced kana they imitate.
+	 */
+	if (!composed)
+		return "not in Unicode normalization form C (NFC)";
+	checks = uspoof_check2(nm->sc, u, len, NULL, &e);
+	if (U_FAILURE(e))
+		return "cannot be checked now";
+	if (checks & USPOOF_CHAR_LIMIT)
+		return "characters not recommended in names (UTS #39)";
+	if (checks & USPOOF_RESTRICTION_LEVEL)
+		return "letters of scripts that do not mix";
+	if (checks & USPOOF_MIXED_NUMBERS)
+		return "digits of more than one numbering system";
+	if (checks & USPOOF_HIDDEN_OVERLAY)
+		return "a mark that the letter under it hides";
+	if (checks != 0)
+		return "too many combining marks";
+	return NULL;
 }
 
 /*
  * Why the n bytes at s cannot be a name, or NULL if they can. A name is
  * judged by what it shows: nothing invisible or blank, nothing that moves
  * the text around it, no marks that stack (more than 4 in a row, or one
- * twice: UTS #39, 5.4), letters of one of Latin, Greek and Cyrillic.
+ * twice: UTS #39, 5.4), in NFC, and what name_spoof_problem allows. Whether
+ * it looks like another name is for names_keys.
  */
-static const char *name_problem(const char *s, size_t n)
+static const char *name_problem(const struct names *nm, const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	unsigned scripts = 0, marks = 0;
+	unsigned marks = 0;
 	size_t i, len;
 	long cp, prev = -1;
 
@@ -380,7 +401,7 @@ static const char *name_problem(const char *s, size_t n)
 		cp = utf8_next(p + i, n - i, &len);
 		if (cp < 0)
 			return "not UTF-8";
-		if (URANGE_IN(name_invisible, cp))
+		if (name_invisible(cp))
 			return "no spaces, controls or invisible characters";
 		if (cp == '<' || cp == '>')
 			return "no '<' or '>'";
@@ -388,40 +409,178 @@ static const char *name_problem(const char *s, size_t n)
 			return "combining accents: use the accented letter";
 		if (URANGE_IN(name_styled_ascii, cp))
 			return "fullwidth or mathematical letters: use plain ones";
-		if (!URANGE_IN(name_marks, cp))
+		if (!name_mark(cp))
 			marks = 0;
 		else if (i == 0)
 			return "it starts with a combining mark";
 		else if (cp == prev || ++marks > 4)
 			return "too many combining marks";
-		scripts |= name_script(cp);
 	}
-	if (scripts & (scripts - 1))
-		return "Latin, Greek and Cyrillic letters do not mix";
-	return NULL;
+	return name_spoof_problem(nm, s, n);
 }
 
 int chat_broker_name_ok(const char *s, size_t n)
 {
-	return name_problem(s, n) == NULL;
+	UErrorCode e = U_ZERO_ERROR;
+	struct names nm;
+	int ok;
+
+	ok = names_open(&nm, &e) == 0 && name_problem(&nm, s, n) == NULL;
+	names_close(&nm);
+	return ok;
 }
 
-/* What text_escape shows otherwise than as itself. */
+static char ascii_case(char c, int upper)
+{
+	if (upper && c >= 'a' && c <= 'z')
+		return (char)(c - 'a' + 'A');
+	if (!upper && c >= 'A' && c <= 'Z')
+		return (char)(c - 'A' + 'a');
+	return c;
+}
+
+/* Append the skeleton of the n bytes at s and a NUL to *keys (*len long). */
+static int names_add_skeleton(const struct names *nm, const char *s, size_t n,
+                              char **keys, size_t *len)
+{
+	UErrorCode e = U_ZERO_ERROR;
+	int32_t k;
+	char *p;
+
+	k = uspoof_getSkeletonUTF8(nm->sc, 0, s, (int32_t)n, NULL, 0, &e);
+	if (e != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(e))
+		return -1;
+	p = realloc(*keys, *len + (size_t)k + 1);
+	if (p == NULL)
+		return -1;
+	*keys = p;
+	e = U_ZERO_ERROR;
+	uspoof_getSkeletonUTF8(nm->sc, 0, s, (int32_t)n, p + *len, k + 1, &e);
+	if (U_FAILURE(e))
+		return -1;
+	*len += (size_t)k + 1;
+	return 0;
+}
+
+/*
+ * What the n bytes at s, a name, look like: the confusable skeletons (UTS
+ * #39, 4) of the name, of its ASCII lower case and of its ASCII upper case,
+ * since names that differ in ASCII case are one name: "Mary" is "mary",
+ * which looks like "rnary", and "abe" is "ABE", which Greek capitals
+ * imitate. NAMES_KEYS strings, each ended by a NUL, in one allocation to
+ * free; NULL if out of memory.
+ */
+static char *names_keys(const struct names *nm, const char *s, size_t n)
+{
+	char name[CHAT_NAME_MAX], *keys = NULL;
+	size_t len = 0, i;
+	int k;
+
+	for (k = 0; k < NAMES_KEYS; k++) {
+		for (i = 0; i < n; i++)
+			name[i] = k == 0 ? s[i] : ascii_case(s[i], k == 2);
+		if (names_add_skeleton(nm, name, n, &keys, &len) < 0) {
+			free(keys);
+			return NULL;
+		}
+	}
+	return keys;
+}
+
+static const char *keys_next(const char *k)
+{
+	return k + strlen(k) + 1;
+}
+
+/* Do two names look alike: does any key of the one equal one of the other? */
+static int keys_meet(const char *a, const char *b)
+{
+	const char *x, *y;
+	int i, j;
+
+	for (i = 0, x = a; i < NAMES_KEYS; i++, x = keys_next(x)) {
+		for (j = 0, y = b; j < NAMES_KEYS; j++, y = keys_next(y)) {
+			if (strcmp(x, y) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Is s the skeletons of one or more digits end to end? Each is at least
+ * one byte (names_open), and one character in ICU's data, so at most one
+ * matches at each place.
+ */
+static int names_digits(const struct names *nm, const char *s)
+{
+	size_t i, len;
+
+	for (i = 0; i < 10; i++) {
+		len = strlen(nm->digit[i]);
+		if (strncmp(s, nm->digit[i], len) == 0 &&
+		    (s[len] == '\0' || names_digits(nm, s + len)))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Does a name with these keys look like "user" and digits, a name the
+ * relay hands out, in any ASCII case ("USER12", "userl", "u" U+0455
+ * "er1")? Any name that looks like a userN has a key of this form, so the
+ * relay's own names need no keys.
+ */
+static int names_reserved(const struct names *nm, const char *keys)
+{
+	const char *k = keys;
+	size_t i, j, len;
+
+	for (i = 0; i < NAMES_KEYS; i++, k = keys_next(k)) {
+		for (j = 0; j < 2; j++) {
+			len = strlen(nm->user[j]);
+			if (strncmp(k, nm->user[j], len) == 0 &&
+			    k[len] != '\0' && names_digits(nm, k + len))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * What text_escape shows otherwise than as itself: the C0 and C1 controls
+ * and DEL; U+2028 and U+2029, which end a line; the Bidi_Control
+ * characters (UAX #9: U+061C, U+200E, U+200F, U+202A-U+202E,
+ * U+2066-U+2069), each of which reorders the text after it up to the end
+ * of the reader's line ("Trojan Source", CVE-2021-42574); the deprecated
+ * format characters U+206A-U+206F, which switch how the Arabic letters and
+ * digits after them are shaped (Unicode 23.3); and the interlinear
+ * annotation characters U+FFF9-U+FFFB, which may hide the text between
+ * them (23.8). The other invisible characters stay: ZWJ and ZWNJ,
+ * variation selectors and tags are parts of emoji and of words in many
+ * scripts, and the zero width space, word joiner and invisible operators
+ * hide nothing but themselves. Names have none of them (name_invisible).
+ */
 static int text_shown_escaped(long cp)
 {
-	return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 ||
-	       cp == 0x2029;
+	if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+		return 1;
+	if (cp < 0x061c)
+		return 0;
+	return cp == 0x2028 || cp == 0x2029 || (cp >= 0x206a && cp <= 0x206f) ||
+	       (cp >= 0xfff9 && cp <= 0xfffb) ||
+	       u_hasBinaryProperty((UChar32)cp, UCHAR_BIDI_CONTROL);
 }
 
 /*
  * Copy the n bytes at p into out (room bytes) as they may be shown to
  * others: valid UTF-8 unchanged but for TAB; C0 controls and DEL in caret
- * notation ("^[" for ESC, "^M" for CR, "^?" for DEL); C1 controls and the
- * line and paragraph separators as "\u009B", "\u2028"; every byte that is
- * not part of valid UTF-8 as "\xFF". Stops before a character or escape
- * that does not fit, and, when more of the line follows (cut), before a
- * character split by the end. Returns the bytes written and sets *used to
- * the bytes of p taken.
+ * notation ("^[" for ESC, "^M" for CR, "^?" for DEL); the other characters
+ * of text_shown_escaped as "\u009B", "\u202E"; every byte that is not part
+ * of valid UTF-8 as "\xFF". Stops before a character or escape that does
+ * not fit, and, when more of the line follows (cut), before a character
+ * split by the end. Returns the bytes written and sets *used to the bytes
+ * of p taken.
  */
 static size_t text_escape(const unsigned char *p, size_t n, int cut,
                           char *out, size_t room, size_t *used)
@@ -570,6 +729,7 @@ static void client_free(struct client *c)
 	if (c->linger_ev != NULL)
 		event_free(c->linger_ev);
 	bufferevent_free(c->bev); /* closes the socket */
+	free(c->keys);
 	free(c);
 	broker_check_done(b);
 }
@@ -723,45 +883,64 @@ static void broker_reap(struct broker *b)
 
 /* --- commands --- */
 
-static struct client *broker_find(struct broker *b, const char *name, size_t n)
+static int name_is(const char *name, const char *s, size_t n)
 {
-	struct client *c;
+	return strlen(name) == n && evutil_ascii_strncasecmp(name, s, n) == 0;
+}
 
-	TAILQ_FOREACH(c, &b->clients, entry)
+/*
+ * The client other than c whose name is s (n bytes) ignoring ASCII case,
+ * or looks like it (keys), or NULL.
+ */
+static struct client *broker_find(struct broker *b, const struct client *c,
+                                  const char *s, size_t n, const char *keys)
+{
+	struct client *o;
+
+	TAILQ_FOREACH(o, &b->clients, entry)
 	{
-		if (client_listening(c) && strlen(c->name) == n &&
-		    evutil_ascii_strncasecmp(c->name, name, n) == 0)
-			return c;
+		if (o == c || !client_listening(o))
+			continue;
+		if (name_is(o->name, s, n) ||
+		    (o->keys != NULL && keys_meet(o->keys, keys)))
+			return o;
 	}
 	return NULL;
 }
 
-/* "user" and digits, in any case: the names the relay hands out. */
-static int name_is_numbered(const char *s, size_t n)
+/* Tell c why it cannot be s (n bytes, that look like keys): 1, or 0. */
+static int client_name_taken(struct client *c, const char *s, size_t n,
+                             const char *keys)
 {
-	size_t i;
+	struct broker *b = c->b;
+	/* Taken or looks taken; a client may change its own case. */
+	const struct client *o = broker_find(b, c, s, n, keys);
 
-	if (n <= 4 || evutil_ascii_strncasecmp(s, "user", 4) != 0)
+	if (o != NULL && name_is(o->name, s, n))
+		client_notice(c, "* name taken: %.*s\n", (int)n, s);
+	else if (o != NULL)
+		client_notice(c, "* name taken: %.*s looks like %s\n", (int)n,
+		              s, o->name);
+	else if (names_reserved(&b->names, keys))
+		client_notice(c, "* name reserved: %.*s (the relay names "
+		                 "newcomers userN)\n",
+		              (int)n, s);
+	else
 		return 0;
-	for (i = 4; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return 0;
-	}
 	return 1;
 }
 
 static void client_nick(struct client *c, const char *s, size_t n)
 {
 	struct broker *b = c->b;
-	char old[CHAT_NAME_MAX + 1];
-	const struct client *other;
+	char old[CHAT_NAME_MAX + 1], *keys;
 	const char *why;
 
 	if (n == 0) {
 		client_notice(c, "* usage: /nick NAME\n");
 		return;
 	}
-	why = name_problem(s, n);
+	why = name_problem(&b->names, s, n);
 	if (why != NULL) {
 		client_notice(c, "* bad name: %s\n", why);
 		return;
@@ -770,18 +949,17 @@ static void client_nick(struct client *c, const char *s, size_t n)
 		client_notice(c, "* you are already %s\n", c->name);
 		return;
 	}
-	/* Taken, ignoring ASCII case; a client may change its own case. */
-	other = broker_find(b, s, n);
-	if (other != NULL && other != c) {
-		client_notice(c, "* name taken: %.*s\n", (int)n, s);
+	keys = names_keys(&b->names, s, n);
+	if (keys == NULL) {
+		client_leave(c, WHY_ERROR, ENOMEM);
 		return;
 	}
-	if (name_is_numbered(s, n)) {
-		client_notice(c, "* name reserved: %.*s (the relay names "
-		                 "newcomers userN)\n",
-		              (int)n, s);
+	if (client_name_taken(c, s, n, keys)) {
+		free(keys);
 		return;
 	}
+	free(c->keys);
+	c->keys = keys;
 	memcpy(old, c->name, sizeof old);
 	memcpy(c->name, s, n);
 	c->name[n] = '\0';
@@ -1306,10 +1484,12 @@ static void broker_teardown(struct broker *b)
 	if (b->base != NULL)
 		event_base_free(b->base);
 	free(b->line);
+	names_close(&b->names);
 }
 
 int chat_broker_run(const struct chat_opts *o)
 {
+	UErrorCode e = U_ZERO_ERROR;
 	struct broker b;
 
 	memset(&b, 0, sizeof b);
@@ -1318,7 +1498,11 @@ int chat_broker_run(const struct chat_opts *o)
 	TAILQ_INIT(&b.clients);
 	TAILQ_INIT(&b.closing);
 	chat_sig_install();
-	if (broker_setup(&b) < 0) {
+	if (names_open(&b.names, &e) < 0) {
+		log_error("cannot open ICU's spoof checker: %s",
+		          u_errorName(e));
+		b.status = 1;
+	} else if (broker_setup(&b) < 0) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		b.status = 1;
 	} else if (broker_listen(&b) < 0) {

@@ -21,12 +21,18 @@ from fltest import Proc, Server, wait_until  # noqa: E402
 
 CHAT = fltest.binary("chat")
 WELCOME = re.compile(rb"^\* you are (\S+); others here: (\d+)$")
+# Shown as \\uXXXX: C1 controls, line and paragraph separators, the
+# Bidi_Control characters, deprecated format characters and interlinear
+# annotation.
+ESCAPED = (set(range(0x80, 0xa0)) | {0x2028, 0x2029, 0x061c, 0x200e, 0x200f}
+           | set(range(0x202a, 0x202f)) | set(range(0x2066, 0x2070))
+           | set(range(0xfff9, 0xfffc)))
 
 
 def shown(data):
     """data as the relay shows it to others: valid UTF-8 as it is but for
-    controls (caret notation for C0 and DEL; \\u for C1 and the line and
-    paragraph separators), every other byte as \\xHH."""
+    controls (caret notation for C0 and DEL) and ESCAPED (as \\uXXXX),
+    every other byte as \\xHH."""
     out = bytearray()
     i = 0
     while i < len(data):
@@ -42,8 +48,7 @@ def shown(data):
             i += 1
             continue
         cp = ord(ch)
-        if cp == 9 or not (cp < 0x20 or 0x7f <= cp <= 0x9f
-                           or cp in (0x2028, 0x2029)):
+        if cp == 9 or not (cp < 0x20 or cp == 0x7f or cp in ESCAPED):
             out += data[i:i + k]
         elif cp < 0x20:
             out += b"^" + bytes([cp + 0x40])
@@ -408,15 +413,17 @@ class BrokerTest(fltest.ProcTestCase):
         as it is, everything else arrives as visible text."""
         srv = self.broker()
         a, b = self.room(srv, 2)
-        utf8 = "žluťoučký kůň 日本語 🎉 \u200b\u202e ".encode()
-        text = utf8 + bytes(v for v in range(256) if v != 10)
+        utf8 = "žluťoučký kůň 日本語 🎉 \u200b ".encode()
+        text = utf8 + "\u202e ".encode() + bytes(v for v in range(256)
+                                                 if v != 10)
         for i in range(0, len(text), 5):
             a.send(text[i:i + 5])
         a.send(b"\r\n")
         self.marker(a, [b])
         got = b.lines()[-2]
         self.assertEqual(got, b"<" + a.name + b"> " + shown(text))
-        self.assertTrue(got.startswith(b"<" + a.name + b"> " + utf8))
+        self.assertTrue(got.startswith(b"<" + a.name + b"> " + utf8
+                                       + b"\\u202E "))
         self.assertIn(b"^@^A^B^C^D^E^F^G^H\t^K^L^M^N", got)
         self.assertIn(b"}~^?\\x80\\x81", got)
         self.assertTrue(got.endswith(b"\\xFD\\xFE\\xFF"))
@@ -459,14 +466,15 @@ class BrokerTest(fltest.ProcTestCase):
 
     def assertScreenSafe(self, data):
         """Lines a terminal shows as they are: each is the relay's notice or
-        a client's line, UTF-8 without controls but TAB and newline."""
+        a client's line, UTF-8 without controls but TAB and newline, and
+        nothing that reorders or hides the text after it."""
         text = data.decode("utf-8")
         for line in text.split("\n")[:-1]:
             self.assertRegex(line, r"^(\* |<[^<> ]+> )")
             for ch in line:
                 self.assertFalse(ch != "\t" and (ord(ch) < 0x20
-                                                 or 0x7f <= ord(ch) <= 0x9f
-                                                 or ch in "\u2028\u2029"),
+                                                 or ord(ch) == 0x7f
+                                                 or ord(ch) in ESCAPED),
                                  "%r in %r" % (ch, line))
 
     def test_cut_never_splits_a_character_or_escape(self):
@@ -497,9 +505,9 @@ class BrokerTest(fltest.ProcTestCase):
 
     def test_nick_lookalikes_refused(self):
         """Names are judged by what they show: nothing invisible, no
-        mark first or stacked, one script of Latin, Greek and Cyrillic, no
-        styled ASCII, and no name that differs from another's or from a
-        userN only in ASCII case."""
+        mark first or stacked, no scripts mixed, no styled ASCII, and no
+        name that differs from another's or from a userN only in ASCII
+        case."""
         srv = self.broker()
         a, b = self.room(srv, 2)
         b.send(b"/nick alice\n")
@@ -522,8 +530,8 @@ class BrokerTest(fltest.ProcTestCase):
             ("e\u0301", b"combining accents: use the accented letter"),
             ("\u0e49", b"it starts with a combining mark"),
             ("\u0e01\u0e49\u0e49", b"too many combining marks"),
-            ("\u0430lice", b"Latin, Greek and Cyrillic letters do not mix"),
-            ("p\u03b1ypal", b"Latin, Greek and Cyrillic letters do not mix"),
+            ("\u0430lice", b"letters of scripts that do not mix"),
+            ("p\u03b1ypal", b"letters of scripts that do not mix"),
             ("\uff41\uff4c\uff49\uff43\uff45",
              b"fullwidth or mathematical letters: use plain ones"),
             ("\U0001d41a\U0001d425",
@@ -551,6 +559,124 @@ class BrokerTest(fltest.ProcTestCase):
         self.assertEqual(a.after_welcome().split(b"\n", 2)[2], want)
         self.assertEqual(b.after_welcome().count(b"<"), 1)  # the marker
         self.stop(srv, [a, b])
+
+    def test_nick_confusables_refused(self):
+        """UTS #39: no name that looks like another client's (its
+        confusable skeleton, in any ASCII case) or like a userN, and none
+        made of what only imitates other characters (compatibility forms,
+        letters for technical use, an invisible filler), not in NFC, or
+        with Latin mixed with another script. /who never lists two names
+        alike."""
+        srv = self.broker()
+        a, b = self.room(srv, 2)
+        nfc = b"not in Unicode normalization form C (NFC)"
+        limit = b"characters not recommended in names (UTS #39)"
+        mix = b"letters of scripts that do not mix"
+        looks = None  # "* name taken: NAME looks like A'S NAME"
+        cases = [
+            ("Kim", [("\u212aim", nfc)]),
+            ("Asa\u00c5", [("Asa\u212b", nfc)]),
+            ("\uac00", [("\u1100\u1161", nfc)]),
+            ("\u304c", [("\u304b\u3099", nfc)]),
+            ("cope", [("\u0441\u043e\u0440\u0435", looks)]),
+            ("\u0441\u043e\u0440\u0435", [("cope", looks), ("COPE", looks)]),
+            ("ABE", [("\u0391\u0392\u0395", looks)]),
+            ("abe", [("\u0391\u0392\u0395", looks)]),
+            ("alice", [("\u0251lice", limit), ("a\u01c0ice", limit),
+                       ("a\u217cice", limit), ("a1ice", looks),
+                       ("aIice", looks), ("AL1CE", looks)]),
+            ("fiona", [("\ufb01ona", limit)]),
+            ("Dzemal", [("\u01c5emal", limit)]),
+            ("bob", [("b\u0585b", mix), ("b0b", looks)]),
+            ("x", [("x\U00016fe4", limit), ("X", None)]),
+            ("mary", [("rnary", looks), ("RNARY", looks)]),
+            ("Ivan", [("lvan", looks), ("1van", looks)]),
+        ]
+        want_a, want_b = b"", b""
+        old = a.name
+        for first, seconds in cases:
+            first = first.encode()
+            a.send(b"/nick " + first + b"\n")
+            want_a += b"* you are now " + first + b"\n"
+            want_b += b"* " + old + b" is now " + first + b"\n"
+            b.wait(lambda d, w=want_b: d.endswith(w), what=repr(want_b[-60:]))
+            old = first
+            for second, why in seconds:
+                second = second.encode()
+                if second.lower() == first.lower():
+                    line = b"* name taken: " + second
+                elif why is None:
+                    line = (b"* name taken: " + second + b" looks like "
+                            + first)
+                else:
+                    line = b"* bad name: " + why
+                b.send(b"/nick " + second + b"\n")
+                want_b += line + b"\n"
+                b.wait(lambda d, w=want_b: d.endswith(w), what=repr(line))
+        reserved = ["userl", "USER1O", "UsErI2", "u\u0455er1", "user"]
+        for name in reserved[:3]:
+            want_b += (b"* name reserved: " + name.encode()
+                       + b" (the relay names newcomers userN)\n")
+        want_b += b"* bad name: " + mix + b"\n"
+        want_b += b"* you are now user\n"
+        for name in reserved:
+            b.send(b"/nick " + name.encode() + b"\n")
+        b.send(b"/who\n")
+        want_b += b"* 2 here: Ivan user\n"
+        b.wait_line(b"* 2 here: Ivan user")
+        self.assertEqual(b.after_welcome(), want_b)
+        a.wait_line(b"* " + b.name + b" is now user")
+        self.assertEqual(a.after_welcome().split(b"\n", 1)[1],
+                         want_a + b"* " + b.name + b" is now user\n")
+        self.stop(srv, [a, b])
+
+    def test_bidi_controls_escaped_everywhere(self):
+        """What reorders or hides the text after it reaches no terminal:
+        the Bidi_Control characters, the deprecated format characters and
+        interlinear annotation are escaped in lines, in /quit messages and
+        in an unknown command quoted back; right-to-left text, ZWJ emoji,
+        ZWNJ, tag sequences and zero width spaces pass as they are."""
+        srv = self.broker()
+        a, b, c = self.room(srv, 3)
+        cases = [
+            ("x\u202eevil", b"x\\u202Eevil"),
+            ("\u2066iso\u2069 x", b"\\u2066iso\\u2069 x"),
+            ("\u200fmark\u200e", b"\\u200Fmark\\u200E"),
+            ("\u061cALM", b"\\u061CALM"),
+            ("\u202a\u202b\u202c\u202d\u2067\u2068",
+             b"\\u202A\\u202B\\u202C\\u202D\\u2067\\u2068"),
+            ("\u206a\u206e123\u206f", b"\\u206A\\u206E123\\u206F"),
+            ("\ufff9seen\ufffahidden\ufffb", b"\\uFFF9seen\\uFFFAhidden\\uFFFB"),
+        ]
+        untouched = [
+            "\u05e9\u05dc\u05d5\u05dd \u05e2\u05d5\u05dc\u05dd",
+            "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627"
+            "\u0644\u0645 123",
+            "\U0001f469\u200d\U0001f4bb \U0001f468\u200d\U0001f469\u200d"
+            "\U0001f467 \U0001f3f3\ufe0f\u200d\U0001f308",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074"
+            "\U000e007f",
+            "a\u200bb\u2060c",
+        ]
+        cases += [(t, t.encode()) for t in untouched]
+        for sent, _ in cases:
+            a.send(sent.encode() + b"\n")
+        self.marker(a, [b, c])
+        for o in (b, c):
+            self.assertEqual([l for l in o.lines() if l.startswith(b"<")],
+                             [b"<" + a.name + b"> " + want
+                              for _, want in cases + [("", b"marker")]])
+        a.send("/\u202ex\n".encode())
+        a.wait_line(b"* unknown command /\\u202Ex; /help lists them")
+        a.send("/quit \u202egnikaerb\u2069 \u05e9\u05dc\u05d5\u05dd\n"
+               .encode())
+        a.wait_eof()
+        for o in (b, c):
+            o.wait_line(b"* " + a.name + b" left: \\u202Egnikaerb\\u2069 "
+                        + "\u05e9\u05dc\u05d5\u05dd".encode())
+            self.assertScreenSafe(o.data())
+        self.stop(srv, [b, c])
 
     # --- commands ---
 

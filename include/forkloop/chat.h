@@ -187,13 +187,14 @@ int chat_fork_session(const struct chat_opts *o, int fd,
 int chat_broker_run(const struct chat_opts *o);
 
 /*
- * Is the n bytes at s a name /nick accepts: 1 to CHAT_NAME_MAX bytes of
- * well-formed UTF-8 (RFC 3629) that shows as itself? No controls, format
- * characters, spaces, other invisible characters, private use or
- * noncharacters (Unicode DerivedGeneralCategory.txt,
- * DerivedCoreProperties.txt), no '<' or '>', no combining mark first or
- * stacked, no combining accents, fullwidth or mathematical letters, and at
- * most one of Latin, Greek and Cyrillic (UTS #39 5.1, 5.4). Returns 1 or 0.
+ * Is the n bytes at s a name /nick accepts, leaving aside which other names
+ * are in the room: 1 to CHAT_NAME_MAX bytes of well-formed UTF-8 (RFC 3629)
+ * in Unicode Normalization Form C, no '<' or '>', only characters of UTS
+ * #39's recommended and inclusion sets (Identifier_Status=Allowed, section
+ * 3.1) or printable ASCII or emoji, of one script or of scripts that mix at
+ * the Highly Restrictive level (section 5.2), digits of one numbering
+ * system (5.3), no hidden or stacked combining marks (5.4), as ICU's
+ * uspoof_check2UTF8 judges them (unicode/uspoof.h). Returns 1 or 0.
  */
 int chat_broker_name_ok(const char *s, size_t n);
 
