@@ -115,6 +115,7 @@ struct echo_loop {
 	atomic_size_t nconns;         /* open here: the main loop picks by it */
 	char *sink;                   /* READ_MAX bytes: lingering reads */
 	int draining;
+	int drained;                  /* loop_drained has run */
 	size_t index;
 	/* Workers (index > 0) only. */
 	pthread_t thread;
@@ -542,9 +543,12 @@ static void loop_end(struct echo_loop *loop)
 
 static void server_check_done(struct echo_server *srv);
 
-/* A draining loop has closed its last connection. */
+/* A draining loop has closed its last connection; said once. */
 static void loop_drained(struct echo_loop *loop)
 {
+	if (loop->drained)
+		return;
+	loop->drained = 1;
 	if (loop->index == 0)
 		server_check_done(loop->srv);
 	else
@@ -803,6 +807,7 @@ static void server_stats(struct echo_server *srv)
 	struct echo_stats *s = &srv->stats_snap;
 	struct echo_loop *l;
 	size_t i;
+	int ended;
 
 	if (srv->stats_wait > 0)
 		return;
@@ -814,6 +819,14 @@ static void server_stats(struct echo_server *srv)
 	udp_echo_stats(srv->udp, s);
 	for (i = 1; i < srv->nloops; i++) {
 		l = &srv->loops[i];
+		/* A worker that has ended left its final counts. */
+		pthread_mutex_lock(&l->lock);
+		ended = l->ended;
+		if (ended)
+			l->answer = l->reply;
+		pthread_mutex_unlock(&l->lock);
+		if (ended)
+			continue;
 		l->asked = 1;
 		srv->stats_wait++;
 		loop_ask(l, WANT_STATS);

@@ -202,6 +202,35 @@ class ThreadsTest(fltest.ProcTestCase):
         self.assertLess(time.monotonic() - t0, 20)
         self.assertGroupGone(srv)
 
+    def test_sigusr1_during_a_drain(self):
+        """SIGUSR1 while one loop drains a client that has not read its
+        echo and the others have already ended: the line still comes,
+        with the ended loops' final counts."""
+        srv = self.echo("--threads", "4", "--drain-timeout", "20",
+                        "--max-pending", "4M")
+        # Eight served and closed: ties are taken in turn, so the ninth
+        # goes to loop 0 and every worker ends at the drain.
+        done = [roundtrip(srv.host, srv.port, b"%d" % i) for i in range(8)]
+        self.assertEqual(done, [b"%d" % i for i in range(8)])
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(30)
+        slow.connect((srv.host, srv.port))
+        self.socks.append(slow)
+        data = os.urandom(MIB)
+        slow.sendall(data)
+        total = 8 + len(data)  # "0" to "7", then data
+        wait_until(lambda: self.stats(srv)["bytes_in"] == total, 20)
+        srv.signal(signal.SIGTERM)
+        srv.wait_line("shutting down: 1 connections to drain")
+        time.sleep(0.3)  # the workers, with nothing open, end
+        st = self.stats(srv)
+        self.assertEqual((st["open"], st["accepted"], st["bytes_in"]),
+                         (1, 9, total))
+        self.assertEqual(recv_exactly(slow, len(data), 60), data)
+        slow.close()
+        self.assertEqual(srv.wait(30), 0, srv.stderr_text())
+
     def test_drain_timeout_stops_every_loop(self):
         """Clients that never read: the drain ends at --drain-timeout in
         every loop, and the daemon exits 0 with nothing left."""
