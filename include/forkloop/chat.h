@@ -1,6 +1,11 @@
 /*
- * chat.h - the point-to-point chat endpoint: options, connection set-up
- * shared by both designs, and the designs themselves.
+ * chat.h - the point-to-point chat endpoint and the relay. One idea per
+ * file: options (chat_opts.c), signal flags (chat_sig.c), standard I/O
+ * flags (chat_stdio.c), connection set-up and delivery check
+ * (chat_conn.c), the session that dispatches to a design (chat_run.c), the
+ * designs (chat_event.c, chat_fork.c), and the relay (chat_broker.c).
+ * Options parse without the designs; the designs use the shared parts and
+ * never chat_run.c.
  */
 #ifndef FORKLOOP_CHAT_H
 #define FORKLOOP_CHAT_H
@@ -160,6 +165,13 @@ int chat_connect(const struct chat_opts *o);
  * failed.
  */
 int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset);
+
+/*
+ * At the start of a session on the connected socket fd: remember what its
+ * TCP has acknowledged so far (the SYN may count), from which chat_deliver
+ * counts.
+ */
+void chat_deliver_start(int fd);
 
 /*
  * Run the chosen design: connect or listen, then move bytes until the session
