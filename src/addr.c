@@ -171,8 +171,16 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 {
 	char host[ADDR_HOSTLEN];
 	const char *port;
-	int r;
+	int r, tls = 0;
 
+	if (strncmp(spec, ADDR_TLS_PREFIX, strlen(ADDR_TLS_PREFIX)) == 0) {
+		if (!(flags & ADDR_TLS)) {
+			*why = "tls:// is only for forkloop-echo's --listen";
+			return -1;
+		}
+		spec += strlen(ADDR_TLS_PREFIX);
+		tls = 1;
+	}
 	if (*spec == '\0') {
 		*why = (flags & ADDR_LISTEN) ? "empty address; expected "
 		                               ADDR_FORMS_LISTEN
@@ -190,6 +198,7 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 		*why = "connecting needs a port other than 0";
 		return -1;
 	}
+	out->tls = tls;
 	return 0;
 }
 

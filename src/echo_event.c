@@ -27,6 +27,17 @@
  * drained) the same way, through the main loop's eventfd. One acceptor
  * serves sockets inherited from systemd as well as bound ones, and makes
  * --max-conns exact: only the main thread counts a connection in.
+ *
+ * TLS (a tls:// listener): the connection's bufferevent is an OpenSSL one
+ * (bufferevent_openssl_socket_new, event2/bufferevent_ssl.h), made on the
+ * connection's own loop from the one SSL_CTX of tls.c, and the echo takes
+ * the textbook path: its read callback moves the input to the output,
+ * libevent encrypts and writes. Backpressure, idle timeout, drain and
+ * statistics are those of plain connections; a handshake timer closes a
+ * client that has not finished the handshake in --tls-handshake-timeout,
+ * and closing sends close_notify (SSL_shutdown) before the socket's FIN.
+ * SIGHUP reloads the certificate on the main loop; tls.c publishes the new
+ * SSL_CTX under a mutex, so every loop's next handshake uses it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -44,13 +55,18 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
+#include "forkloop/tls.h"
 #include "forkloop/udp.h"
 
 /*
@@ -94,6 +110,10 @@ struct conn {
 	unsigned closing : 1;   /* no more reads: close once output drains */
 	unsigned eof : 1;       /* the client's FIN was read */
 	unsigned lingering : 1; /* our FIN sent, discarding input */
+	unsigned tls : 1;       /* an OpenSSL bufferevent */
+	unsigned handshaking : 1; /* TLS: hs is added */
+	struct event *hs;         /* TLS: --tls-handshake-timeout; a pointer,
+	                             so plain connections stay small */
 	char *name;             /* peer address, kept only with -v */
 };
 
@@ -102,6 +122,7 @@ struct handoff {
 	struct handoff *next;
 	evutil_socket_t fd;
 	socklen_t salen;
+	int tls;
 	struct sockaddr_storage sa;
 };
 
@@ -110,6 +131,7 @@ struct echo_loop {
 	struct echo_server *srv;
 	struct event_base *base;
 	const struct timeval *idle_tv; /* one tick of --idle-timeout */
+	const struct timeval *hs_tv;   /* --tls-handshake-timeout */
 	TAILQ_HEAD(, conn) conns;
 	uint64_t bytes_in, bytes_out; /* of closed connections */
 	atomic_size_t nconns;         /* open here: the main loop picks by it */
@@ -155,6 +177,8 @@ struct echo_server {
 	struct echo_loglimit accept_errors;
 	int draining;
 	struct udp_echo *udp; /* NULL unless UDP is served */
+	struct tls_server *tls;        /* NULL without a tls:// listener */
+	int lev_tls[ECHO_MAX_SOCKETS]; /* lev[i] serves TLS */
 };
 
 static void conn_readcb(evutil_socket_t fd, short what, void *arg);
@@ -208,6 +232,8 @@ static void conn_free(struct conn *c, const char *why)
 	loop->bytes_out += out;
 	TAILQ_REMOVE(&loop->conns, c, entry);
 	event_del(&c->rev);
+	if (c->hs != NULL)
+		event_free(c->hs);
 	conn_idle_stop(c);
 	bufferevent_free(c->bev); /* closes the socket */
 	free(c);
@@ -221,6 +247,14 @@ static void conn_free(struct conn *c, const char *why)
 
 static void conn_read_enable(struct conn *c, int on)
 {
+	if (c->tls) {
+		if (on)
+			bufferevent_enable(c->bev, EV_READ);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+		c->reading = on ? 1 : 0;
+		return;
+	}
 	if (on && !c->reading)
 		event_add(&c->rev, NULL);
 	else if (!on && c->reading)
@@ -253,6 +287,20 @@ static void conn_lingercb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * TLS: everything owed went through SSL_write; send close_notify
+ * (SSL_shutdown(3)) once, not waiting for the client's: the bufferevent
+ * is done with the socket.
+ */
+static void conn_tls_notify(struct conn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	if (ssl != NULL && SSL_shutdown(ssl) < 0)
+		ERR_clear_error();
+}
+
+/*
  * Everything owed is with the kernel. After the client's FIN nothing more
  * can arrive, and with nothing unread or unacknowledged nothing can be
  * lost: close. Otherwise send our FIN and linger (echo.h).
@@ -263,6 +311,8 @@ static void conn_close(struct conn *c)
 	                                     ECHO_LINGER_MS % 1000 * 1000};
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
+	if (c->tls && !c->handshaking)
+		conn_tls_notify(c);
 	if (c->eof || !echo_linger_needed(fd) || shutdown(fd, SHUT_WR) < 0) {
 		conn_free(c, c->why);
 		return;
@@ -410,8 +460,93 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 	conn_free(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+/* TLS: whatever arrived goes back out; libevent encrypts and writes. */
+static void conn_tls_readcb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *out = bufferevent_get_output(bev);
+
+	if (c->closing) { /* reading is off: only what one read brought */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	c->in += evbuffer_get_length(in);
+	evbuffer_add_buffer(out, in);
+	if (evbuffer_get_length(out) >= c->loop->srv->opts->max_pending)
+		conn_read_enable(c, 0); /* resumed by conn_writecb */
+}
+
+static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	unsigned long e;
+	char reason[160], why[200];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		c->handshaking = 0;
+		event_free(c->hs);
+		c->hs = NULL;
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !c->handshaking) {
+		c->eof = 1;
+		conn_finish(c, "end of input");
+		return;
+	}
+	e = bufferevent_get_openssl_error(bev);
+	while (bufferevent_get_openssl_error(bev) != 0)
+		;
+	if (e != 0)
+		tls_strerror(e, reason, sizeof reason);
+	else if (what & BEV_EVENT_EOF)
+		snprintf(reason, sizeof reason, "closed by the client");
+	else
+		snprintf(reason, sizeof reason, "%s",
+		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	snprintf(why, sizeof why, "%s%s",
+	         c->handshaking ? "tls handshake failed: " : "tls: ", reason);
+	c->handshaking = 0; /* no close_notify: there is no session */
+	conn_free(c, why);
+}
+
+static void conn_hs_timeoutcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	conn_free(c, "tls handshake timeout");
+}
+
+/* The bufferevent for fd: an OpenSSL one, accepting, if tls. */
+static struct bufferevent *conn_bev_new(struct echo_loop *loop,
+                                        evutil_socket_t fd, int tls)
+{
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	if (!tls)
+		return bufferevent_socket_new(loop->base, fd,
+		                              BEV_OPT_CLOSE_ON_FREE);
+	ssl = tls_server_ssl(loop->srv->tls);
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(loop->base, fd, ssl,
+	                                     BUFFEREVENT_SSL_ACCEPTING,
+	                                     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* A FIN without close_notify ends the input (tls.h). */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
 static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
-                             const struct sockaddr *sa, socklen_t salen)
+                             const struct sockaddr *sa, socklen_t salen,
+                             int tls)
 {
 	const struct echo_opts *o = loop->srv->opts;
 	struct conn *c;
@@ -429,8 +564,17 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 			return NULL;
 		}
 	}
-	c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/* Made before the bufferevent, which would close fd if freed. */
+	if (tls && (c->hs = evtimer_new(loop->base, conn_hs_timeoutcb, c)) ==
+	                   NULL) {
+		free(c->idle);
+		free(c);
+		return NULL;
+	}
+	c->bev = conn_bev_new(loop, fd, tls);
 	if (c->bev == NULL) {
+		if (c->hs != NULL)
+			event_free(c->hs);
 		free(c->idle);
 		free(c);
 		return NULL;
@@ -439,14 +583,23 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 		c->name = strdup(addr_format(sa, salen, name, sizeof name));
 		log_verbose("%s connected", c->name != NULL ? c->name : "?");
 	}
-	/*
-	 * A socket bufferevent freezes the end of its input buffer so that only
-	 * its own read callback adds to it; this file reads for it instead.
-	 */
-	evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
 	event_assign(&c->rev, loop->base, fd, EV_READ | EV_PERSIST,
 	             conn_readcb, c);
-	bufferevent_setcb(c->bev, NULL, conn_writecb, conn_eventcb, c);
+	if (tls) {
+		c->tls = 1;
+		c->handshaking = 1;
+		evtimer_add(c->hs, loop->hs_tv);
+		bufferevent_setcb(c->bev, conn_tls_readcb, conn_writecb,
+		                  conn_tls_eventcb, c);
+	} else {
+		/*
+		 * A socket bufferevent freezes the end of its input buffer so
+		 * that only its own read callback adds to it; this file reads
+		 * for it instead.
+		 */
+		evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
+		bufferevent_setcb(c->bev, NULL, conn_writecb, conn_eventcb, c);
+	}
 	bufferevent_setwatermark(c->bev, EV_WRITE, o->max_pending / 2, 0);
 	bufferevent_set_max_single_write(c->bev, WRITE_CHUNK);
 	if (c->idle != NULL) {
@@ -464,11 +617,11 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
  * (open, nconns); on failure it is closed and counted out.
  */
 static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
-                      const struct sockaddr *sa, socklen_t salen)
+                      const struct sockaddr *sa, socklen_t salen, int tls)
 {
 	if (echo_conn_setup(loop->srv->opts, fd) < 0)
 		log_verbose("cannot set socket options: %s", strerror(errno));
-	if (conn_new(loop, fd, sa, salen) != NULL)
+	if (conn_new(loop, fd, sa, salen, tls) != NULL)
 		return;
 	log_error("cannot set up a connection: out of memory");
 	evutil_closesocket(fd);
@@ -582,7 +735,8 @@ static void loop_inboxcb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&loop->lock);
 	for (; h != NULL; h = next) {
 		next = h->next;
-		loop_take(loop, h->fd, (struct sockaddr *)&h->sa, h->salen);
+		loop_take(loop, h->fd, (struct sockaddr *)&h->sa, h->salen,
+		          h->tls);
 		free(h);
 	}
 	if (want & WANT_STATS) {
@@ -681,7 +835,7 @@ static struct echo_loop *server_pick(struct echo_server *srv)
 
 /* Put fd on a worker's inbox and wake it; -1 if out of memory. */
 static int loop_post(struct echo_loop *loop, evutil_socket_t fd,
-                     const struct sockaddr *sa, socklen_t salen)
+                     const struct sockaddr *sa, socklen_t salen, int tls)
 {
 	struct handoff *h = malloc(sizeof *h);
 
@@ -689,6 +843,7 @@ static int loop_post(struct echo_loop *loop, evutil_socket_t fd,
 		return -1;
 	h->next = NULL;
 	h->fd = fd;
+	h->tls = tls;
 	h->salen = salen <= sizeof h->sa ? salen : sizeof h->sa;
 	memcpy(&h->sa, sa, h->salen);
 	pthread_mutex_lock(&loop->lock);
@@ -715,8 +870,11 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct echo_loop *loop;
 	char peer[ADDR_STRLEN];
 	uint64_t open;
+	int tls = 0;
 
-	(void)lev;
+	for (size_t i = 0; i < srv->nlev; i++)
+		if (srv->lev[i] == lev)
+			tls = srv->lev_tls[i];
 	echo_pause_over(&srv->pause);
 	server_accept_yield(srv);
 	/* Only this thread counts in: the check cannot be overtaken. */
@@ -736,8 +894,8 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	loop = server_pick(srv);
 	atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
 	if (loop->index == 0) {
-		loop_take(loop, fd, sa, (socklen_t)salen);
-	} else if (loop_post(loop, fd, sa, (socklen_t)salen) < 0) {
+		loop_take(loop, fd, sa, (socklen_t)salen, tls);
+	} else if (loop_post(loop, fd, sa, (socklen_t)salen, tls) < 0) {
 		log_error("cannot hand over a connection: out of memory");
 		evutil_closesocket(fd);
 		atomic_fetch_sub_explicit(&loop->nconns, 1,
@@ -932,6 +1090,8 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 		server_stats(arg);
 	else if (sig == SIGINT || sig == SIGTERM)
 		server_drain(arg);
+	else if (sig == SIGHUP && ((struct echo_server *)arg)->tls != NULL)
+		tls_server_reload(((struct echo_server *)arg)->tls);
 	else
 		echo_signal_log((int)sig);
 }
@@ -957,6 +1117,7 @@ static int server_serve(void *arg, const struct echo_socket *s)
 			return -1;
 		}
 		evconnlistener_set_error_cb(lev, server_accept_errorcb);
+		srv->lev_tls[srv->nlev] = s->tls;
 		srv->lev[srv->nlev++] = lev;
 	}
 	return 0;
@@ -987,6 +1148,15 @@ static int loop_init(struct echo_server *srv, size_t i)
 			tv.tv_usec = 1;
 		/* A common timeout: adding one per connection is O(1). */
 		loop->idle_tv = event_base_init_common_timeout(loop->base, &tv);
+	}
+	if (o->tls) {
+		struct timeval tv;
+
+		tv.tv_sec = (time_t)o->tls_handshake;
+		tv.tv_usec =
+		        (suseconds_t)((o->tls_handshake - (double)tv.tv_sec) *
+		                      1e6);
+		loop->hs_tv = event_base_init_common_timeout(loop->base, &tv);
 	}
 	if (i == 0)
 		return 0;
@@ -1050,6 +1220,10 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 		CPU_ZERO(&echo_allowed);
 		CPU_SET(0, &echo_allowed);
 	}
+	/* Loaded once, before any thread or socket: a bad pair stops here. */
+	if (o->tls &&
+	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key)) == NULL)
+		return -1;
 	srv->base = event_base_new();
 	srv->loops = calloc(o->threads, sizeof *srv->loops);
 	if (srv->base == NULL || srv->loops == NULL) {
@@ -1147,6 +1321,7 @@ static void server_free(struct echo_server *srv)
 	free(srv->loops);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
+	tls_server_free(srv->tls);
 }
 
 int echo_event_run(const struct echo_opts *o)

@@ -13,6 +13,15 @@
  *
  * Byte counters live in a shared anonymous mapping that children add to, so
  * the parent's statistics include live connections.
+ *
+ * TLS (a tls:// listener): the parent loads the SSL_CTX once (tls.c) and
+ * reloads it on SIGHUP; a child makes its SSL from the SSL_CTX current when
+ * it was forked, so a reload never reaches connections already open. The
+ * child's socket is non-blocking and it polls for what OpenSSL asks
+ * (SSL_ERROR_WANT_READ or _WANT_WRITE, SSL_get_error(3)): the handshake
+ * against one deadline (--tls-handshake-timeout), however slowly its bytes
+ * trickle in, then SSL_read and SSL_write with the idle ticks as the poll
+ * timeout. It ends with close_notify (SSL_shutdown(3)).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,9 +42,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
+#include "forkloop/tls.h"
 #include "forkloop/udp.h"
 
 #define FORK_BUFSIZE    (64 * 1024)
@@ -64,7 +77,9 @@ struct server {
 	struct echo_pause pause;
 	struct echo_loglimit refusals;
 	int stopping;
-	struct udp_echo *udp; /* served by the parent; NULL unless UDP */
+	struct udp_echo *udp;   /* served by the parent; NULL unless UDP */
+	struct tls_server *tls; /* NULL without a tls:// listener */
+	int lev_tls[ECHO_MAX_SOCKETS]; /* lev[i] serves TLS */
 };
 
 /* One connection, in the child. */
@@ -76,6 +91,7 @@ struct child {
 	unsigned ticks; /* idle ticks in a row with nothing moved */
 	struct echo_progress progress;
 	uint64_t in, out;
+	SSL *ssl; /* NULL for plain TCP */
 };
 
 static volatile sig_atomic_t child_stop;
@@ -272,8 +288,195 @@ static void child_linger(struct child *c, char *buf, size_t len)
 			return;
 }
 
+/*
+ * Wait for what OpenSSL asked (err, from SSL_get_error) up to msec (-1: no
+ * limit): 1 ready, 0 timeout, -1 a poll failure or, if stop, a stop signal.
+ */
+static int child_tls_wait(const struct child *c, int err, int msec, int stop)
+{
+	struct pollfd pfd = {.fd = c->fd};
+	int r;
+
+	pfd.events = err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+	for (;;) {
+		if (stop && child_stop)
+			return -1;
+		r = poll(&pfd, 1, msec);
+		if (r >= 0 || errno != EINTR)
+			return r;
+	}
+}
+
+/* Why an SSL call failed with ret: OpenSSL's reason, or errno's. */
+static const char *child_tls_why(const struct child *c, int ret, char *buf,
+                                 size_t len)
+{
+	int err = SSL_get_error(c->ssl, ret);
+
+	if (err == SSL_ERROR_ZERO_RETURN)
+		return "eof";
+	if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+		return errno != 0 ? strerror(errno) : "eof";
+	return tls_strerror(0, buf, len);
+}
+
+/* SSL_accept(3) against one deadline; NULL, or why it failed. */
+static const char *child_tls_accept(struct child *c, double timeout, char *buf,
+                                    size_t len)
+{
+	static char why[200];
+	uint64_t end = now_ms() + (uint64_t)(timeout * 1000), now;
+	int r, err;
+
+	while ((r = SSL_accept(c->ssl)) != 1) {
+		err = SSL_get_error(c->ssl, r);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+			snprintf(why, sizeof why, "tls handshake failed: %s",
+			         child_tls_why(c, r, buf, len));
+			return why;
+		}
+		now = now_ms();
+		if (now >= end)
+			return "tls handshake timeout";
+		r = child_tls_wait(c, err, (int)(end - now), 1);
+		if (r < 0)
+			return "shutdown";
+		if (r == 0)
+			return "tls handshake timeout";
+	}
+	return NULL;
+}
+
+/* The poll timeout between idle ticks, in ms; -1 without --idle-timeout. */
+static int child_tick_ms(const struct child *c)
+{
+	double ms = c->idle_timeout * 1000 / ECHO_IDLE_TICKS;
+
+	if (c->idle_timeout <= 0)
+		return -1;
+	return ms < 1 ? 1 : ms > 1e9 ? 1000000000 : (int)ms;
+}
+
+/*
+ * Wait as OpenSSL asked, counting idle ticks: NULL to go on, or why to
+ * stop; a stop signal counts only if stop (a write owed finishes first).
+ */
+static const char *child_tls_block(struct child *c, int err, int stop)
+{
+	int r = child_tls_wait(c, err, child_tick_ms(c), stop);
+
+	if (r < 0)
+		return child_stop ? "shutdown" : strerror(errno);
+	if (r == 0 && child_idle(c))
+		return "idle";
+	return NULL;
+}
+
+/* SSL_write(3) all n bytes, however OpenSSL splits it; NULL or why not. */
+static const char *child_tls_write(struct child *c, const char *buf, size_t n,
+                                   char *ebuf, size_t elen)
+{
+	const char *why;
+	int w, err;
+
+	while (n > 0) {
+		w = SSL_write(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (w > 0) {
+			atomic_fetch_add_explicit(&c->shared->bytes_out,
+			                          (uint64_t)w,
+			                          memory_order_relaxed);
+			c->out += (uint64_t)w;
+			buf += w;
+			n -= (size_t)w;
+			continue;
+		}
+		err = SSL_get_error(c->ssl, w);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			return child_tls_why(c, w, ebuf, elen);
+		/* Finished even through a stop signal: it is owed. */
+		why = child_tls_block(c, err, 0);
+		if (why != NULL)
+			return why;
+	}
+	return NULL;
+}
+
+/* child_echo over TLS: SSL_read, then SSL_write all of it back. */
+static const char *child_tls_echo(struct child *c, char *buf, size_t len)
+{
+	static char ebuf[160];
+	const char *why;
+	int n, err;
+
+	for (;;) {
+		if (child_stop)
+			return "shutdown";
+		n = SSL_read(c->ssl, buf,
+		             len > INT32_MAX ? INT32_MAX : (int)len);
+		if (n > 0) {
+			atomic_fetch_add_explicit(&c->shared->bytes_in,
+			                          (uint64_t)n,
+			                          memory_order_relaxed);
+			c->in += (uint64_t)n;
+			why = child_tls_write(c, buf, (size_t)n, ebuf,
+			                      sizeof ebuf);
+			if (why != NULL)
+				return why;
+			continue;
+		}
+		err = SSL_get_error(c->ssl, n);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			return child_tls_why(c, n, ebuf, sizeof ebuf);
+		why = child_tls_block(c, err, 1);
+		if (why != NULL)
+			return why;
+	}
+}
+
+/*
+ * Send close_notify (SSL_shutdown(3)), waiting up to ECHO_LINGER_MS for
+ * the socket to take it; the client's own close_notify is not awaited.
+ */
+static void child_tls_close(struct child *c)
+{
+	int r, err;
+
+	while ((r = SSL_shutdown(c->ssl)) < 0) {
+		err = SSL_get_error(c->ssl, r);
+		if (err != SSL_ERROR_WANT_WRITE ||
+		    child_tls_wait(c, err, ECHO_LINGER_MS, 0) <= 0)
+			break;
+	}
+	ERR_clear_error();
+}
+
+/* The TLS connection: handshake, echo, close_notify; returns why it ended. */
+static const char *child_tls_run(struct child *c, struct server *srv, char *buf,
+                                 size_t len)
+{
+	static char ebuf[160];
+	const char *why;
+
+	c->ssl = tls_server_ssl(srv->tls);
+	if (c->ssl == NULL)
+		return "out of memory";
+	if (sock_set_blocking(c->fd, 0) < 0 || SSL_set_fd(c->ssl, c->fd) != 1)
+		return "cannot set up TLS";
+	why = child_tls_accept(c, srv->o->tls_handshake, ebuf, sizeof ebuf);
+	if (why != NULL) {
+		SSL_free(c->ssl);
+		return why;
+	}
+	why = child_tls_echo(c, buf, len);
+	child_tls_close(c);
+	SSL_free(c->ssl);
+	/* The lingering close polls: back to blocking reads for it. */
+	sock_set_blocking(c->fd, 1);
+	return why;
+}
+
 static void __attribute__((noreturn))
-child_run(struct server *srv, int fd, const char *peer,
+child_run(struct server *srv, int fd, const char *peer, int tls,
           const sigset_t *parentmask, pid_t parent)
 {
 	static char buf[FORK_BUFSIZE];
@@ -289,7 +492,10 @@ child_run(struct server *srv, int fd, const char *peer,
 	child_signals(parentmask);
 	child_close_inherited(fd);
 	child_sockopts(&c, srv->o);
-	why = child_echo(&c, buf, sizeof buf);
+	if (tls)
+		why = child_tls_run(&c, srv, buf, sizeof buf);
+	else
+		why = child_echo(&c, buf, sizeof buf);
 	if (strcmp(why, "shutdown") == 0 || strcmp(why, "idle") == 0)
 		child_linger(&c, buf, sizeof buf);
 	else if (strcmp(why, "eof") == 0)
@@ -382,7 +588,7 @@ static void server_accept_yield(struct server *srv)
 		server_set_accepting(srv, 0);
 }
 
-static void server_spawn(struct server *srv, int fd, const char *peer)
+static void server_spawn(struct server *srv, int fd, const char *peer, int tls)
 {
 	sigset_t all, old;
 	pid_t pid, parent = getpid();
@@ -398,7 +604,7 @@ static void server_spawn(struct server *srv, int fd, const char *peer)
 	sigprocmask(SIG_SETMASK, &all, &old);
 	pid = fork();
 	if (pid == 0)
-		child_run(srv, fd, peer, &old, parent);
+		child_run(srv, fd, peer, tls, &old, parent);
 	err = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(fd);
@@ -432,8 +638,11 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 {
 	struct server *srv = arg;
 	char peer[ADDR_STRLEN];
+	int tls = 0;
 
-	(void)lev;
+	for (size_t i = 0; i < srv->nlev; i++)
+		if (srv->lev[i] == lev)
+			tls = srv->lev_tls[i];
 	server_accept_yield(srv);
 	addr_format(sa, (socklen_t)salen, peer, sizeof peer);
 	if (server_full(srv)) {
@@ -443,7 +652,7 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 		                 srv->o->max_conns);
 		return;
 	}
-	server_spawn(srv, fd, peer);
+	server_spawn(srv, fd, peer, tls);
 }
 
 static void server_accepterrcb(struct evconnlistener *lev, void *arg)
@@ -546,6 +755,13 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 	case SIGTERM:
 		server_stop(arg);
 		break;
+	case SIGHUP:
+		if (((struct server *)arg)->tls != NULL) {
+			tls_server_reload(((struct server *)arg)->tls);
+			break;
+		}
+		echo_signal_log((int)sig);
+		break;
 	default:
 		echo_signal_log((int)sig);
 		break;
@@ -578,6 +794,7 @@ static int server_serve(void *arg, const struct echo_socket *s)
 			return -1;
 		}
 		evconnlistener_set_error_cb(lev, server_accepterrcb);
+		srv->lev_tls[srv->nlev] = s->tls;
 		srv->lev[srv->nlev++] = lev;
 	}
 	return 0;
@@ -615,6 +832,10 @@ static int server_init(struct server *srv, const struct echo_opts *o)
 		return -1;
 	}
 	srv->shared = p;
+	/* Loaded once, before the first fork: a bad pair stops here. */
+	if (o->tls &&
+	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key)) == NULL)
+		return -1;
 	srv->base = event_base_new();
 	if (srv->base == NULL || server_events(srv) < 0) {
 		log_error("cannot set up the event loop");
@@ -641,6 +862,7 @@ static void server_free(struct server *srv)
 	if (srv->shared != NULL)
 		munmap(srv->shared, sizeof *srv->shared);
 	free(srv->pids);
+	tls_server_free(srv->tls);
 }
 
 /* Only if the loop itself failed: leave nothing behind. */

@@ -20,14 +20,15 @@
 #include "forkloop/sock.h"
 #include "forkloop/udp.h"
 
-static const char echo_usage_text[] = "usage: %s [-qvhV] [-m event|fork] [-l "
-                                      "[ADDR:]PORT]... [--max-pending BYTES]\n"
-                                      "       [--max-conns N] [--idle-timeout "
-                                      "SECONDS] [--drain-timeout SECONDS]\n"
-                                      "       [--keepalive SECONDS] "
-                                      "[--threads N|auto] [--cpu-affinity]\n"
-                                      "       [--udp | --udp-only] "
-                                      "[--udp-rate N]\n";
+static const char echo_usage_text[] =
+        "usage: %s [-qvhV] [-m event|fork] [-l [tls://][ADDR:]PORT]...\n"
+        "       [--max-pending BYTES] [--max-conns N] [--idle-timeout "
+        "SECONDS]\n"
+        "       [--drain-timeout SECONDS] [--keepalive SECONDS]\n"
+        "       [--threads N|auto] [--cpu-affinity] [--udp | --udp-only] "
+        "[--udp-rate N]\n"
+        "       [--tls-cert FILE --tls-key FILE] "
+        "[--tls-handshake-timeout SECONDS]\n";
 
 static const char echo_help_text[] =
         "Echo every byte each client sends back to it, in order (RFC 862).\n"
@@ -35,7 +36,8 @@ static const char echo_help_text[] =
         "  -m, --mode MODE          event: one process, one libevent loop "
         "(default);\n"
         "                           fork: one child process per connection\n"
-        "  -l, --listen [ADDR:]PORT listen here; repeatable; a PORT alone "
+        "  -l, --listen [tls://][ADDR:]PORT\n"
+        "                           listen here; repeatable; a PORT alone "
         "listens\n"
         "                           on every address, IPv6 and IPv4; "
         "[IPv6]:PORT\n"
@@ -44,7 +46,8 @@ static const char echo_help_text[] =
         "                           unless 0.0.0.0 is also given); port 0 "
         "picks a\n"
         "                           free port\n"
-        "                           (default " ECHO_DEFAULT_LISTEN ")\n"
+        "                           (default " ECHO_DEFAULT_LISTEN "); tls:// "
+        "serves TLS\n"
         "      --max-pending BYTES  stop reading a client whose unsent echo "
         "passes\n"
         "                           BYTES, resume once it drains; K, M, G "
@@ -85,6 +88,13 @@ static const char echo_help_text[] =
         "per\n"
         "                           source address (default 100; 0: no "
         "limit)\n"
+        "      --tls-cert FILE      PEM certificate chain for the tls:// "
+        "listeners\n"
+        "      --tls-key FILE       PEM private key for --tls-cert\n"
+        "      --tls-handshake-timeout SECONDS\n"
+        "                           close a TLS client whose handshake has "
+        "not\n"
+        "                           finished by then (default 10)\n"
         "  -v, --verbose            log every connection\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -95,6 +105,15 @@ static const char echo_help_text[] =
         "ready. SIGUSR1 logs a statistics line. Exit status: 0 after SIGINT "
         "or\n"
         "SIGTERM, 1 on a runtime error, 2 on bad usage.\n"
+        "\n"
+        "A tls:// listener needs --tls-cert and --tls-key, and those need "
+        "one;\n"
+        "TLS 1.2 is the lowest version served. SIGHUP reloads the "
+        "certificate and\n"
+        "key for new connections (a bad pair is logged, the old one kept). "
+        "--udp\n"
+        "serves UDP beside the plain listeners only; --udp-only takes no "
+        "tls://.\n"
         "\n"
         "Datagrams from ports below 1024, from addresses that are not "
         "unicast, or\n"
@@ -119,6 +138,9 @@ enum {
 	OPT_UDP_RATE,
 	OPT_THREADS,
 	OPT_CPU_AFFINITY,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_HANDSHAKE,
 };
 
 static const struct option echo_longopts[] = {
@@ -134,6 +156,9 @@ static const struct option echo_longopts[] = {
         {"udp-rate", required_argument, NULL, OPT_UDP_RATE},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"cpu-affinity", no_argument, NULL, OPT_CPU_AFFINITY},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -279,6 +304,7 @@ static void echo_opts_defaults(struct echo_opts *o)
 	o->log_level = LOG_NORMAL;
 	o->udp_rate = UDP_DEFAULT_RATE;
 	o->threads = 1;
+	o->tls_handshake = ECHO_DEFAULT_TLS_HANDSHAKE;
 }
 
 /* The options only TCP connections use, by getopt_long's value. */
@@ -297,6 +323,12 @@ static const char *echo_tcp_option(int c)
 		return "--keepalive";
 	case OPT_THREADS:
 		return "--threads";
+	case OPT_TLS_CERT:
+		return "--tls-cert";
+	case OPT_TLS_KEY:
+		return "--tls-key";
+	case OPT_TLS_HANDSHAKE:
+		return "--tls-handshake-timeout";
 	}
 	return NULL;
 }
@@ -361,6 +393,33 @@ static const char *echo_udp_conflict(const struct echo_opts *o, int udp_both,
 	return NULL;
 }
 
+/*
+ * What the TLS options leave undone: a tls:// listener without both files,
+ * a file or --tls-handshake-timeout (handshake_given) without a tls://
+ * listener, tls:// with --udp-only, --udp with no plain listener to serve
+ * it beside. Sets o->tls. NULL if nothing.
+ */
+static const char *echo_tls_conflict(struct echo_opts *o, int handshake_given)
+{
+	size_t i, ntls = 0;
+
+	for (i = 0; i < o->nlisten; i++)
+		ntls += o->listen[i].tls ? 1 : 0;
+	o->tls = ntls > 0;
+	if (o->tls && o->udp == ECHO_UDP_ONLY)
+		return "tls:// is for TCP listeners: not with --udp-only";
+	if (o->tls && o->udp == ECHO_UDP_ON && ntls == o->nlisten)
+		return "--udp is served beside plain listeners only, and every "
+		       "--listen is tls://";
+	if (o->tls && (o->tls_cert == NULL || o->tls_key == NULL))
+		return "a tls:// listener needs --tls-cert and --tls-key";
+	if (!o->tls &&
+	    (o->tls_cert != NULL || o->tls_key != NULL || handshake_given))
+		return "--tls-cert, --tls-key and --tls-handshake-timeout need "
+		       "a tls:// --listen";
+	return NULL;
+}
+
 enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
                                  FILE *out, FILE *errout)
 {
@@ -370,7 +429,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	uint64_t ka;
 	char opt[3];
 	const char *tcp_opt = NULL, *udp_why;
-	int udp_seen = 0, rate_given = 0, threads_given = 0;
+	int udp_seen = 0, rate_given = 0, threads_given = 0, tls_given = 0;
 	char udp_buf[128];
 
 	echo_opts_defaults(o);
@@ -397,7 +456,7 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				                "too many --listen (at most "
 				                "%s)",
 				                "16");
-			if (addr_parse(optarg, ADDR_LISTEN,
+			if (addr_parse(optarg, ADDR_LISTEN | ADDR_TLS,
 			               &o->listen[o->nlisten],
 			               &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
@@ -480,6 +539,22 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 		case OPT_CPU_AFFINITY:
 			o->cpu_affinity = 1;
 			break;
+		case OPT_TLS_CERT:
+			o->tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			o->tls_key = optarg;
+			break;
+		case OPT_TLS_HANDSHAKE:
+			if (num_parse_seconds(optarg, 0.001, 1e7,
+			                      &o->tls_handshake) < 0)
+				return echo_bad(errout, prog,
+				                "bad --tls-handshake-timeout "
+				                "'%s' (seconds, 0.001 to "
+				                "10000000)",
+				                optarg);
+			tls_given = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -522,6 +597,9 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	if (o->mode == ECHO_MODE_FORK && o->cpu_affinity)
 		return echo_bad(errout, prog, "%s",
 		                "--cpu-affinity is for event mode's threads");
+	why = echo_tls_conflict(o, tls_given);
+	if (why != NULL)
+		return echo_bad(errout, prog, "%s", why);
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
 	if (o->nlisten == 0) {
 		addr_parse(ECHO_DEFAULT_LISTEN, ADDR_LISTEN, &o->listen[0],

@@ -47,6 +47,7 @@ static int sockets_add(struct echo_sockets *ss, int fd, int socktype,
 	ss->s[ss->n].fd = fd;
 	ss->s[ss->n].socktype = socktype;
 	ss->s[ss->n].activated = activated;
+	ss->s[ss->n].tls = 0;
 	ss->n++;
 	return 0;
 }
@@ -72,7 +73,8 @@ static int sockets_bind(struct echo_sockets *ss, const struct addr *a,
 		return -1;
 	}
 	for (int i = 0; i < n; i++)
-		sockets_add(ss, fds[i], socktype, 0);
+		if (sockets_add(ss, fds[i], socktype, 0) == 0)
+			ss->s[ss->n - 1].tls = a->tls;
 	return 0;
 }
 
@@ -141,8 +143,10 @@ static int sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
 		if (sockets_bind(ss, &o->listen[i], SOCK_STREAM) < 0)
 			goto fail;
 	ntcp = ss->n;
+	/* UDP has no TLS (that would be DTLS): beside plain listeners only. */
 	for (i = 0; o->udp == ECHO_UDP_ON && i < ntcp; i++)
-		if (sockets_bind_udp_beside(ss, ss->s[i].fd) < 0)
+		if (!ss->s[i].tls &&
+		    sockets_bind_udp_beside(ss, ss->s[i].fd) < 0)
 			goto fail;
 	for (i = 0; o->udp == ECHO_UDP_ONLY && i < o->nlisten; i++)
 		if (sockets_bind(ss, &o->listen[i], SOCK_DGRAM) < 0)
@@ -153,7 +157,10 @@ fail:
 	return -1;
 }
 
-/* "listening on 127.0.0.1:6666 (udp, activated fd 3, event mode)" */
+/*
+ * "listening on 127.0.0.1:6666 (udp, activated fd 3, event mode)",
+ * "listening on 127.0.0.1:6443 (tls, event mode)"
+ */
 static void socket_log(const struct echo_socket *s, enum echo_mode mode)
 {
 	char name[ADDR_STRLEN], act[32] = "";
@@ -162,8 +169,10 @@ static void socket_log(const struct echo_socket *s, enum echo_mode mode)
 		snprintf(act, sizeof act, "activated fd %d, ", s->fd);
 	log_info("listening on %s (%s%s%s mode)",
 	         listener_local_name(s->fd, name, sizeof name),
-	         s->socktype == SOCK_DGRAM ? "udp, " : "", act,
-	         echo_mode_name(mode));
+	         s->socktype == SOCK_DGRAM ? "udp, "
+	         : s->tls                  ? "tls, "
+	                                   : "",
+	         act, echo_mode_name(mode));
 }
 
 int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,

@@ -486,6 +486,75 @@ static void test_stray_arguments(void **state)
 	run_free(&r);
 }
 
+static void test_tls(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-l", "127.0.0.1:7", "-l", "tls://127.0.0.1:7443",
+	      "--tls-cert", "c.pem", "--tls-key", "k.pem", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.nlisten, 2);
+	assert_int_equal(r.o.listen[0].tls, 0);
+	assert_int_equal(r.o.listen[1].tls, 1);
+	assert_string_equal(r.o.listen[1].host, "127.0.0.1");
+	assert_string_equal(r.o.listen[1].port, "7443");
+	assert_int_equal(r.o.tls, 1);
+	/* They point into argv, which parse() has freed. */
+	assert_non_null(r.o.tls_cert);
+	assert_non_null(r.o.tls_key);
+	assert_true(r.o.tls_handshake == ECHO_DEFAULT_TLS_HANDSHAKE);
+	run_free(&r);
+
+	parse(&r, "-l", "tls://[::1]:0", "--tls-cert", "c", "--tls-key", "k",
+	      "--tls-handshake-timeout", "0.5", "-l", "0", "--udp", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.listen[0].tls, 1);
+	assert_string_equal(r.o.listen[0].host, "::1");
+	assert_true(r.o.tls_handshake == 0.5);
+	run_free(&r);
+
+	parse(&r, "-l", "7", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.tls, 0);
+	assert_null(r.o.tls_cert);
+	run_free(&r);
+}
+
+static void test_tls_bad(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-l", "7", "--tls-cert", "c", "--tls-key", "k", NULL);
+	assert_usage(&r, "need a tls:// --listen");
+	run_free(&r);
+	parse(&r, "-l", "7", "--tls-handshake-timeout", "3", NULL);
+	assert_usage(&r, "need a tls:// --listen");
+	run_free(&r);
+	parse(&r, "-l", "tls://7", "--tls-cert", "c", NULL);
+	assert_usage(&r, "needs --tls-cert and --tls-key");
+	run_free(&r);
+	parse(&r, "-l", "tls://7", "--tls-cert", "c", "--tls-key", "k",
+	      "--udp-only", NULL);
+	assert_usage(&r, NULL);
+	run_free(&r);
+	parse(&r, "-l", "tls://7", "--tls-cert", "c", "--tls-key", "k",
+	      "--udp", NULL);
+	assert_usage(&r, "plain listeners only");
+	run_free(&r);
+	parse(&r, "-l", "tls://7", "--tls-cert", "c", "--tls-key", "k",
+	      "--tls-handshake-timeout", "0", NULL);
+	assert_usage(&r, "bad --tls-handshake-timeout");
+	run_free(&r);
+	parse(&r, "-l", "tls://", NULL);
+	assert_usage(&r, "bad --listen");
+	run_free(&r);
+	parse(&r, "-l", "tls://tls://7", NULL);
+	assert_usage(&r, "bad --listen");
+	run_free(&r);
+}
+
 static void test_help(void **state)
 {
 	static const char *const names[] = {"-h", "--help"};
@@ -817,6 +886,8 @@ int main(void)
 	        cmocka_unit_test(test_udp_help),
 	        cmocka_unit_test(test_stats_log_udp),
 	        cmocka_unit_test(test_keepalive),
+	        cmocka_unit_test(test_tls),
+	        cmocka_unit_test(test_tls_bad),
 	        cmocka_unit_test(test_keepalive_bad),
 	        cmocka_unit_test(test_limits_named),
 	        cmocka_unit_test(test_loglimit),

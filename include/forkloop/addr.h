@@ -8,6 +8,8 @@
  *   HOST:PORT      a host name or an IPv4 address
  *   [IPV6]:PORT    an IPv6 address, with an optional %scope
  * forkloop-chat also takes HOST PORT as two arguments (addr_set).
+ * With ADDR_TLS, a listening address may start with "tls://": the same
+ * forms, served over TLS (forkloop-echo).
  */
 #ifndef FORKLOOP_ADDR_H
 #define FORKLOOP_ADDR_H
@@ -35,11 +37,15 @@ struct addr {
 	 * IPv4 through one socket (IPV6_V6ONLY, ipv6(7)). See addr_dual_stack.
 	 */
 	int v6only;
+	int tls; /* "tls://" was given (ADDR_TLS) */
 };
 
 /* addr_parse flags. */
 #define ADDR_LISTEN  0x1 /* a PORT alone means every address */
 #define ADDR_CONNECT 0x2 /* a host and a port other than 0 are needed */
+#define ADDR_TLS     0x4 /* a "tls://" prefix is taken and sets tls */
+
+#define ADDR_TLS_PREFIX "tls://"
 
 /*
  * Parse spec, one of the forms above, into out. A host made of digits and

@@ -16,6 +16,7 @@
 #define ECHO_DEFAULT_LISTEN      "6666"
 #define ECHO_DEFAULT_MAX_PENDING (256 * 1024)
 #define ECHO_DEFAULT_DRAIN       5.0
+#define ECHO_DEFAULT_TLS_HANDSHAKE 10.0
 /*
  * --threads: most event loops one daemon runs. Beyond the CPUs it may use
  * threads only add switches; 256 covers the largest common hosts.
@@ -41,6 +42,10 @@ struct echo_opts {
 	uint64_t udp_rate; /* replies per second per source address; 0: none */
 	unsigned threads;  /* event mode: event loops, one per thread, >= 1 */
 	int cpu_affinity;  /* pin loop i to the i-th CPU of the affinity mask */
+	int tls;              /* some listen[] has tls set */
+	const char *tls_cert; /* --tls-cert: PEM chain; NULL without TLS */
+	const char *tls_key;  /* --tls-key: PEM private key */
+	double tls_handshake; /* --tls-handshake-timeout, seconds, > 0 */
 };
 
 /*
@@ -96,8 +101,9 @@ int echo_accept_burst(unsigned *burst, struct event *resume);
 
 /*
  * Signals whose default action ends the process (signal(7)) and that the
- * daemon catches to log and go on serving: SIGHUP (nothing to reload, as
- * every setting comes from the command line), SIGUSR2, SIGALRM, SIGVTALRM,
+ * daemon catches to log and go on serving: SIGHUP (nothing to reload
+ * without a TLS listener, as every other setting comes from the command
+ * line; with one, the designs reload the certificate instead), SIGUSR2, SIGALRM, SIGVTALRM,
  * SIGPROF, SIGIO, SIGPWR, SIGXFSZ (a log file past RLIMIT_FSIZE then fails
  * with EFBIG instead), SIGSTKFLT. SIGINT and SIGTERM drain, SIGUSR1 logs
  * statistics; SIGQUIT, SIGXCPU and the fault signals keep their default.
@@ -166,6 +172,7 @@ struct echo_socket {
 	int fd;
 	int socktype;  /* SOCK_STREAM (listening) or SOCK_DGRAM */
 	int activated; /* passed by systemd rather than bound here */
+	int tls;       /* a tls:// listener: connections speak TLS */
 };
 
 /* A design's way to serve one socket, which it owns from then on. */
@@ -173,8 +180,9 @@ typedef int echo_serve_fn(void *arg, const struct echo_socket *s);
 
 /*
  * Open the sockets to serve, the same for both designs: those systemd
- * passed (socket activation), or else TCP on every --listen address and UDP
- * as --udp or --udp-only asks, all non-blocking and close-on-exec. Hand each
+ * passed (socket activation), or else TCP on every --listen address (TLS
+ * where it says tls://) and UDP as --udp or --udp-only asks (--udp only
+ * beside plain TCP listeners), all non-blocking and close-on-exec. Hand each
  * to serve, log its "listening on" line, then tell the service manager
  * READY=1. Returns 0, or -1 after logging why (the sockets not handed over
  * are closed).
