@@ -581,7 +581,12 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 	}
 	if (log_get_level() >= LOG_VERBOSE) {
 		c->name = strdup(addr_format(sa, salen, name, sizeof name));
-		log_verbose("%s connected", c->name != NULL ? c->name : "?");
+		if (loop->srv->nloops > 1)
+			log_verbose("%s connected (loop %zu)",
+			            c->name != NULL ? c->name : "?", loop->index);
+		else
+			log_verbose("%s connected",
+			            c->name != NULL ? c->name : "?");
 	}
 	event_assign(&c->rev, loop->base, fd, EV_READ | EV_PERSIST,
 	             conn_readcb, c);
