@@ -216,6 +216,16 @@ static void conn_idle_stop(struct conn *c)
 
 static void loop_drained(struct echo_loop *loop);
 
+/*
+ * A connection counted in by the main loop (open, and loop's nconns) is
+ * gone: count it out of both. Any thread; the main loop alone counts in.
+ */
+static void loop_count_out(struct echo_loop *loop)
+{
+	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
+}
+
 /* The one place a connection is freed. */
 static void conn_free(struct conn *c, const char *why)
 {
@@ -239,8 +249,7 @@ static void conn_free(struct conn *c, const char *why)
 	free(c);
 	/* Counted out once the descriptor is closed: --max-conns counts
 	 * what is open. */
-	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
+	loop_count_out(loop);
 	if (loop->draining && TAILQ_EMPTY(&loop->conns))
 		loop_drained(loop);
 }
@@ -630,8 +639,7 @@ static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
 		return;
 	log_error("cannot set up a connection: out of memory");
 	evutil_closesocket(fd);
-	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
+	loop_count_out(loop);
 }
 
 /* Add the counts of loop's closed and open connections to s. */
@@ -903,9 +911,7 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	} else if (loop_post(loop, fd, sa, (socklen_t)salen, tls) < 0) {
 		log_error("cannot hand over a connection: out of memory");
 		evutil_closesocket(fd);
-		atomic_fetch_sub_explicit(&loop->nconns, 1,
-		                          memory_order_relaxed);
-		atomic_fetch_sub_explicit(&srv->open, 1, memory_order_relaxed);
+		loop_count_out(loop);
 	}
 }
 
@@ -1283,7 +1289,7 @@ static void loop_free(struct echo_loop *loop)
 	for (h = loop->inbox; h != NULL; h = next) {
 		next = h->next;
 		evutil_closesocket(h->fd);
-		atomic_fetch_sub(&loop->srv->open, 1);
+		loop_count_out(loop);
 		free(h);
 	}
 	free(loop->sink);

@@ -200,6 +200,14 @@ static int child_idle(struct child *c)
 	return ++c->ticks >= ECHO_IDLE_TICKS;
 }
 
+/* n bytes of echo handed to the kernel, or to SSL_write: count them. */
+static void child_sent(struct child *c, size_t n)
+{
+	atomic_fetch_add_explicit(&c->shared->bytes_out, (uint64_t)n,
+	                          memory_order_relaxed);
+	c->out += (uint64_t)n;
+}
+
 /*
  * Write all n bytes, through EINTR and through idle ticks in which bytes
  * still moved. Returns 0, or -1 with errno set (EAGAIN: idle).
@@ -210,10 +218,7 @@ static int child_write(struct child *c, const char *buf, size_t n)
 		ssize_t w = write(c->fd, buf, n);
 
 		if (w > 0) {
-			atomic_fetch_add_explicit(&c->shared->bytes_out,
-			                          (uint64_t)w,
-			                          memory_order_relaxed);
-			c->out += (uint64_t)w;
+			child_sent(c, (size_t)w);
 			buf += w;
 			n -= (size_t)w;
 			continue;
@@ -382,10 +387,7 @@ static const char *child_tls_write(struct child *c, const char *buf, size_t n,
 	while (n > 0) {
 		w = SSL_write(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
 		if (w > 0) {
-			atomic_fetch_add_explicit(&c->shared->bytes_out,
-			                          (uint64_t)w,
-			                          memory_order_relaxed);
-			c->out += (uint64_t)w;
+			child_sent(c, (size_t)w);
 			buf += w;
 			n -= (size_t)w;
 			continue;
