@@ -1233,7 +1233,7 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 	}
 	/* Loaded once, before any thread or socket: a bad pair stops here. */
 	if (o->tls &&
-	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key)) == NULL)
+	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key, NULL)) == NULL)
 		return -1;
 	srv->base = event_base_new();
 	srv->loops = calloc(o->threads, sizeof *srv->loops);

@@ -836,7 +836,7 @@ static int server_init(struct server *srv, const struct echo_opts *o)
 	srv->shared = p;
 	/* Loaded once, before the first fork: a bad pair stops here. */
 	if (o->tls &&
-	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key)) == NULL)
+	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key, NULL)) == NULL)
 		return -1;
 	srv->base = event_base_new();
 	if (srv->base == NULL || server_events(srv) < 0) {

@@ -1,8 +1,11 @@
 /*
- * tls.c - the SSL_CTX forkloop-echo serves TLS with: load, check, reload on
- * SIGHUP, and the SSL objects both designs make from it (tls.h).
+ * tls.c - the SSL_CTX a server serves TLS with (load, check, reload on
+ * SIGHUP, the SSL objects both designs make from it) and the client side's
+ * (verify or not, bind to a host name or address): tls.h.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +13,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "forkloop/log.h"
 #include "forkloop/tls.h"
@@ -18,6 +22,7 @@ struct tls_server {
 	pthread_mutex_t lock; /* guards ctx */
 	SSL_CTX *ctx;         /* the current one; never changed once here */
 	char *cert, *key;
+	char *verify_ca; /* --tls-verify-client, or NULL */
 };
 
 const char *tls_strerror(unsigned long err, char *buf, size_t len)
@@ -54,8 +59,65 @@ static const char *tls_load_error(char *buf, size_t len)
 	return tls_strerror(0, buf, len);
 }
 
-static SSL_CTX *tls_ctx_load(const char *cert, const char *key)
+/*
+ * The certificate chain and key both sides can present, the lowest version,
+ * and released buffers. Returns 0, or -1 after logging.
+ */
+static int tls_ctx_common(SSL_CTX *ctx, const char *cert, const char *key)
 {
+	char why[256];
+
+	if (cert == NULL)
+		goto common;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		log_error("cannot load --tls-cert %s: %s", cert,
+		          tls_load_error(why, sizeof why));
+		return -1;
+	}
+	errno = 0;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		log_error("cannot load --tls-key %s: %s", key,
+		          tls_load_error(why, sizeof why));
+		return -1;
+	}
+common:
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		log_error("cannot set TLS 1.2 as the lowest version: %s",
+		          tls_strerror(0, why, sizeof why));
+		return -1;
+	}
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return 0;
+}
+
+/*
+ * Ask for a client certificate that verifies against the CAs in file, and
+ * name them in the CertificateRequest.
+ */
+static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file)
+{
+	STACK_OF(X509_NAME) *names;
+	char why[256];
+
+	errno = 0;
+	if (SSL_CTX_load_verify_file(ctx, file) != 1 ||
+	    (names = SSL_load_client_CA_file(file)) == NULL) {
+		log_error("cannot load --tls-verify-client %s: %s", file,
+		          tls_load_error(why, sizeof why));
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx,
+	                   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+	                   NULL);
+	return 0;
+}
+
+static SSL_CTX *tls_ctx_load(const char *cert, const char *key,
+                             const char *verify_ca)
+{
+	static const unsigned char sid_ctx[] = "forkloop";
 	char why[256];
 	SSL_CTX *ctx;
 
@@ -67,41 +129,31 @@ static SSL_CTX *tls_ctx_load(const char *cert, const char *key)
 		          tls_strerror(0, why, sizeof why));
 		return NULL;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		log_error("cannot load --tls-cert %s: %s", cert,
-		          tls_load_error(why, sizeof why));
+	if (tls_ctx_common(ctx, cert, key) < 0 ||
+	    (verify_ca != NULL && tls_ctx_verify_client(ctx, verify_ca) < 0))
 		goto fail;
-	}
-	errno = 0;
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		log_error("cannot load --tls-key %s: %s", key,
-		          tls_load_error(why, sizeof why));
-		goto fail;
-	}
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-		log_error("cannot set TLS 1.2 as the lowest version: %s",
-		          tls_strerror(0, why, sizeof why));
-		goto fail;
-	}
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Resumed sessions need one with client verification (SSL_CTX_set_
+	 * session_id_context(3)); harmless without. */
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
 }
 
-struct tls_server *tls_server_new(const char *cert, const char *key)
+struct tls_server *tls_server_new(const char *cert, const char *key,
+                                  const char *verify_ca)
 {
 	struct tls_server *t = calloc(1, sizeof *t);
 
 	if (t == NULL || (t->cert = strdup(cert)) == NULL ||
-	    (t->key = strdup(key)) == NULL) {
+	    (t->key = strdup(key)) == NULL ||
+	    (verify_ca != NULL && (t->verify_ca = strdup(verify_ca)) == NULL)) {
 		log_error("cannot set up TLS: out of memory");
 		goto fail;
 	}
-	t->ctx = tls_ctx_load(cert, key);
+	t->ctx = tls_ctx_load(cert, key, verify_ca);
 	if (t->ctx == NULL)
 		goto fail;
 	if (pthread_mutex_init(&t->lock, NULL) != 0) {
@@ -114,6 +166,7 @@ fail:
 	if (t != NULL) {
 		free(t->cert);
 		free(t->key);
+		free(t->verify_ca);
 	}
 	free(t);
 	return NULL;
@@ -121,7 +174,7 @@ fail:
 
 int tls_server_reload(struct tls_server *t)
 {
-	SSL_CTX *ctx = tls_ctx_load(t->cert, t->key), *old;
+	SSL_CTX *ctx = tls_ctx_load(t->cert, t->key, t->verify_ca), *old;
 
 	if (ctx == NULL) {
 		log_error("SIGHUP: keeping the certificate loaded before");
@@ -161,5 +214,112 @@ void tls_server_free(struct tls_server *t)
 	pthread_mutex_destroy(&t->lock);
 	free(t->cert);
 	free(t->key);
+	free(t->verify_ca);
 	free(t);
+}
+
+const char *tls_handshake_error(SSL *ssl, unsigned long err, char *buf,
+                                size_t len)
+{
+	long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	if (err == 0)
+		err = ERR_peek_error();
+	if (v != X509_V_OK && ERR_GET_LIB(err) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+		snprintf(buf, len, "certificate verify failed: %s",
+		         X509_verify_cert_error_string(v));
+		ERR_clear_error();
+		return buf;
+	}
+	return tls_strerror(err, buf, len);
+}
+
+const char *tls_peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	X509 *peer = SSL_get0_peer_certificate(ssl);
+	X509_NAME *subj;
+	int n;
+
+	if (peer == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
+	    (subj = X509_get_subject_name(peer)) == NULL || len > INT_MAX)
+		return NULL;
+	n = X509_NAME_get_text_by_NID(subj, NID_commonName, buf, (int)len);
+	if (n <= 0 || (size_t)n >= len - 1 || strlen(buf) != (size_t)n)
+		return NULL; /* none, cut short, or a NUL inside */
+	return buf;
+}
+
+SSL_CTX *tls_client_ctx_new(const struct tls_client_conf *conf)
+{
+	char why[256];
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	errno = 0;
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		log_error("cannot create a TLS context: %s",
+		          tls_strerror(0, why, sizeof why));
+		return NULL;
+	}
+	if (tls_ctx_common(ctx, conf->cert, conf->key) < 0)
+		goto fail;
+	if (!conf->verify) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	errno = 0;
+	if (conf->ca != NULL && SSL_CTX_load_verify_file(ctx, conf->ca) != 1) {
+		log_error("cannot load --tls-ca %s: %s", conf->ca,
+		          tls_load_error(why, sizeof why));
+		goto fail;
+	}
+	if (conf->ca == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		log_error("cannot load the system's CA certificates: %s",
+		          tls_strerror(0, why, sizeof why));
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *host)
+{
+	char lit[INET6_ADDRSTRLEN + 2];
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t n = strlen(host);
+	int saved = errno, ip;
+	SSL *ssl;
+
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']' &&
+	    n - 2 < sizeof lit) {
+		memcpy(lit, host + 1, n - 2);
+		lit[n - 2] = '\0';
+		host = lit;
+	}
+	ip = inet_pton(AF_INET, host, bin) == 1 ||
+	     inet_pton(AF_INET6, host, bin) == 1;
+	ssl = SSL_new(ctx);
+	if (ssl == NULL)
+		goto fail;
+	SSL_set_connect_state(ssl);
+	if (!ip && SSL_set_tlsext_host_name(ssl, host) != 1)
+		goto fail;
+	if (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER) {
+		if (ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+		                                         host) != 1
+		       : SSL_set1_host(ssl, host) != 1)
+			goto fail;
+	}
+	errno = saved;
+	return ssl;
+fail:
+	SSL_free(ssl);
+	ERR_clear_error();
+	errno = saved;
+	return NULL;
 }
