@@ -16,6 +16,16 @@
  * Every connection's byte stream is the pattern table started at an offset
  * of its own, so each echoed byte is checked with memcmp and another
  * connection's bytes (or a stale message) do not pass.
+ *
+ * --tls keeps the same loop and the same events: OpenSSL reads and writes
+ * the socket itself (SSL_set_fd), non-blocking, and SSL_read, SSL_write and
+ * SSL_do_handshake are called until they want to read or write, which
+ * means read(2) or write(2) said EAGAIN, so the edge-triggered events
+ * still come. A connection is CONN_CONNECTING until its handshake is done
+ * (--connect-timeout covers both), then OPEN; a write that wants a read
+ * (or the reverse) is retried from the other event. Records are 16 KiB
+ * at most, and SSL_MODE_ENABLE_PARTIAL_WRITE makes SSL_write return after
+ * each one, so a send is counted as soon as its record is out.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -29,11 +39,14 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "bench_worker.h"
 #include "forkloop/bench.h"
 #include "forkloop/log.h"
 #include "forkloop/sock.h"
+#include "forkloop/tls.h"
 
 /*
  * Prime, so connection ids spread their start offsets over the table, and
@@ -83,6 +96,15 @@ struct conn {
 	struct event rev, wev;
 	uint64_t t_connect;               /* when connect(2) was called */
 	const struct evutil_addrinfo *ai; /* the address it dialled */
+	SSL *ssl;       /* --tls: from the TCP connect on, else NULL */
+	uint32_t gen;   /* counts the slot's connections: a callback that
+	                   reads on after a call that may close and reopen the
+	                   slot (--churn) checks it has not changed */
+	uint8_t hs;     /* the handshake is under way */
+	uint8_t tls_ok; /* no TLS error: it may end with a close_notify */
+	uint8_t got_data; /* an echoed byte came back over TLS */
+	uint8_t rww;    /* SSL_read wants the socket writable */
+	uint8_t wwr;    /* SSL_write wants it readable */
 };
 
 struct bench {
@@ -125,11 +147,15 @@ struct bench {
 	 */
 	struct hist *late_due;  /* from the due time */
 	struct hist *late_sent; /* from the send, if sent */
+	SSL_CTX *tls;       /* --tls: shared by every worker, read only */
+	SSL_SESSION *sess;  /* --tls-resume: what the next connection resumes */
 };
 
 static void conn_open(struct conn *c);
 static void conn_flush(struct conn *c, uint64_t now);
 static void bench_stop(struct bench *b);
+static void conn_hs_failed(struct conn *c, const char *why);
+static void conn_tls_read(struct conn *c);
 
 /* What stops the run from going on: said once, by the run, not here. */
 static void __attribute__((format(printf, 2, 3)))
@@ -247,6 +273,18 @@ static void conn_close(struct conn *c)
 	if (c->state == CONN_CONNECTING || c->state == CONN_OPEN) {
 		event_del(&c->rev);
 		event_del(&c->wev);
+		if (c->ssl != NULL) {
+			/* close_notify, not waiting for the server's: the
+			 * TCP close follows at once. Not after a TLS error,
+			 * when SSL_shutdown must not be called. */
+			if (c->state == CONN_OPEN && c->tls_ok) {
+				ERR_clear_error();
+				SSL_shutdown(c->ssl);
+				ERR_clear_error();
+			}
+			SSL_free(c->ssl);
+			c->ssl = NULL;
+		}
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -329,10 +367,107 @@ static void conn_stamp(struct conn *c, uint64_t now)
 	}
 }
 
+/* The first TLS failure's reason, for the report. */
+static void bench_tls_why(struct bench *b, const char *why)
+{
+	if (b->r->tls.why[0] == '\0')
+		snprintf(b->r->tls.why, sizeof b->r->tls.why, "%s", why);
+}
+
+/*
+ * Why an SSL call on c failed with SSL_get_error e, errno err just after
+ * it; empties the thread's error queue.
+ */
+static const char *conn_tls_why(struct conn *c, int e, int err, char *buf,
+                                size_t len)
+{
+	if (e == SSL_ERROR_SSL)
+		return tls_handshake_error(c->ssl, 0, buf, len);
+	if (ERR_peek_error() != 0)
+		return tls_strerror(0, buf, len);
+	if (e == SSL_ERROR_SYSCALL && err != 0)
+		snprintf(buf, len, "%s", strerror(err));
+	else if (e == SSL_ERROR_SYSCALL)
+		snprintf(buf, len, "the server closed the connection without "
+		                   "close_notify");
+	else
+		snprintf(buf, len, "TLS error %d", e);
+	return buf;
+}
+
+/*
+ * A TLS connection that broke: a stream cut without close_notify
+ * (OpenSSL 3's SSL_R_UNEXPECTED_EOF_WHILE_READING, or a bare EOF) is a
+ * truncation; an alert before any echo is the server refusing the
+ * handshake (TLS 1.3 sends it after the client's Finished, as for a
+ * client certificate it does not accept); the rest are resets.
+ */
+static void conn_tls_lost(struct conn *c, int e, int err)
+{
+	struct bench *b = c->b;
+	unsigned long code = ERR_peek_error();
+	char why[BENCH_TLS_WHY_LEN];
+	uint64_t *counter = &b->r->err.reset;
+	int trunc = (e == SSL_ERROR_SYSCALL && code == 0 && err == 0) ||
+	            (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+	             ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+
+	c->tls_ok = 0;
+	if (trunc) {
+		ERR_clear_error();
+		counter = &b->r->err.truncated;
+		snprintf(why, sizeof why, "the server closed the connection "
+		                          "without close_notify (truncated)");
+	} else {
+		conn_tls_why(c, e, err, why, sizeof why);
+		if (e == SSL_ERROR_SSL && !c->got_data)
+			counter = &b->r->err.handshake;
+	}
+	bench_tls_why(b, why);
+	conn_fail(c, counter);
+}
+
+/* SSL_write what is due; records go out one by one. */
+static void conn_tls_flush(struct conn *c, uint64_t now)
+{
+	struct bench *b = c->b;
+
+	while (c->sent < c->queued) {
+		uint64_t left = c->queued - c->sent;
+		size_t n = left < PAT_LEN ? (size_t)left : PAT_LEN;
+		int w, e, err;
+
+		ERR_clear_error();
+		errno = 0;
+		w = SSL_write(c->ssl, b->pat + c->soff, (int)n);
+		if (w <= 0) {
+			err = errno;
+			e = SSL_get_error(c->ssl, w);
+			if (e == SSL_ERROR_WANT_WRITE) {
+				c->wwr = 0;
+				event_add(&c->wev, NULL);
+			} else if (e == SSL_ERROR_WANT_READ) {
+				c->wwr = 1;
+			} else {
+				conn_tls_lost(c, e, err);
+			}
+			return;
+		}
+		c->wwr = 0;
+		c->sent += (uint64_t)w;
+		c->soff = pat_advance(c->soff, (size_t)w);
+		conn_stamp(c, now);
+	}
+}
+
 static void conn_flush(struct conn *c, uint64_t now)
 {
 	struct bench *b = c->b;
 
+	if (c->ssl != NULL) {
+		conn_tls_flush(c, now);
+		return;
+	}
 	while (c->sent < c->queued) {
 		uint64_t left = c->queued - c->sent;
 		size_t n = left < PAT_LEN ? (size_t)left : PAT_LEN;
@@ -354,11 +489,32 @@ static void conn_flush(struct conn *c, uint64_t now)
 	}
 }
 
+static void conn_tls_handshake(struct conn *c);
+
+/* --tls: the socket is writable for the handshake, a write, or a read. */
+static void conn_tls_writecb(struct conn *c)
+{
+	uint32_t gen = c->gen;
+
+	if (c->hs) {
+		conn_tls_handshake(c);
+		return;
+	}
+	conn_flush(c, now_ns());
+	if (c->gen == gen && c->state == CONN_OPEN && c->rww)
+		conn_tls_read(c);
+}
+
 static void conn_writecb(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_flush(arg, now_ns());
+	if (c->ssl != NULL)
+		conn_tls_writecb(c);
+	else
+		conn_flush(c, now_ns());
 }
 
 static uint64_t since(uint64_t t0, uint64_t now)
@@ -423,6 +579,22 @@ static int conn_check(struct conn *c, size_t n)
 	return memcmp(b->rbuf, b->pat + c->roff, n) == 0 ? 0 : -1;
 }
 
+/* n bytes of echo in rbuf: checked and counted; 0 if they were wrong. */
+static int conn_got(struct conn *c, size_t n)
+{
+	struct bench *b = c->b;
+
+	if (conn_check(c, n) < 0) {
+		conn_fail(c, &b->r->err.mismatch);
+		return 0;
+	}
+	c->rcvd += (uint64_t)n;
+	c->roff = pat_advance(c->roff, n);
+	b->t_progress = now_ns();
+	conn_complete(c, b->t_progress);
+	return 1;
+}
+
 /* One read's worth of echo: 0 once there is nothing more to read. */
 static int conn_input(struct conn *c, ssize_t n)
 {
@@ -440,15 +612,88 @@ static int conn_input(struct conn *c, ssize_t n)
 		conn_fail(c, &b->r->err.closed);
 		return 0;
 	}
-	if (conn_check(c, (size_t)n) < 0) {
-		conn_fail(c, &b->r->err.mismatch);
-		return 0;
+	return conn_got(c, (size_t)n);
+}
+
+/*
+ * --tls-resume: the session to resume, taken once the first echoed byte
+ * was read, by when a TLS 1.3 server's tickets (sent after the handshake)
+ * have been read too. Each connection's replaces the last, as a client
+ * that keeps its newest ticket does.
+ */
+static void conn_tls_keep(struct conn *c)
+{
+	struct bench *b = c->b;
+	SSL_SESSION *s;
+
+	c->got_data = 1;
+	if (!b->o->tls_resume)
+		return;
+	s = SSL_get1_session(c->ssl);
+	if (s != NULL && SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(b->sess);
+		b->sess = s;
+	} else {
+		SSL_SESSION_free(s);
 	}
-	c->rcvd += (uint64_t)n;
-	c->roff = pat_advance(c->roff, (size_t)n);
-	b->t_progress = now_ns();
-	conn_complete(c, b->t_progress);
-	return 1;
+}
+
+/*
+ * SSL_read until it wants more from the socket: that drains OpenSSL's
+ * buffer and the socket both, as the edge-triggered event needs. The slot
+ * may be closed, or reused by --churn, after any read.
+ */
+static void conn_tls_read(struct conn *c)
+{
+	struct bench *b = c->b;
+	uint32_t gen = c->gen;
+	int n, e, err;
+
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_read(c->ssl, b->rbuf, RBUF_LEN);
+		if (n > 0) {
+			c->rww = 0;
+			if (!c->got_data)
+				conn_tls_keep(c);
+			if (!conn_got(c, (size_t)n) || c->gen != gen ||
+			    c->state != CONN_OPEN)
+				return;
+			continue;
+		}
+		err = errno;
+		e = SSL_get_error(c->ssl, n);
+		switch (e) {
+		case SSL_ERROR_WANT_READ:
+			c->rww = 0;
+			return;
+		case SSL_ERROR_WANT_WRITE:
+			c->rww = 1;
+			event_add(&c->wev, NULL);
+			return;
+		case SSL_ERROR_ZERO_RETURN: /* close_notify: a short echo */
+			conn_fail(c, &b->r->err.closed);
+			return;
+		default:
+			conn_tls_lost(c, e, err);
+			return;
+		}
+	}
+}
+
+/* --tls: the socket is readable for the handshake, an echo, or a write. */
+static void conn_tls_readcb(struct conn *c)
+{
+	uint32_t gen = c->gen;
+
+	if (c->hs) {
+		conn_tls_handshake(c);
+		return;
+	}
+	conn_tls_read(c);
+	if (c->gen == gen && c->state == CONN_OPEN && c->wwr)
+		conn_flush(c, now_ns());
 }
 
 /*
@@ -463,6 +708,10 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	ssize_t n;
 
+	if (c->ssl != NULL) {
+		conn_tls_readcb(c);
+		return;
+	}
 	do {
 		n = read(fd, c->b->rbuf, RBUF_LEN);
 		if (!conn_input(c, n) || c->fd != fd || c->state != CONN_OPEN)
@@ -526,19 +775,18 @@ static void conn_connect_failed(struct conn *c, int err)
 	bench_connected_all(b);
 }
 
+/* Up, and with --tls its handshake done: the load may use it. */
 static void conn_up(struct conn *c)
 {
 	struct bench *b = c->b;
 	uint64_t now = now_ns();
 
+	event_del(&c->wev);
 	event_assign(&c->wev, b->base, c->fd, EV_WRITE | EV_ET, conn_writecb,
 	             c);
 	event_add(&c->rev, NULL);
 	b->connecting--;
 	c->state = CONN_OPEN;
-	b->ever_connected = 1;
-	b->r->connects++;
-	b->connect_ns += now - c->t_connect;
 	if (!b->o->churn)
 		b->up++;
 	/* Whatever fell due while it connected goes now. */
@@ -547,6 +795,109 @@ static void conn_up(struct conn *c)
 	else
 		conn_flush(c, now);
 	bench_connected_all(b);
+}
+
+/* A handshake that failed or timed out: the connection is lost. */
+static void conn_hs_failed(struct conn *c, const char *why)
+{
+	struct bench *b = c->b;
+
+	c->tls_ok = 0;
+	bench_tls_why(b, why);
+	bench_error(b, &b->r->err.handshake);
+	b->down++;
+	conn_dead(c);
+	bench_connected_all(b);
+}
+
+/* The handshake is done: its latency from connect(2), and the load. */
+static void conn_tls_done(struct conn *c)
+{
+	struct bench_tls *t = &c->b->r->tls;
+	uint32_t gen = c->gen;
+
+	hist_record(&t->latency, since(c->t_connect, now_ns()));
+	t->handshakes++;
+	if (SSL_session_reused(c->ssl))
+		t->resumed++;
+	if (t->version == NULL) {
+		t->version = SSL_get_version(c->ssl);
+		t->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+	}
+	c->hs = 0;
+	c->tls_ok = 1;
+	conn_up(c);
+	/* Anything OpenSSL read past the handshake, before the next edge. */
+	if (c->gen == gen && c->state == CONN_OPEN)
+		conn_tls_read(c);
+}
+
+static void conn_tls_handshake(struct conn *c)
+{
+	char why[BENCH_TLS_WHY_LEN];
+	int r, e, err;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		conn_tls_done(c);
+		return;
+	}
+	err = errno;
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return;
+	if (e == SSL_ERROR_WANT_WRITE) {
+		event_add(&c->wev, NULL);
+		return;
+	}
+	if (e == SSL_ERROR_SYSCALL && err == 0 && ERR_peek_error() == 0)
+		snprintf(why, sizeof why, "the server closed the connection "
+		                          "during the handshake");
+	else
+		conn_tls_why(c, e, err, why, sizeof why);
+	conn_hs_failed(c, why);
+}
+
+/* --tls: a client SSL on the connected socket, and the handshake. */
+static void conn_tls_start(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	c->hs = 1;
+	c->tls_ok = c->got_data = c->rww = c->wwr = 0;
+	c->ssl = tls_client_ssl(b->tls, b->o->target.host);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+		ERR_clear_error();
+		conn_hs_failed(c, "cannot make a TLS connection: out of "
+		                  "memory");
+		return;
+	}
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* A truncation is an error to report, not an end of stream. */
+	SSL_clear_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (b->o->tls_resume && b->sess != NULL)
+		SSL_set_session(c->ssl, b->sess);
+	event_assign(&c->wev, b->base, c->fd, EV_WRITE | EV_ET, conn_writecb,
+	             c);
+	event_add(&c->rev, NULL);
+	conn_tls_handshake(c);
+}
+
+/* connect(2) is done: connect_ms counts to here, TLS or not. */
+static void conn_tcp_up(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	b->ever_connected = 1;
+	b->r->connects++;
+	b->connect_ns += now_ns() - c->t_connect;
+	if (b->tls != NULL)
+		conn_tls_start(c);
+	else
+		conn_up(c);
 }
 
 static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
@@ -562,7 +913,7 @@ static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
 		conn_connect_failed(c, err);
 		return;
 	}
-	conn_up(c);
+	conn_tcp_up(c);
 }
 
 /*
@@ -576,6 +927,7 @@ static void conn_open(struct conn *c)
 	const struct evutil_addrinfo *ai = b->cur;
 	int fd;
 
+	c->gen++;
 	c->soff = c->roff = (uint32_t)(b->next_id * 7919u % PAT_LEN);
 	b->next_id += b->id_step;
 	c->queued = (uint64_t)c->tlen * b->o->size;
@@ -603,7 +955,7 @@ static void conn_open(struct conn *c)
 	             EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, conn_readcb, c);
 	event_assign(&c->wev, b->base, fd, EV_WRITE | EV_ET, conn_connectcb, c);
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-		conn_up(c);
+		conn_tcp_up(c);
 		return;
 	}
 	if (errno != EINPROGRESS) {
@@ -634,7 +986,12 @@ static void bench_watchcb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; b->connecting > 0 && i < o->conns && !b->fatal; i++) {
 		struct conn *c = &b->conns[i];
 
-		if (c->state == CONN_CONNECTING && now - c->t_connect >= limit)
+		if (c->state != CONN_CONNECTING || now - c->t_connect < limit)
+			continue;
+		if (c->ssl != NULL)
+			conn_hs_failed(c, "the handshake took longer than "
+			                  "--connect-timeout");
+		else
 			conn_connect_failed(c, ETIMEDOUT);
 	}
 	if (o->duration == 0 && b->started && !b->stopping &&
@@ -944,8 +1301,8 @@ static int bench_init(struct bench *b)
 
 struct bench *bench_new(const struct bench_opts *o, uint64_t index,
                         const struct evutil_addrinfo *ai,
-                        const unsigned char *pat, bench_note_fn *note,
-                        void *arg, int progress)
+                        const unsigned char *pat, SSL_CTX *tls,
+                        bench_note_fn *note, void *arg, int progress)
 {
 	struct bench *b = bench_alloc(sizeof *b);
 	struct bench_result *r = bench_alloc(sizeof *r);
@@ -961,7 +1318,9 @@ struct bench *bench_new(const struct bench_opts *o, uint64_t index,
 	hist_init(&r->latency);
 	hist_init(&r->latency_uncorrected);
 	hist_init(&r->issue_lag);
+	hist_init(&r->tls.latency);
 	bench_apply_share(b, o, index);
+	b->tls = tls;
 	b->r = r;
 	b->ai = b->cur = ai;
 	b->pat = pat;
@@ -1001,6 +1360,7 @@ void bench_free(struct bench *b)
 		if (b->conns[i].ts != b->conns[i].ts_small)
 			free(b->conns[i].ts);
 	}
+	SSL_SESSION_free(b->sess);
 	for (i = 0; i < sizeof evs / sizeof evs[0]; i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);

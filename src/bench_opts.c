@@ -16,7 +16,10 @@ static const char bench_usage_text[] =
         "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
         "       [--churn] [--connect-timeout SECONDS] [--setup-timeout "
         "SECONDS]\n"
-        "       [--threads N|auto] [--strict] [--json] HOST:PORT\n";
+        "       [--threads N|auto] [--strict] [--json]\n"
+        "       [--tls [--tls-verify [--tls-ca FILE]] [--tls-cert FILE "
+        "--tls-key FILE]\n"
+        "       [--tls-resume]] [tls://]HOST:PORT\n";
 
 static const char bench_help_text[] =
         "Load an echo server at HOST:PORT and measure its throughput and\n"
@@ -67,6 +70,26 @@ static const char bench_help_text[] =
         "or a\n"
         "                           message due was never sent\n"
         "      --json               print one JSON object on standard output\n"
+        "      --tls                speak TLS (1.2 or 1.3) on every "
+        "connection; the\n"
+        "                           same as writing the target "
+        "tls://HOST:PORT\n"
+        "      --tls-verify         verify the server's certificate and "
+        "that it names\n"
+        "                           HOST (default: no check, as a load tool "
+        "needs)\n"
+        "      --tls-ca FILE        with --tls-verify: trust the PEM CAs in "
+        "FILE\n"
+        "                           (default: the system's store)\n"
+        "      --tls-cert FILE      present this PEM client certificate "
+        "chain,\n"
+        "      --tls-key FILE       with this private key\n"
+        "      --tls-resume         resume the session the worker's last "
+        "connection got\n"
+        "                           (TLS 1.3 tickets, 1.2 session ids or "
+        "tickets), so\n"
+        "                           --churn measures resumed handshakes, "
+        "not full ones\n"
         "  -h, --help               show this help and exit\n"
         "  -V, --version            show the version and exit\n"
         "\n"
@@ -78,7 +101,19 @@ static const char bench_help_text[] =
         "(mismatch,\n"
         "reset, short echo, failed connect), if no echo came back, if the "
         "run\n"
-        "could not start, or with --strict on a warning; 2 on bad usage.\n";
+        "could not start, or with --strict on a warning; 2 on bad usage. With "
+        "--tls,\n"
+        "a failed handshake and a stream cut without close_notify are errors "
+        "too;\n"
+        "each connection ends with a close_notify.\n"
+        "\n"
+        "Examples:\n"
+        "  forkloop-bench --tls -c 100 -s 4K -d 5 127.0.0.1:7443\n"
+        "  forkloop-bench --churn --tls --tls-resume -c 10 -d 5 "
+        "tls://127.0.0.1:7443\n"
+        "  forkloop-bench --tls --tls-verify --tls-ca ca.pem --tls-cert "
+        "alice.pem\n"
+        "                 --tls-key alice.key -n 1000 tls://localhost:7443\n";
 
 enum {
 	OPT_WARMUP = 256,
@@ -90,6 +125,12 @@ enum {
 	OPT_CONNECT_TIMEOUT,
 	OPT_STRICT,
 	OPT_THREADS,
+	OPT_TLS,
+	OPT_TLS_VERIFY,
+	OPT_TLS_CA,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_RESUME,
 };
 
 static const struct option bench_longopts[] = {
@@ -107,6 +148,12 @@ static const struct option bench_longopts[] = {
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"strict", no_argument, NULL, OPT_STRICT},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"tls-verify", no_argument, NULL, OPT_TLS_VERIFY},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-resume", no_argument, NULL, OPT_TLS_RESUME},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -236,6 +283,15 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 			                 "0.001 to 1000000)",
 			                 arg);
 		break;
+	case OPT_TLS_CA:
+		o->tls_ca = arg;
+		break;
+	case OPT_TLS_CERT:
+		o->tls_cert = arg;
+		break;
+	case OPT_TLS_KEY:
+		o->tls_key = arg;
+		break;
 	case OPT_THREADS:
 		/* 0 stands for auto until the connections are known. */
 		if (strcmp(arg, "auto") == 0)
@@ -308,17 +364,42 @@ static enum opts_result bench_opts_check(struct bench_opts *o, int have_d,
 	return bench_threads_check(o, errout);
 }
 
+/* The TLS options that need --tls, or need each other. */
+static enum opts_result bench_tls_check(const struct bench_opts *o,
+                                        FILE *errout)
+{
+	if (!o->tls) {
+		if (o->tls_verify || o->tls_resume || o->tls_ca != NULL ||
+		    o->tls_cert != NULL || o->tls_key != NULL)
+			return bench_bad(errout, "%s",
+			                 "TLS options need --tls or a tls:// "
+			                 "target");
+		return OPTS_OK;
+	}
+	if ((o->tls_cert == NULL) != (o->tls_key == NULL))
+		return bench_bad(errout, "%s",
+		                 "--tls-cert and --tls-key go together");
+	if (o->tls_ca != NULL && !o->tls_verify)
+		return bench_bad(errout, "%s",
+		                 "--tls-ca is what --tls-verify checks "
+		                 "against: add --tls-verify");
+	return OPTS_OK;
+}
+
 static enum opts_result bench_target(const char *spec, struct bench_opts *o,
                                      FILE *errout)
 {
 	const char *prog = log_progname(), *why;
+	int tls = o->tls;
 
-	if (addr_parse(spec, ADDR_CONNECT, &o->target, &why) < 0) {
+	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS, &o->target, &why) < 0) {
 		fprintf(errout, "%s: bad HOST:PORT '%s': %s\n", prog, spec,
 		        why);
 		fprintf(errout, bench_usage_text, prog);
 		return OPTS_USAGE;
 	}
+	o->tls = tls || o->target.tls;
+	o->target.tls = o->tls;
 	return OPTS_OK;
 }
 
@@ -352,6 +433,15 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 		case OPT_STRICT:
 			o->strict = 1;
 			break;
+		case OPT_TLS:
+			o->tls = 1;
+			break;
+		case OPT_TLS_VERIFY:
+			o->tls_verify = 1;
+			break;
+		case OPT_TLS_RESUME:
+			o->tls_resume = 1;
+			break;
 		case 'h':
 			fprintf(out, bench_usage_text, prog);
 			fputc('\n', out);
@@ -377,6 +467,8 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 		return bench_bad(errout, "unexpected argument '%s'",
 		                 argv[optind + 1]);
 	if ((r = bench_target(argv[optind], o, errout)) != OPTS_OK)
+		return r;
+	if ((r = bench_tls_check(o, errout)) != OPTS_OK)
 		return r;
 	return bench_opts_check(o, have_d, errout);
 }

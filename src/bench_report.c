@@ -6,6 +6,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "forkloop/bench.h"
 
@@ -46,6 +47,17 @@ void bench_result_merge(struct bench_result *dst,
 	dst->err.mismatch += src->err.mismatch;
 	dst->err.reset += src->err.reset;
 	dst->err.closed += src->err.closed;
+	dst->err.handshake += src->err.handshake;
+	dst->err.truncated += src->err.truncated;
+	dst->tls.handshakes += src->tls.handshakes;
+	dst->tls.resumed += src->tls.resumed;
+	if (dst->tls.version == NULL) {
+		dst->tls.version = src->tls.version;
+		dst->tls.cipher = src->tls.cipher;
+	}
+	if (dst->tls.why[0] == '\0')
+		memcpy(dst->tls.why, src->tls.why, sizeof dst->tls.why);
+	hist_merge(&dst->tls.latency, &src->tls.latency);
 	dst->late_conns += src->late_conns;
 	dst->conns_pending += src->conns_pending;
 	dst->in_flight += src->in_flight;
@@ -127,6 +139,34 @@ static void text_lat(FILE *f, const char *name, const struct hist *h)
 	        name, x.p50, x.p90, x.p99, x.p999, x.max, x.mean);
 }
 
+/* Whom the server's certificate was checked against, in words. */
+static const char *tls_verified(const struct bench_opts *o)
+{
+	if (!o->tls_verify)
+		return "server not verified";
+	return o->tls_ca != NULL ? "server verified against --tls-ca"
+	                         : "server verified against the system's CAs";
+}
+
+static void text_tls(FILE *f, const struct bench_opts *o,
+                     const struct bench_result *r)
+{
+	const struct bench_tls *t = &r->tls;
+
+	if (!o->tls)
+		return;
+	fprintf(f, "%-22s %s %s, %s%s\n", "tls",
+	        t->version != NULL ? t->version : "-",
+	        t->cipher != NULL ? t->cipher : "-", tls_verified(o),
+	        o->tls_cert != NULL ? ", client certificate" : "");
+	fprintf(f, "%-22s %" PRIu64 " (resumed %" PRIu64 "%s)\n",
+	        "tls_handshakes", t->handshakes, t->resumed,
+	        o->tls_resume ? ", --tls-resume" : "");
+	text_lat(f, "handshake_latency_us", &t->latency);
+	if (t->why[0] != '\0')
+		fprintf(f, "%-22s %s\n", "tls_error", t->why);
+}
+
 void bench_report_text(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
@@ -134,7 +174,8 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	char target[ADDR_STRLEN];
 
 	bench_summarize(o, r, &s);
-	fprintf(f, "%-22s %s, %s loop%s\n", "target",
+	fprintf(f, "%-22s %s%s, %s loop%s\n", "target",
+	        o->tls ? ADDR_TLS_PREFIX : "",
 	        addr_spec_format(&o->target, target, sizeof target),
 	        bench_load_name(o), r->interrupted ? ", interrupted" : "");
 	fprintf(f, "%-22s %" PRIu64 "\n", "conns", o->conns);
@@ -154,9 +195,13 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	        r->unsent);
 	fprintf(f,
 	        "%-22s %" PRIu64 " (mismatch %" PRIu64 ", reset %" PRIu64
-	        ", closed %" PRIu64 ", connect %" PRIu64 ")\n",
+	        ", closed %" PRIu64 ", connect %" PRIu64,
 	        "errors", r->errors, r->err.mismatch, r->err.reset,
 	        r->err.closed, r->err.connect);
+	if (o->tls)
+		fprintf(f, ", handshake %" PRIu64 ", truncated %" PRIu64,
+		        r->err.handshake, r->err.truncated);
+	fprintf(f, ")\n");
 	fprintf(f, "%-22s %.3f (", "connect_ms", r->connect_ms);
 	if (r->setup_done)
 		fprintf(f, "all up in %.1f", r->setup_ms);
@@ -170,6 +215,7 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 		text_lat(f, "issue_lag_us", &r->issue_lag);
 	if (s.little_ratio > 0)
 		fprintf(f, "%-22s %.3f\n", "little_ratio", s.little_ratio);
+	text_tls(f, o, r);
 }
 
 static void json_lat(FILE *f, const char *name, const struct hist *h)
@@ -182,6 +228,62 @@ static void json_lat(FILE *f, const char *name, const struct hist *h)
 	        ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f, \"count\": "
 	        "%" PRIu64 "}",
 	        name, x.p50, x.p90, x.p99, x.p999, x.max, x.mean, x.count);
+}
+
+/* A JSON string from OpenSSL or the system: escaped. */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+/* "tls": null without --tls; else what the handshakes were. */
+static void json_tls(FILE *f, const struct bench_opts *o,
+                     const struct bench_result *r)
+{
+	const struct bench_tls *t = &r->tls;
+
+	if (!o->tls) {
+		fprintf(f, ", \"tls\": null");
+		return;
+	}
+	fprintf(f, ", \"tls\": {\"verify\": %s, \"ca\": ",
+	        o->tls_verify ? "true" : "false");
+	if (o->tls_verify && o->tls_ca != NULL)
+		json_str(f, o->tls_ca);
+	else
+		fprintf(f, o->tls_verify ? "\"system\"" : "null");
+	fprintf(f, ", \"client_cert\": %s, \"resume\": %s, \"version\": ",
+	        o->tls_cert != NULL ? "true" : "false",
+	        o->tls_resume ? "true" : "false");
+	if (t->version != NULL)
+		json_str(f, t->version);
+	else
+		fprintf(f, "null");
+	fprintf(f, ", \"cipher\": ");
+	if (t->cipher != NULL)
+		json_str(f, t->cipher);
+	else
+		fprintf(f, "null");
+	fprintf(f, ", \"handshakes\": %" PRIu64 ", \"resumed\": %" PRIu64,
+	        t->handshakes, t->resumed);
+	json_lat(f, "handshake_latency_us", &t->latency);
+	fprintf(f, ", \"error\": ");
+	if (t->why[0] != '\0')
+		json_str(f, t->why);
+	else
+		fprintf(f, "null");
+	fprintf(f, "}");
 }
 
 /* A JSON string of ours: the warnings hold no quote, backslash or control. */
@@ -205,10 +307,11 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 
 	bench_summarize(o, r, &s);
 	fprintf(f,
-	        "{\"target\": \"%s\", \"load\": \"%s\", \"conns\": %" PRIu64
+	        "{\"target\": \"%s%s\", \"load\": \"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
 	        ", \"threads\": %" PRIu64
 	        ", \"rate\": %.3f, \"warmup_s\": %.3f, \"strict\": %s",
+	        o->tls ? ADDR_TLS_PREFIX : "",
 	        addr_spec_format(&o->target, target, sizeof target),
 	        bench_load_name(o), o->conns, o->size, o->pipeline, o->threads,
 	        o->rate, o->warmup, o->strict ? "true" : "false");
@@ -235,9 +338,10 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	        ", \"errors\": %" PRIu64
 	        ", \"error_kinds\": {\"mismatch\": %" PRIu64
 	        ", \"reset\": %" PRIu64 ", \"closed\": %" PRIu64
-	        ", \"connect\": %" PRIu64 "}",
+	        ", \"connect\": %" PRIu64 ", \"handshake\": %" PRIu64
+	        ", \"truncated\": %" PRIu64 "}",
 	        r->errors, r->err.mismatch, r->err.reset, r->err.closed,
-	        r->err.connect);
+	        r->err.connect, r->err.handshake, r->err.truncated);
 	fprintf(f, ", \"connects\": %" PRIu64 ", \"connect_ms\": %.4f",
 	        r->connects, r->connect_ms);
 	if (r->setup_done)
@@ -263,6 +367,7 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 		fprintf(f, ", \"little_ratio\": %.4f", s.little_ratio);
 	else
 		fprintf(f, ", \"little_ratio\": null");
+	json_tls(f, o, r);
 	json_warnings(f, o, r);
 	fprintf(f, "}\n");
 }

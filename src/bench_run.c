@@ -46,6 +46,7 @@
 #include "forkloop/addr.h"
 #include "forkloop/bench.h"
 #include "forkloop/log.h"
+#include "forkloop/tls.h"
 
 #define NO_SLOT UINT64_MAX
 
@@ -87,6 +88,7 @@ struct run {
 	struct event_base *own_base; /* more: the main thread's own */
 	struct addrinfo *ai;
 	unsigned char *pat;
+	SSL_CTX *tls; /* --tls: one client context for every worker */
 	int note[2]; /* workers -> run */
 	struct event *note_ev, *sigint_ev, *sigterm_ev, *setup_ev, *tick_ev;
 	uint64_t t_open, t_start; /* set before the workers start, and
@@ -474,6 +476,13 @@ static int run_init(struct run *run, const struct bench_opts *o)
 		          addr_strerror(gai_err));
 		return -1;
 	}
+	if (o->tls) {
+		struct tls_client_conf conf = {o->tls_ca, o->tls_cert,
+		                               o->tls_key, o->tls_verify};
+
+		if ((run->tls = tls_client_ctx_new(&conf)) == NULL)
+			return -1;
+	}
 	run->pat = bench_pattern_new();
 	run->slots = calloc(run->n, sizeof *run->slots);
 	if (run->pat == NULL || run->slots == NULL) {
@@ -488,7 +497,7 @@ static int run_init(struct run *run, const struct bench_opts *o)
 	for (i = 0; i < run->n; i++) {
 		struct run_slot *s = &run->slots[i];
 
-		s->w = bench_new(o, i, run->ai, run->pat,
+		s->w = bench_new(o, i, run->ai, run->pat, run->tls,
 		                 run->n == 1 ? run_direct : run_post, s,
 		                 run->n > 1 && run->progress);
 		if (s->w == NULL)
@@ -532,6 +541,7 @@ static void run_free(struct run *run)
 		freeaddrinfo(run->ai);
 	free(run->slots);
 	free(run->pat);
+	SSL_CTX_free(run->tls);
 }
 
 /*
@@ -615,6 +625,7 @@ static void run_result(struct run *run, struct bench_result *r)
 	hist_init(&r->latency);
 	hist_init(&r->latency_uncorrected);
 	hist_init(&r->issue_lag);
+	hist_init(&r->tls.latency);
 	r->setup_done = 1;
 	for (i = 0; i < run->n; i++) {
 		struct bench *w = run->slots[i].w;

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "forkloop/bench.h"
 
@@ -50,13 +51,16 @@ unsigned char *bench_pattern_new(void);
  * Worker index of o->threads, with its own event base and result: made in
  * the calling thread, then driven by one thread only. ai (the target's
  * addresses) and pat are shared and only read; they must outlive it. It
- * posts a BENCH_NOTE_PROGRESS every WATCH_S if progress is set. NULL after
- * logging why (out of memory).
+ * posts a BENCH_NOTE_PROGRESS every WATCH_S if progress is set. With
+ * --tls, tls is the client SSL_CTX every worker makes its SSL objects from
+ * (SSL_new on one SSL_CTX from several threads is safe, and none changes
+ * it); each worker keeps its own SSL objects and its own session to
+ * resume. NULL after logging why (out of memory).
  */
 struct bench *bench_new(const struct bench_opts *o, uint64_t index,
                         const struct evutil_addrinfo *ai,
-                        const unsigned char *pat, bench_note_fn *note,
-                        void *arg, int progress);
+                        const unsigned char *pat, SSL_CTX *tls,
+                        bench_note_fn *note, void *arg, int progress);
 void bench_free(struct bench *b);
 struct event_base *bench_base(struct bench *b);
 

@@ -50,6 +50,15 @@ struct bench_opts {
 	uint64_t threads;      /* event loops, one per thread: 1 to
 	                          BENCH_MAX_THREADS, at most conns and, with
 	                          -n, at most messages ("auto" is resolved) */
+	int tls;               /* --tls or a tls:// target */
+	int tls_verify;        /* --tls-verify: check the server's certificate
+	                          against tls_ca or the system store, and the
+	                          target's host against it */
+	int tls_resume;        /* --tls-resume: a new connection resumes the
+	                          session the last one got (tickets) */
+	const char *tls_ca;    /* --tls-ca FILE, or NULL */
+	const char *tls_cert;  /* --tls-cert FILE: client certificate, or NULL */
+	const char *tls_key;   /* --tls-key FILE, with tls_cert */
 };
 
 /*
@@ -75,6 +84,28 @@ struct bench_errors {
 	uint64_t mismatch; /* an echoed byte differs, or too many came back */
 	uint64_t reset;    /* read or write failed: reset, broken pipe */
 	uint64_t closed;   /* the server closed: a short echo */
+	uint64_t handshake; /* --tls: the handshake failed or timed out (or
+	                       the server refused it with an alert before any
+	                       echo, as TLS 1.3 does for a client certificate) */
+	uint64_t truncated; /* --tls: the server's TCP stream ended without a
+	                       close_notify (a truncation attack looks so) */
+};
+
+/* The longest TLS failure reason kept for the report. */
+#define BENCH_TLS_WHY_LEN 160
+
+/*
+ * --tls: what the handshakes measured. Every handshake of the run counts,
+ * those before the load starts and during --warmup too (without --churn
+ * they all happen then).
+ */
+struct bench_tls {
+	uint64_t handshakes; /* completed */
+	uint64_t resumed;    /* of which resumed a session (SSL_session_reused) */
+	const char *version; /* of the first handshake: "TLSv1.3"; static */
+	const char *cipher;  /* "TLS_AES_256_GCM_SHA384"; static */
+	char why[BENCH_TLS_WHY_LEN]; /* the first TLS failure's reason, or "" */
+	struct hist latency; /* nanoseconds from connect(2) to handshake done */
 };
 
 /*
@@ -112,6 +143,7 @@ struct bench_result {
 	struct hist issue_lag; /* open loop: nanoseconds from a message's due
 	                          time to when forkloop-bench queued it, its
 	                          own lateness against the schedule */
+	struct bench_tls tls;  /* --tls only */
 };
 
 /* Derived figures for the report and the exit status. */
