@@ -2,8 +2,10 @@
 targets judged within a rotation, busy %, memory noise, the knee), its
 reports, --cores (the affinity mask split into server and client CPUs, the
 refusal of a core count that leaves the client short, what each design runs
-as), the --threads-cpu judgement, and a run of --quick and --curve --quick
-from a copy of the repository with nothing beside it."""
+as), the --threads-cpu judgement, --tls (TLS cells for event and fork mode
+only, each beside its plaintext twin, and their report), and a run of
+--quick, --curve --quick and --tls --quick from a copy of the repository
+with nothing beside it."""
 
 import contextlib
 import glob
@@ -866,6 +868,141 @@ class CoresReportTest(unittest.TestCase):
                                               made_up_data()))
 
 
+def tls_entry(server, cell, rates, upms):
+    """A made-up --tls cell: throughput and server CPU per message per
+    run, and the TLS figures forkloop-bench reports over TLS."""
+    e = sweep_entry(server, cell, rates)
+    for r, u in zip(e["runs"], upms):
+        r["server_cpu_us_per_msg"] = u
+        if cell.get("tls"):
+            r["tls"] = {"verify": False, "version": "TLSv1.3",
+                        "cipher": "TLS_AES_256_GCM_SHA384",
+                        "handshakes": 100, "resumed": 0,
+                        "handshake_latency_us": {"p50": 900.0,
+                                                 "p99": 2000.0}}
+    e["median"] = cmp.median_run(e["runs"])
+    e["cpu_us_per_msg"] = cmp.upm_spread(e["runs"])
+    return e
+
+
+class TlsTest(unittest.TestCase):
+    def test_tls_listeners_for_event_and_fork_only(self):
+        exe = {"echo": "/x/forkloop-echo", "yardstick": "/x/epoll_echo"}
+        tls = {"cert": "/t/cert.pem", "key": "/t/key.pem"}
+        for kind in ("event", "fork"):
+            cpus, argv = cmp.server_argv(kind, exe, cmp.DEFAULT_LAYOUT,
+                                         tls=tls)
+            self.assertEqual(cpus, [0])
+            self.assertEqual(argv[argv.index("--listen") + 1],
+                             "tls://127.0.0.1:0")
+            self.assertEqual(argv[argv.index("--tls-cert") + 1],
+                             "/t/cert.pem")
+            self.assertEqual(argv[argv.index("--tls-key") + 1], "/t/key.pem")
+        _, argv = cmp.server_argv("event", exe, cmp.DEFAULT_LAYOUT)
+        self.assertNotIn("--tls-cert", argv)
+        self.assertEqual(argv[argv.index("--listen") + 1], "127.0.0.1:0")
+        with self.assertRaises(ValueError):
+            cmp.server_argv("yardstick", exe, cmp.DEFAULT_LAYOUT, tls=tls)
+
+    def test_cells_each_beside_its_plaintext_twin(self):
+        cells = cmp.tls_cells()
+        self.assertEqual([cmp.cell_name(c) for c in cells],
+                         ["churn 10c 64B", "tls churn 10c 64B",
+                          "100c 4096B", "tls 100c 4096B"])
+        exe = {"bench": "/x/forkloop-bench"}
+        argv = cmp.bench_argv(exe, "127.0.0.1:9", cells[1], 2, 0)
+        self.assertEqual(argv[:3], ["taskset", "-c", "1"])
+        self.assertIn("--churn", argv)
+        self.assertIn("--tls", argv)
+        self.assertEqual(argv[-1], "127.0.0.1:9")
+        self.assertNotIn("--tls", cmp.bench_argv(exe, "127.0.0.1:9",
+                                                 cells[2], 2, 0))
+
+    def test_options(self):
+        c = cmp.config(cmp.parse_args(["--tls"]))
+        self.assertTrue(c["tls"])
+        self.assertEqual((c["reps"], c["max_reps"], c["secs"]), (3, 9, 2))
+        self.assertTrue(c["out"].endswith(os.path.join("bench", "results")))
+        c = cmp.config(cmp.parse_args(["--tls", "--quick"]))
+        self.assertEqual((c["reps"], c["max_reps"], c["secs"]), (2, 3, 0.5))
+        self.assertFalse(cmp.config(cmp.parse_args([]))["tls"])
+        with self.assertRaises(ValueError):
+            cmp.plan(cmp.config(cmp.parse_args(["--tls", "--cores", "1,2"])),
+                     list(range(8)))
+        for other in ("--curve", "--threads-cpu"):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), \
+                    self.assertRaises(SystemExit) as e:
+                cmp.parse_args(["--tls", other])
+            self.assertEqual(e.exception.code, 2)
+
+    @unittest.skipUnless(shutil.which("openssl"), "needs openssl")
+    def test_throwaway_certificate(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        with contextlib.redirect_stderr(io.StringIO()):
+            t = cmp.make_cert(d)
+        self.assertEqual(t, {"cert": os.path.join(d, "cert.pem"),
+                             "key": os.path.join(d, "key.pem")})
+        with open(t["cert"]) as f:
+            self.assertIn("BEGIN CERTIFICATE", f.read())
+        with open(t["key"]) as f:
+            self.assertIn("PRIVATE KEY", f.read())
+
+    def test_report(self):
+        churn, bulk = cmp.TLS_SHAPES
+        tchurn, tbulk = dict(churn, tls=True), dict(bulk, tls=True)
+        sweep = [tls_entry("event", churn, [15000, 15500, 14500],
+                           [50.0, 48.0, 52.0]),
+                 tls_entry("fork", churn, [700, 690, 710],
+                           [1500.0, 1400.0, 1600.0]),
+                 tls_entry("event", tchurn, [1500, 1480, 1520],
+                           [650.0, 600.0, 700.0]),
+                 tls_entry("fork", tchurn, [100, 60, 110],
+                           [10000.0, 12000.0, 11000.0]),
+                 tls_entry("event", bulk, [60000, 61000, 59000],
+                           [16.0, 16.0, 16.0]),
+                 tls_entry("fork", bulk, [24000, 24000, 24000],
+                           [60.0, 60.0, 60.0]),
+                 tls_entry("event", tbulk, [27000, 27000, 27000],
+                           [40.0, 40.0, 40.0]),
+                 tls_entry("fork", tbulk, [13000, 13000, 13000],
+                           [250.0, 250.0, 250.0])]
+        data = made_up_data()
+        data["servers_run"] = ["event", "fork"]
+        data["missing"] = {"yardstick": cmp.TLS_NO_YARDSTICK}
+        data["layouts"] = [dict(cmp.DEFAULT_LAYOUT,
+                                servers_run=["event", "fork"],
+                                commands={"event": ["taskset -c 0 x"]})]
+        data["sweep"] = sweep
+        data["machine_cells"] = [dict(data["machine_cells"][1], cell=c,
+                                      noisy=[]) for c in cmp.tls_cells()]
+        data["tls"] = {"fork_over_event": cmp.tls_ratios(sweep)}
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        path = os.path.join(d, "t.md")
+        cmp.write_tls_md(path, data)
+        with open(path) as f:
+            md = f.read()
+        self.assertIn("Not measured: yardstick (it has no TLS", md)
+        self.assertIn("Negotiated: TLSv1.3, TLS_AES_256_GCM_SHA384", md)
+        # TLS's extra CPU per connection: 650 - 50 and 11000 - 1500
+        self.assertIn("| tls churn 10c 64B | event | 1.5k (1.5k-1.5k) | "
+                      "650.00 (600.00-700.00) | +600.0 | ", md)
+        self.assertIn("| tls churn 10c 64B | fork | ~100 (60-110) | "
+                      "11000.00 (10000.00-12000.00) | +9500.0 | ", md)
+        self.assertIn("| 900 / 2000 |", md)
+        self.assertIn("| churn 10c 64B | event | 15.0k (14.5k-15.5k) | "
+                      "50.00 (48.00-52.00) | - |", md)
+        # fork / event within each rotation: 10000/650, 12000/600, ...
+        self.assertIn("| tls churn 10c 64B | server CPU us per message | "
+                      "15.714 (15.385-20.000) | 3 |", md)
+        self.assertIn("| tls 100c 4096B | msgs/s | 0.481 (0.481-0.481) | 3 |",
+                      md)
+        self.assertIn("CERT.pem and KEY.pem", md)
+        self.assertNotIn("The yardstick is", md)
+
+
 class OptionsTest(unittest.TestCase):
     def test_threads_cpu_defaults_are_short(self):
         c = cmp.config(cmp.parse_args(["--threads-cpu"]))
@@ -991,6 +1128,41 @@ class FreshCloneTest(unittest.TestCase):
         for n in ("yardstick", "event", "fork"):
             self.assertIn("\n- %s: " % n, text)
         self.assertNotIn("sweep", data)
+
+    @unittest.skipUnless(shutil.which("openssl"), "needs openssl")
+    def test_quick_tls(self):
+        # After test_quick_and_quick_curve (alphabetical): the build is
+        # there. Event and fork over TLS, no yardstick, no key left behind.
+        out = os.path.join(self.tmp, "t")
+        before = set(glob.glob(os.path.join(tempfile.gettempdir(),
+                                            "forkloop-compare-tls-*")))
+        self.compare("--tls", "--quick", "--out", out)
+        js = glob.glob(os.path.join(out, "*-tls.json"))
+        self.assertEqual(len(js), 1)
+        with open(js[0]) as f:
+            data = json.load(f)
+        self.assertEqual(data["servers_run"], ["event", "fork"])
+        self.assertIn("yardstick", data["missing"])
+        self.assertEqual({cmp.cell_name(e["cell"]) for e in data["sweep"]},
+                         {"churn 10c 64B", "tls churn 10c 64B",
+                          "100c 4096B", "tls 100c 4096B"})
+        for e in data["sweep"]:
+            for r in e["runs"]:
+                self.assertIsNotNone(r)
+                self.assertEqual(r["errors"], 0, r)
+                if e["cell"].get("tls"):
+                    self.assertGreater(r["tls"]["handshakes"], 0)
+                    self.assertEqual(r["tls"]["resumed"], 0)
+                else:
+                    self.assertIsNone(r["tls"])
+        text = self.check_md(js[0][:-5] + ".md")
+        self.assertIn("## Full handshakes", text)
+        self.assertIn("CERT.pem", text)
+        after = set(glob.glob(os.path.join(tempfile.gettempdir(),
+                                           "forkloop-compare-tls-*")))
+        self.assertEqual(after - before, set())
+        self.assertEqual(glob.glob(os.path.join(self.repo, "**", "*.pem"),
+                                   recursive=True), [])
 
 
 if __name__ == "__main__":
