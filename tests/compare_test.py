@@ -1136,7 +1136,8 @@ class FreshCloneTest(unittest.TestCase):
         out = os.path.join(self.tmp, "t")
         before = set(glob.glob(os.path.join(tempfile.gettempdir(),
                                             "forkloop-compare-tls-*")))
-        self.compare("--tls", "--quick", "--out", out)
+        self.compare("--tls", "--quick", "--reps", "1", "--secs", "0.3",
+                     "--out", out)
         js = glob.glob(os.path.join(out, "*-tls.json"))
         self.assertEqual(len(js), 1)
         with open(js[0]) as f:
