@@ -256,6 +256,22 @@ class BenchTlsTest(fltest.ProcTestCase):
         self.assertEqual(j["error_kinds"]["truncated"], 1, j)
         self.assertIn("close_notify", j["tls"]["error"])
 
+    def test_silent_server_is_a_handshake_timeout(self):
+        # Accepts and never answers the ClientHello: --connect-timeout
+        # covers the handshake, and each connection is a handshake error.
+        lsock = socket.socket()
+        self.addCleanup(lsock.close)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        j, _ = self.bench_json("--tls", "-c", 2, "-n", 10,
+                               "--connect-timeout", "0.3",
+                               "127.0.0.1:%d" % lsock.getsockname()[1],
+                               status=1)
+        self.assertEqual((j["errors"], j["error_kinds"]["handshake"]),
+                         (2, 2), j)
+        self.assertIn("--connect-timeout", j["tls"]["error"])
+        self.assertEqual(j["tls"]["handshakes"], 0)
+
     def test_close_notify_ends_every_connection(self):
         srv = self.pyserver("echo")
         j, _ = self.bench_json("--tls", "-c", 3, "-n", 30,
