@@ -37,7 +37,9 @@
  * client that has not finished the handshake in --tls-handshake-timeout,
  * and closing sends close_notify (SSL_shutdown) before the socket's FIN.
  * SIGHUP reloads the certificate on the main loop; tls.c publishes the new
- * SSL_CTX under a mutex, so every loop's next handshake uses it.
+ * SSL_CTX under a mutex, so every loop's next handshake uses it. With
+ * --tls-verify-client, OpenSSL refuses a client certificate during the
+ * handshake; the event callback only logs why (tls_handshake_error).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -506,7 +508,11 @@ static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
 	e = bufferevent_get_openssl_error(bev);
 	while (bufferevent_get_openssl_error(bev) != 0)
 		;
-	if (e != 0)
+	/* A client certificate that did not verify says why (tls.h). */
+	if (e != 0 && c->handshaking)
+		tls_handshake_error(bufferevent_openssl_get_ssl(bev), e, reason,
+		                    sizeof reason);
+	else if (e != 0)
 		tls_strerror(e, reason, sizeof reason);
 	else if (what & BEV_EVENT_EOF)
 		snprintf(reason, sizeof reason, "closed by the client");
@@ -1232,8 +1238,8 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 		CPU_SET(0, &echo_allowed);
 	}
 	/* Loaded once, before any thread or socket: a bad pair stops here. */
-	if (o->tls &&
-	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key, NULL)) == NULL)
+	if (o->tls && (srv->tls = tls_server_new(o->tls_cert, o->tls_key,
+	                                         o->tls_verify_client)) == NULL)
 		return -1;
 	srv->base = event_base_new();
 	srv->loops = calloc(o->threads, sizeof *srv->loops);

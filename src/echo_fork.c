@@ -21,7 +21,9 @@
  * (SSL_ERROR_WANT_READ or _WANT_WRITE, SSL_get_error(3)): the handshake
  * against one deadline (--tls-handshake-timeout), however slowly its bytes
  * trickle in, then SSL_read and SSL_write with the idle ticks as the poll
- * timeout. It ends with close_notify (SSL_shutdown(3)).
+ * timeout. It ends with close_notify (SSL_shutdown(3)). With
+ * --tls-verify-client, SSL_accept fails for a client certificate that does
+ * not verify, and the child logs why (tls_handshake_error).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -336,8 +338,12 @@ static const char *child_tls_accept(struct child *c, double timeout, char *buf,
 	while ((r = SSL_accept(c->ssl)) != 1) {
 		err = SSL_get_error(c->ssl, r);
 		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+			/* A client certificate that did not verify: why. */
 			snprintf(why, sizeof why, "tls handshake failed: %s",
-			         child_tls_why(c, r, buf, len));
+			         err == SSL_ERROR_SSL
+			                 ? tls_handshake_error(c->ssl, 0, buf,
+			                                       len)
+			                 : child_tls_why(c, r, buf, len));
 			return why;
 		}
 		now = now_ms();
@@ -835,8 +841,8 @@ static int server_init(struct server *srv, const struct echo_opts *o)
 	}
 	srv->shared = p;
 	/* Loaded once, before the first fork: a bad pair stops here. */
-	if (o->tls &&
-	    (srv->tls = tls_server_new(o->tls_cert, o->tls_key, NULL)) == NULL)
+	if (o->tls && (srv->tls = tls_server_new(o->tls_cert, o->tls_key,
+	                                         o->tls_verify_client)) == NULL)
 		return -1;
 	srv->base = event_base_new();
 	if (srv->base == NULL || server_events(srv) < 0) {

@@ -28,7 +28,8 @@ static const char echo_usage_text[] =
         "       [--threads N|auto] [--cpu-affinity] [--udp | --udp-only] "
         "[--udp-rate N]\n"
         "       [--tls-cert FILE --tls-key FILE] "
-        "[--tls-handshake-timeout SECONDS]\n";
+        "[--tls-handshake-timeout SECONDS]\n"
+        "       [--tls-verify-client CAFILE]\n";
 
 static const char echo_help_text[] =
         "Echo every byte each client sends back to it, in order (RFC 862).\n"
@@ -95,6 +96,12 @@ static const char echo_help_text[] =
         "                           close a TLS client whose handshake has "
         "not\n"
         "                           finished by then (default 10)\n"
+        "      --tls-verify-client CAFILE\n"
+        "                           mutual TLS: refuse a client without a "
+        "certificate\n"
+        "                           from the CAs in this PEM file; -v logs "
+        "why\n"
+        "                           (tls handshake failed: ...)\n"
         "  -v, --verbose            log every connection\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -106,14 +113,22 @@ static const char echo_help_text[] =
         "or\n"
         "SIGTERM, 1 on a runtime error, 2 on bad usage.\n"
         "\n"
-        "A tls:// listener needs --tls-cert and --tls-key, and those need "
-        "one;\n"
-        "TLS 1.2 is the lowest version served. SIGHUP reloads the "
-        "certificate and\n"
-        "key for new connections (a bad pair is logged, the old one kept). "
-        "--udp\n"
-        "serves UDP beside the plain listeners only; --udp-only takes no "
-        "tls://.\n"
+        "A tls:// listener needs --tls-cert and --tls-key, and those and\n"
+        "--tls-verify-client need one; TLS 1.2 is the lowest version "
+        "served.\n"
+        "SIGHUP reloads the certificate, key and CA file for new "
+        "connections (a\n"
+        "bad set is logged, the old one kept). --udp serves UDP beside the "
+        "plain\n"
+        "listeners only; --udp-only takes no tls://. Mutual TLS, with a "
+        "client\n"
+        "certificate made by the CA in ca.pem:\n"
+        "\n"
+        "  forkloop-echo -l tls://127.0.0.1:7443 --tls-cert cert.pem "
+        "--tls-key key.pem \\\n"
+        "          --tls-verify-client ca.pem\n"
+        "  openssl s_client -connect 127.0.0.1:7443 -cert client.pem "
+        "-key client.key\n"
         "\n"
         "Datagrams from ports below 1024, from addresses that are not "
         "unicast, or\n"
@@ -141,6 +156,7 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS_HANDSHAKE,
+	OPT_TLS_VERIFY_CLIENT,
 };
 
 static const struct option echo_longopts[] = {
@@ -159,6 +175,7 @@ static const struct option echo_longopts[] = {
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
+        {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY_CLIENT},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -329,6 +346,8 @@ static const char *echo_tcp_option(int c)
 		return "--tls-key";
 	case OPT_TLS_HANDSHAKE:
 		return "--tls-handshake-timeout";
+	case OPT_TLS_VERIFY_CLIENT:
+		return "--tls-verify-client";
 	}
 	return NULL;
 }
@@ -395,9 +414,9 @@ static const char *echo_udp_conflict(const struct echo_opts *o, int udp_both,
 
 /*
  * What the TLS options leave undone: a tls:// listener without both files,
- * a file or --tls-handshake-timeout (handshake_given) without a tls://
- * listener, tls:// with --udp-only, --udp with no plain listener to serve
- * it beside. Sets o->tls. NULL if nothing.
+ * a file (certificate, key, CA) or --tls-handshake-timeout (handshake_given)
+ * without a tls:// listener, tls:// with --udp-only, --udp with no plain
+ * listener to serve it beside. Sets o->tls. NULL if nothing.
  */
 static const char *echo_tls_conflict(struct echo_opts *o, int handshake_given)
 {
@@ -413,10 +432,10 @@ static const char *echo_tls_conflict(struct echo_opts *o, int handshake_given)
 		       "--listen is tls://";
 	if (o->tls && (o->tls_cert == NULL || o->tls_key == NULL))
 		return "a tls:// listener needs --tls-cert and --tls-key";
-	if (!o->tls &&
-	    (o->tls_cert != NULL || o->tls_key != NULL || handshake_given))
-		return "--tls-cert, --tls-key and --tls-handshake-timeout need "
-		       "a tls:// --listen";
+	if (!o->tls && (o->tls_cert != NULL || o->tls_key != NULL ||
+	                o->tls_verify_client != NULL || handshake_given))
+		return "--tls-cert, --tls-key, --tls-handshake-timeout and "
+		       "--tls-verify-client need a tls:// --listen";
 	return NULL;
 }
 
@@ -544,6 +563,9 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			break;
 		case OPT_TLS_KEY:
 			o->tls_key = optarg;
+			break;
+		case OPT_TLS_VERIFY_CLIENT:
+			o->tls_verify_client = optarg;
 			break;
 		case OPT_TLS_HANDSHAKE:
 			if (num_parse_seconds(optarg, 0.001, 1e7,

@@ -1,15 +1,18 @@
 """Integration tests for forkloop-echo's tls:// listeners: the real binary on
-loopback, spoken to with Python's ssl module and openssl s_client.
+loopback, spoken to with Python's ssl module, openssl s_client and ncat
+--ssl (Debian package ncat).
 
 Each test method is one scenario; meson runs it once per mode (FORKLOOP_MODE,
 and FORKLOOP_THREADS for event mode with several loops). Certificates are
-made at test time with the openssl command in a temporary directory: a CA, a
-server pair for 127.0.0.1 and localhost, and a second pair for the reload
-test. No key is ever committed.
+made at test time with the openssl command in a temporary directory
+(tlscerts.py: a CA, server pairs for 127.0.0.1 and localhost, client
+certificates, a rogue CA). No key is ever committed.
 """
 
 import os
+import re
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -23,36 +26,17 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fltest  # noqa: E402
+import tlscerts  # noqa: E402
 from fltest import Proc, Server, wait_until  # noqa: E402
 
 MODE = fltest.mode()
 THREADS = os.environ.get("FORKLOOP_THREADS")
 KIB = 1024
 TLS_LISTEN_RE = r"listening on (\S+):(\d+) \(tls, %s mode\)" % MODE
-
-
-def openssl(*args):
-    subprocess.run(["openssl"] + list(args), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def make_certs(d):
-    """ca.pem, and a.pem/a.key and b.pem/b.key signed by it for 127.0.0.1."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=forkloop test CA", "-keyout",
-            os.path.join(d, "ca.key"), "-out", os.path.join(d, "ca.pem"))
-    ext = os.path.join(d, "ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for n in ("a", "b"):
-        p = os.path.join(d, n)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj",
-                "/CN=forkloop server " + n, "-keyout", p + ".key",
-                "-out", p + ".csr")
-        openssl("x509", "-req", "-in", p + ".csr", "-CA",
-                os.path.join(d, "ca.pem"), "-CAkey",
-                os.path.join(d, "ca.key"), "-CAcreateserial", "-days", "2",
-                "-extfile", ext, "-out", p + ".pem")
+STATS_RE = r"stats: open=(\d+) accepted=(\d+)"
+# Every byte value, then text: what the interop tests send (8 KiB).
+ALL_BYTES = bytes(range(256)) * 16 + b"".join(
+    b"line %04d of the interop test\n" % i for i in range(128))
 
 
 def der(path):
@@ -104,12 +88,117 @@ def closed_soon(s, timeout):
         return False
 
 
+def tls_refusal(s, data=b"not for you"):
+    """Finish the handshake on s, send data and read: what a client whose
+    certificate the server refuses meets. Returns the exception raised
+    (TLS 1.2 fails the handshake; in TLS 1.3 the client's handshake is done
+    before the server has checked its certificate, so the alert comes with
+    the first read), or the bytes read if none was."""
+    try:
+        s.do_handshake()
+        s.sendall(data)
+        s.settimeout(10)
+        return s.recv(65536)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as e:
+        return e
+
+
+class ManyTls:
+    """n TLS connections to port, all open at once: connect and shake hands
+    with at most `window` unfinished at a time (the listen queue and the
+    server's CPU set the pace, not a burst of SYNs), then send payloads[i]
+    on connection i while reading its echo, all through one selector."""
+
+    def __init__(self, ctx, port, n, window=64, deadline=90.0):
+        self.ctx, self.port, self.n, self.window = ctx, port, n, window
+        self.end = time.monotonic() + deadline
+        self.sel = selectors.DefaultSelector()
+        self.conns = []
+
+    def _left(self):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise AssertionError("ManyTls: out of time")
+        return min(left, 1.0)
+
+    def _open_one(self):
+        raw = socket.create_connection(("127.0.0.1", self.port), 10)
+        raw.setblocking(False)
+        s = self.ctx.wrap_socket(raw, server_hostname="127.0.0.1",
+                                 do_handshake_on_connect=False)
+        self.conns.append(s)
+        self.sel.register(s, selectors.EVENT_WRITE, len(self.conns) - 1)
+
+    def handshake_all(self):
+        """Open all n; returns when every handshake has finished."""
+        busy = 0
+        done = 0
+        while done < self.n:
+            while busy < self.window and len(self.conns) < self.n:
+                self._open_one()
+                busy += 1
+            for key, _ in self.sel.select(self._left()):
+                s = key.fileobj
+                try:
+                    s.do_handshake()
+                except ssl.SSLWantReadError:
+                    self.sel.modify(s, selectors.EVENT_READ, key.data)
+                    continue
+                except ssl.SSLWantWriteError:
+                    self.sel.modify(s, selectors.EVENT_WRITE, key.data)
+                    continue
+                self.sel.unregister(s)
+                busy -= 1
+                done += 1
+
+    def echo_all(self, payloads):
+        """Send payloads[i] on connection i while reading; returns what
+        came back on each, once every one has its length back."""
+        sent = [0] * self.n
+        got = [bytearray() for _ in range(self.n)]
+        for i, s in enumerate(self.conns):
+            self.sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                              i)
+        left = self.n
+        while left > 0:
+            for key, ev in self.sel.select(self._left()):
+                i, s = key.data, key.fileobj
+                if ev & selectors.EVENT_WRITE and sent[i] < len(payloads[i]):
+                    try:
+                        sent[i] += s.send(payloads[i][sent[i]:])
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+                    if sent[i] == len(payloads[i]):
+                        self.sel.modify(s, selectors.EVENT_READ, i)
+                if self._read(s, got[i]) or len(got[i]) >= len(payloads[i]):
+                    self.sel.unregister(s)
+                    left -= 1
+        return [bytes(g) for g in got]
+
+    @staticmethod
+    def _read(s, buf):
+        """Read what s has into buf; True at EOF."""
+        while True:
+            try:
+                b = s.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return False
+            if not b:
+                return True
+            buf += b
+
+    def close(self):
+        self.sel.close()
+        for s in self.conns:
+            s.close()
+
+
 class TlsTest(fltest.ProcTestCase):
 
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="forkloop-tls-")
-        make_certs(cls.dir)
+        tlscerts.make(cls.dir)
 
     @classmethod
     def tearDownClass(cls):
@@ -118,7 +207,7 @@ class TlsTest(fltest.ProcTestCase):
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def argv(self, *extra, cert="a.pem", key="a.key"):
+    def argv(self, *extra, cert="server.pem", key="server.key"):
         argv = [fltest.binary("echo"), "--mode", MODE, "--listen",
                 "tls://127.0.0.1:0", "--tls-cert", self.path(cert),
                 "--tls-key", self.path(key)]
@@ -165,15 +254,14 @@ class TlsTest(fltest.ProcTestCase):
             self.assertEqual(len(got), len(sent), "connection %d" % i)
             self.assertTrue(got == sent, "connection %d: bytes differ" % i)
 
-    def test_openssl_s_client_interop(self):
-        srv = self.server()
-        data = b"".join(b"line %05d of the s_client test\n" % i
-                        for i in range(3000))
+    def s_client_echo(self, srv, data, *extra):
+        """Send data through openssl s_client (extra: more of its options)
+        and return what it printed back."""
         p = subprocess.Popen(
             ["timeout", "60", "openssl", "s_client", "-connect",
              "127.0.0.1:%d" % srv.port, "-quiet", "-no_ign_eof",
              "-nocommands", "-CAfile", self.path("ca.pem"),
-             "-verify_return_error"],
+             "-verify_return_error"] + list(extra),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -193,7 +281,13 @@ class TlsTest(fltest.ProcTestCase):
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
             p.stdout.close()
-        self.assertEqual(bytes(got), data)
+        return bytes(got)
+
+    def test_openssl_s_client_interop(self):
+        srv = self.server()
+        data = b"".join(b"line %05d of the s_client test\n" % i
+                        for i in range(3000))
+        self.assertEqual(self.s_client_echo(srv, data), data)
 
     def test_plain_and_tls_side_by_side(self):
         argv = self.argv("--listen", "127.0.0.1:0")
@@ -215,7 +309,7 @@ class TlsTest(fltest.ProcTestCase):
             (self.argv(cert="missing.pem"), "missing.pem",
              "No such file"),
             (self.argv(key="missing.key"), "missing.key", "No such file"),
-            (self.argv(key="b.key"), "b.key", "mismatch"),
+            (self.argv(key="server2.key"), "server2.key", "mismatch"),
         ]
         for argv, name, reason in cases:
             status, out, err = self.run_echo(argv)
@@ -226,20 +320,24 @@ class TlsTest(fltest.ProcTestCase):
 
     def test_tls_options_need_each_other(self):
         base = [fltest.binary("echo"), "--mode", MODE]
-        cert = ["--tls-cert", self.path("a.pem"), "--tls-key",
-                self.path("a.key")]
+        cert = ["--tls-cert", self.path("server.pem"), "--tls-key",
+                self.path("server.key")]
         bad = [
             base + ["--listen", "127.0.0.1:0"] + cert,
             base + ["--listen", "127.0.0.1:0", "--tls-handshake-timeout",
                     "1"],
             base + ["--listen", "tls://127.0.0.1:0"],
             base + ["--listen", "tls://127.0.0.1:0", "--tls-cert",
-                    self.path("a.pem")],
+                    self.path("server.pem")],
             base + ["--listen", "tls://127.0.0.1:0", "--udp-only"] + cert,
             base + ["--listen", "tls://127.0.0.1:0", "--udp"] + cert,
             base + ["--listen", "tls://127.0.0.1:0",
                     "--tls-handshake-timeout", "0"] + cert,
             base + ["--listen", "tls://"] + cert,
+            base + ["--listen", "127.0.0.1:0", "--tls-verify-client",
+                    self.path("ca.pem")],
+            base + ["--listen", "tls://127.0.0.1:0", "--tls-verify-client",
+                    self.path("ca.pem")],
         ]
         for argv in bad:
             status, out, err = self.run_echo(argv)
@@ -267,32 +365,32 @@ class TlsTest(fltest.ProcTestCase):
         srv.wait_line(r"tls handshake timeout")
 
     def test_sighup_reloads_certificate(self):
-        shutil.copy(self.path("a.pem"), self.path("cur.pem"))
-        shutil.copy(self.path("a.key"), self.path("cur.key"))
+        shutil.copy(self.path("server.pem"), self.path("cur.pem"))
+        shutil.copy(self.path("server.key"), self.path("cur.key"))
         srv = self.server(cert="cur.pem", key="cur.key")
         old = self.connect(srv)
         self.assertEqual(old.getpeercert(binary_form=True),
-                         der(self.path("a.pem")))
+                         der(self.path("server.pem")))
         self.assertEqual(tls_roundtrip(old, b"before"), b"before")
 
-        shutil.copy(self.path("b.pem"), self.path("cur.pem"))
-        shutil.copy(self.path("b.key"), self.path("cur.key"))
+        shutil.copy(self.path("server2.pem"), self.path("cur.pem"))
+        shutil.copy(self.path("server2.key"), self.path("cur.key"))
         srv.signal(signal.SIGHUP)
         srv.wait_line(r"SIGHUP: reloaded")
         self.assertEqual(tls_roundtrip(old, b"across"), b"across")
         with self.connect(srv) as s:
             self.assertEqual(s.getpeercert(binary_form=True),
-                             der(self.path("b.pem")))
+                             der(self.path("server2.pem")))
             self.assertEqual(tls_roundtrip(s, b"new"), b"new")
 
         # A mismatched pair: logged, and b stays.
-        shutil.copy(self.path("a.pem"), self.path("cur.pem"))
+        shutil.copy(self.path("server.pem"), self.path("cur.pem"))
         srv.signal(signal.SIGHUP)
         srv.wait_line(r"cannot load --tls-key .*cur\.key: .*mismatch")
         srv.wait_line(r"SIGHUP: keeping the certificate")
         with self.connect(srv) as s:
             self.assertEqual(s.getpeercert(binary_form=True),
-                             der(self.path("b.pem")))
+                             der(self.path("server2.pem")))
         self.assertEqual(tls_roundtrip(old, b"after"), b"after")
         old.close()
         self.assertIsNone(srv.p.poll())
@@ -322,6 +420,179 @@ class TlsTest(fltest.ProcTestCase):
         s.close()
         silent.close()
         self.assertGroupGone(srv)
+
+    # Mutual TLS (--tls-verify-client) and interop with other clients.
+
+    def client_context(self, name=None):
+        """A verifying context presenting name.pem/name.key, if name."""
+        ctx = self.context()
+        if name is not None:
+            ctx.load_cert_chain(self.path(name + ".pem"),
+                                self.path(name + ".key"))
+        return ctx
+
+    def mtls_server(self, *extra, ca="ca.pem"):
+        return self.server("-v", "--tls-verify-client", self.path(ca),
+                           *extra)
+
+    def connect_as(self, srv, name, tls12=False):
+        ctx = self.client_context(name)
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        return ctx.wrap_socket(raw, server_hostname="127.0.0.1",
+                               do_handshake_on_connect=False)
+
+    def test_client_cert_echoes_exactly(self):
+        srv = self.mtls_server()
+        data = ALL_BYTES + os.urandom(100 * KIB)
+        with self.connect_as(srv, "client") as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, data), data)
+        with self.connect_as(srv, "client2", tls12=True) as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, ALL_BYTES), ALL_BYTES)
+        srv.wait_line(r"closed", count=2)
+        self.assertNotIn("handshake failed", srv.stderr_text())
+
+    def assertRefused(self, srv, name, reason):
+        """A client presenting name (None: no certificate) is refused in
+        TLS 1.3 and in TLS 1.2, and the server logs reason for each."""
+        for tls12 in (False, True):
+            with self.connect_as(srv, name, tls12) as s:
+                got = tls_refusal(s)
+            self.assertIsInstance(got, OSError,
+                                  "client cert %s, TLS 1.2 only %s: "
+                                  "echoed %r" % (name, tls12, got))
+            if tls12:  # the handshake itself failed
+                self.assertIsInstance(got, ssl.SSLError, repr(got))
+        srv.wait_line(r"tls handshake failed: %s" % re.escape(reason),
+                      count=2)
+
+    def test_client_without_cert_is_refused(self):
+        srv = self.mtls_server()
+        self.assertRefused(srv, None, "peer did not return a certificate")
+        with self.connect_as(srv, "client") as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, b"alice"), b"alice")
+
+    def test_rogue_client_cert_is_refused(self):
+        srv = self.mtls_server()
+        self.assertRefused(srv, "rogue-client",
+                           "certificate verify failed: unable to get "
+                           "local issuer certificate")
+        with self.connect_as(srv, "client") as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, b"alice"), b"alice")
+
+    def test_sighup_reloads_client_ca(self):
+        shutil.copy(self.path("ca.pem"), self.path("cur-ca.pem"))
+        srv = self.mtls_server(ca="cur-ca.pem")
+        with self.connect_as(srv, "client") as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, b"alice"), b"alice")
+        shutil.copy(self.path("rogue-ca.pem"), self.path("cur-ca.pem"))
+        srv.signal(signal.SIGHUP)
+        srv.wait_line(r"SIGHUP: reloaded")
+        with self.connect_as(srv, "client") as s:
+            self.assertIsInstance(tls_refusal(s), OSError)
+        srv.wait_line(r"tls handshake failed: certificate verify failed")
+        # The server is still checked against ca.pem: only the CA that
+        # vouches for clients changed.
+        with self.connect_as(srv, "rogue-client") as s:
+            s.do_handshake()
+            self.assertEqual(tls_roundtrip(s, b"mallory"), b"mallory")
+
+    def test_bad_verify_ca_is_a_start_error(self):
+        cases = [("missing-ca.pem", "No such file"),
+                 ("server.key", "no certificate")]
+        for name, reason in cases:
+            argv = self.argv("--tls-verify-client", self.path(name))
+            status, out, err = self.run_echo(argv)
+            self.assertEqual(status, 1, err)
+            self.assertIn("cannot load --tls-verify-client %s: %s"
+                          % (self.path(name), reason), err)
+            self.assertNotIn("listening on", err)
+        argv = [fltest.binary("echo"), "--mode", MODE, "--listen",
+                "127.0.0.1:0", "--tls-verify-client", self.path("ca.pem")]
+        status, out, err = self.run_echo(argv)
+        self.assertEqual(status, 2, err)
+        self.assertIn("need a tls:// --listen", err)
+
+    def test_openssl_s_client_with_client_cert(self):
+        srv = self.mtls_server()
+        got = self.s_client_echo(srv, ALL_BYTES, "-cert",
+                                 self.path("client.pem"), "-key",
+                                 self.path("client.key"))
+        self.assertEqual(got, ALL_BYTES)
+        # Without one: nothing comes back, and the server says why.
+        self.assertEqual(self.s_client_echo(srv, ALL_BYTES), b"")
+        srv.wait_line(r"tls handshake failed: peer did not return a "
+                      r"certificate")
+
+    def ncat_echo(self, srv, data, *args):
+        """data through ncat --ssl (args: its options and the host); what
+        it printed back."""
+        p = subprocess.run(["ncat", "--ssl"] + list(args) +
+                           [str(srv.port)], input=data, capture_output=True,
+                           timeout=30, start_new_session=True)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return p.stdout
+
+    def test_ncat_interop(self):
+        srv = self.server()
+        self.assertEqual(self.ncat_echo(srv, ALL_BYTES, "127.0.0.1"),
+                         ALL_BYTES)
+        # ncat matches DNS names only: verify as localhost (over IPv4).
+        self.assertEqual(self.ncat_echo(srv, ALL_BYTES, "-4", "--ssl-verify",
+                                        "--ssl-trustfile",
+                                        self.path("ca.pem"), "localhost"),
+                         ALL_BYTES)
+
+    def test_ncat_with_client_cert(self):
+        srv = self.mtls_server()
+        got = self.ncat_echo(srv, ALL_BYTES, "-4", "--ssl-verify",
+                             "--ssl-trustfile", self.path("ca.pem"),
+                             "--ssl-cert", self.path("client.pem"),
+                             "--ssl-key", self.path("client.key"),
+                             "localhost")
+        self.assertEqual(got, ALL_BYTES)
+
+    def stats(self, srv):
+        """SIGUSR1; (open, accepted) from the stats line it logs."""
+        with srv.cond:
+            n = sum(1 for l in srv.lines
+                    if l is not None and re.search(STATS_RE, l))
+        srv.signal(signal.SIGUSR1)
+        m = srv.wait_line(STATS_RE, count=n + 1)[-1]
+        return int(m.group(1)), int(m.group(2))
+
+    def test_500_concurrent_connections(self):
+        n = 500
+        srv = self.server()
+        many = ManyTls(self.context(), srv.port, n)
+        try:
+            many.handshake_all()
+            self.assertEqual(self.stats(srv), (n, n))
+            payloads = [b"%03d|" % i + os.urandom(1000 + 7 * i) +
+                        b"|%03d" % i for i in range(n)]
+            got = many.echo_all(payloads)
+            for i in range(n):
+                self.assertTrue(got[i] == payloads[i],
+                                "connection %d: %d bytes of %d back, or "
+                                "different" % (i, len(got[i]),
+                                               len(payloads[i])))
+            self.assertEqual(self.stats(srv)[0], n)
+        finally:
+            many.close()
+        wait_until(lambda: self.stats(srv)[0] == 0, 15, 0.2)
+        self.assertEqual(self.stats(srv), (0, n))
+        if MODE == "fork":
+            wait_until(lambda: not fltest.children(srv.pid), 15)
+            self.assertEqual(fltest.children(srv.pid), [])
+        with self.connect(srv) as s:
+            self.assertEqual(tls_roundtrip(s, b"still serving"),
+                             b"still serving")
 
 
 if __name__ == "__main__":

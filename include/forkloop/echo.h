@@ -45,6 +45,8 @@ struct echo_opts {
 	int tls;              /* some listen[] has tls set */
 	const char *tls_cert; /* --tls-cert: PEM chain; NULL without TLS */
 	const char *tls_key;  /* --tls-key: PEM private key */
+	const char *tls_verify_client; /* --tls-verify-client: CA file, or
+	                                * NULL to ask for no certificate */
 	double tls_handshake; /* --tls-handshake-timeout, seconds, > 0 */
 };
 
