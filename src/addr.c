@@ -175,7 +175,7 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 
 	if (strncmp(spec, ADDR_TLS_PREFIX, strlen(ADDR_TLS_PREFIX)) == 0) {
 		if (!(flags & ADDR_TLS)) {
-			*why = "tls:// is only for forkloop-echo's --listen";
+			*why = "tls:// is not taken here";
 			return -1;
 		}
 		spec += strlen(ADDR_TLS_PREFIX);

@@ -1,18 +1,29 @@
 /*
  * chat_conn.c - setting up forkloop-chat's connection, the same for both
- * designs (listen on every address and accept one peer, or connect), and,
- * at its end, checking that the peer got everything.
+ * designs (listen on every address and accept one peer, or connect, then
+ * the TLS handshake if asked), and, at its end, checking that the peer got
+ * everything.
+ *
+ * The TLS handshake is done here, before either design starts, with ppoll
+ * on the non-blocking socket: an endpoint has one peer and nothing else to
+ * serve meanwhile, so both designs share one bounded handshake and one way
+ * of reporting its failure, and get an established SSL.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include "forkloop/chat.h"
 #include "forkloop/listener.h"
@@ -123,8 +134,9 @@ int chat_listen(const struct chat_opts *o, struct chat_listeners *l)
 	}
 	l->n = (size_t)n;
 	for (i = 0; i < l->n; i++)
-		log_info("listening on %s",
-		         listener_local_name(l->fd[i], name, sizeof name));
+		log_info("listening on %s%s",
+		         listener_local_name(l->fd[i], name, sizeof name),
+		         o->addr.tls ? " (tls)" : "");
 	return 0;
 }
 
@@ -273,4 +285,233 @@ int chat_connect(const struct chat_opts *o)
 void chat_deliver_start(int fd)
 {
 	chat_acked_base = chat_tcp_acked(fd);
+}
+
+int chat_tls_init(const struct chat_opts *o, struct chat_tls *t)
+{
+	struct tls_client_conf conf;
+
+	memset(t, 0, sizeof *t);
+	if (!o->addr.tls)
+		return 0;
+	if (o->listen) {
+		t->server = tls_server_new(o->tls_cert, o->tls_key,
+		                           o->tls_verify_client);
+		return t->server != NULL ? 0 : -1;
+	}
+	memset(&conf, 0, sizeof conf);
+	conf.ca = o->tls_ca;
+	conf.cert = o->tls_cert;
+	conf.key = o->tls_key;
+	conf.verify = !o->tls_insecure;
+	t->client = tls_client_ctx_new(&conf);
+	if (t->client == NULL)
+		return -1;
+	/* Errors only with -q, but this one the user must not miss. */
+	if (o->tls_insecure)
+		log_error("--tls-insecure: not verifying the server's "
+		          "certificate");
+	return 0;
+}
+
+void chat_tls_free(struct chat_tls *t)
+{
+	tls_server_free(t->server);
+	SSL_CTX_free(t->client);
+	memset(t, 0, sizeof *t);
+}
+
+/*
+ * Wait until fd has events or the deadline passes, SIGINT and SIGTERM
+ * blocked but for the wait (as chat_accept). Returns 1 when ready, 0 at
+ * the deadline, -1 with errno (EINTR: a signal was caught).
+ */
+static int chat_tls_wait(int fd, short events, const struct timespec *end)
+{
+	struct pollfd pfd;
+	struct timespec now, left;
+	sigset_t stop, old;
+	int r = -1;
+
+	pfd.fd = fd;
+	pfd.events = events;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	errno = EINTR;
+	while (!chat_sig_caught) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left.tv_sec = end->tv_sec - now.tv_sec;
+		left.tv_nsec = end->tv_nsec - now.tv_nsec;
+		if (left.tv_nsec < 0) {
+			left.tv_sec--;
+			left.tv_nsec += 1000000000;
+		}
+		if (left.tv_sec < 0) {
+			r = 0;
+			break;
+		}
+		r = ppoll(&pfd, 1, &left, &old);
+		if (r >= 0 || errno != EINTR)
+			break;
+	}
+	if (chat_sig_caught) {
+		r = -1;
+		errno = EINTR;
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return r > 0 ? 1 : r;
+}
+
+/* Why SSL_do_handshake's result r on ssl failed, into buf. */
+static const char *chat_tls_why(SSL *ssl, int r, char *buf, size_t len)
+{
+	int e = SSL_get_error(ssl, r);
+
+	if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+		snprintf(buf, len, "%s",
+		         errno != 0 && r < 0
+		                 ? strerror(errno)
+		                 : "the peer closed the connection");
+		return buf;
+	}
+	return tls_handshake_error(ssl, 0, buf, len);
+}
+
+/* Drive the handshake until done; -1 with why filled, or on a signal. */
+static int chat_tls_drive(SSL *ssl, int fd, double secs, char *why, size_t len)
+{
+	struct timespec end;
+	int r, e;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += (time_t)secs;
+	end.tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+	if (end.tv_nsec >= 1000000000) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000;
+	}
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_do_handshake(ssl);
+		if (r == 1)
+			return 0;
+		e = SSL_get_error(ssl, r);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+			chat_tls_why(ssl, r, why, len);
+			return -1;
+		}
+		r = chat_tls_wait(
+		        fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, &end);
+		if (r == 0)
+			snprintf(why, len, "not done within %g s", secs);
+		else if (r < 0)
+			snprintf(why, len, "%s", strerror(errno));
+		if (r <= 0)
+			return -1;
+	}
+}
+
+SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
+                        int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen = sizeof ss;
+	char why[256], name[ADDR_STRLEN];
+	int flags;
+	SSL *ssl;
+
+	ssl = o->listen ? tls_server_ssl(t->server)
+	                : tls_client_ssl(t->client, o->addr.host);
+	flags = fcntl(fd, F_GETFL);
+	if (ssl == NULL || flags < 0 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    SSL_set_fd(ssl, fd) != 1) {
+		log_error("cannot set up TLS: %s",
+		          ssl == NULL ? "out of memory"
+		                      : tls_strerror(0, why, sizeof why));
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* tls_server_new ignores it for the echo; a chat reports it. */
+	SSL_clear_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (chat_tls_drive(ssl, fd,
+	                   o->listen ? o->tls_handshake
+	                             : CHAT_DEFAULT_TLS_HANDSHAKE,
+	                   why, sizeof why) == 0)
+		return ssl;
+	SSL_free(ssl);
+	if (chat_sig_caught)
+		return NULL;
+	if (o->listen) {
+		log_error("tls handshake failed: %s", why);
+		return NULL;
+	}
+	if (getpeername(fd, (struct sockaddr *)&ss, &slen) == 0)
+		addr_format((struct sockaddr *)&ss, slen, name, sizeof name);
+	else
+		snprintf(name, sizeof name, "%s:%s", o->addr.host,
+		         o->addr.port);
+	log_error("cannot connect to %s: %s", name, why);
+	return NULL;
+}
+
+/* Bytes written to fd that its peer's TCP has not acknowledged. */
+static int chat_outq(int fd, uint64_t *n)
+{
+	int q;
+
+	if (ioctl(fd, SIOCOUTQ, &q) < 0)
+		return -1;
+	*n = q > 0 ? (uint64_t)q : 0;
+	return 0;
+}
+
+int chat_deliver_tls(int fd, uint64_t unsent, int reset)
+{
+	struct tcp_info ti;
+	struct timespec t0;
+	socklen_t len;
+	uint64_t q = 0;
+	int err;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		err = chat_sock_error(fd);
+		if (err == ECONNRESET || err == EPIPE)
+			reset = 1;
+		memset(&ti, 0, sizeof ti);
+		len = sizeof ti;
+		if (chat_outq(fd, &q) < 0 ||
+		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
+			log_error("cannot tell what the peer received: %s",
+			          strerror(errno));
+			return 1;
+		}
+		if (ti.tcpi_state == CHAT_TCP_CLOSE && q > 0)
+			reset = 1;
+		if (reset || q == 0 || chat_sig_caught ||
+		    chat_ms_since(&t0) >= CHAT_LINGER_MS)
+			break;
+		poll(NULL, 0, 5);
+	}
+	if (chat_sig_caught)
+		return chat_sig_status();
+	if (reset && unsent > 0)
+		log_error("peer reset the connection: %llu bytes not delivered",
+		          (unsigned long long)unsent);
+	else if (reset)
+		log_error("peer reset the connection");
+	else if (unsent > 0)
+		log_error("%llu bytes not delivered to the peer",
+		          (unsigned long long)unsent);
+	else if (q > 0)
+		log_error("%llu bytes of TLS records not acknowledged by the "
+		          "peer",
+		          (unsigned long long)q);
+	else
+		return 0;
+	return CHAT_UNDELIVERED;
 }

@@ -19,6 +19,17 @@
  * The peer's FIN is a half-close: what it sent is printed, and what stdin
  * already gave is still sent. At the end chat_deliver checks that the peer's
  * TCP acknowledged every byte; a reset is reported with what was lost.
+ *
+ * TLS: the handshake is done before the loop (chat_tls_handshake), so the
+ * socket's bufferevent is an OpenSSL one made in BUFFEREVENT_SSL_OPEN, and
+ * everything above holds unchanged, with records in place of bytes on the
+ * wire. Half-close is close_notify: once stdin's last byte went through
+ * SSL_write, SSL_shutdown sends it (once; libevent 2.1 has no call for
+ * it), then a FIN, and the loop reads on until the peer's close_notify,
+ * which libevent reports as BEV_EVENT_EOF. allow_dirty_shutdown stays off,
+ * so a FIN without close_notify comes as BEV_EVENT_ERROR with OpenSSL's
+ * "unexpected eof while reading": reported as a truncation. At the end
+ * chat_deliver_tls checks that the peer's TCP acknowledged every record.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +42,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "forkloop/chat.h"
 
@@ -39,9 +54,11 @@ struct chat_ev {
 	const struct chat_opts *o;
 	struct event_base *base;
 	int fd;
+	SSL *ssl; /* TLS, or NULL; the bufferevent owns it once made */
 	struct bufferevent *peer;
-	struct event *in_ev;  /* stdin readable; NULL if epoll refuses it */
-	struct event *out_ev; /* stdout writable; NULL if epoll refuses it */
+	struct event *notify_ev; /* TLS: close_notify waits for room */
+	struct event *in_ev;     /* stdin readable; NULL if epoll refuses it */
+	struct event *out_ev;    /* stdout writable; NULL if epoll refuses it */
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
 	struct evbuffer *out; /* from the peer, not yet on stdout */
@@ -98,11 +115,60 @@ static void chat_ev_check_done(struct chat_ev *c)
 	chat_ev_finish(c, 0);
 }
 
+/*
+ * TLS: send close_notify (SSL_shutdown(3), not waiting for the peer's).
+ * Returns 1 once sent, 0 while the socket has no room for it (notify_ev
+ * retries), -1 if the peer is gone or on an error.
+ */
+static int chat_ev_notify(struct chat_ev *c)
+{
+	char why[256];
+	int r;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_shutdown(c->ssl);
+	if (r >= 0)
+		return 1;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_WRITE:
+	case SSL_ERROR_WANT_READ:
+		ERR_clear_error();
+		event_add(c->notify_ev, NULL);
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno == EPIPE || errno == ECONNRESET) {
+			ERR_clear_error();
+			c->reset = 1;
+			return -1;
+		}
+		break;
+	default:
+		break;
+	}
+	log_error("cannot send close_notify: %s",
+	          tls_strerror(0, why, sizeof why));
+	chat_ev_finish(c, 1);
+	return -1;
+}
+
 static void chat_ev_send_fin(struct chat_ev *c)
 {
+	int r;
+
 	if (!c->in_eof || c->fin_sent ||
 	    evbuffer_get_length(bufferevent_get_output(c->peer)) > 0)
 		return;
+	if (c->ssl != NULL) {
+		r = chat_ev_notify(c);
+		if (r == 0 || c->status >= 0)
+			return;
+		if (r < 0) { /* a reset: chat_deliver_tls reports it */
+			c->fin_sent = 1;
+			chat_ev_check_done(c);
+			return;
+		}
+	}
 	if (shutdown(c->fd, SHUT_WR) < 0) {
 		/* ENOTCONN: a reset came first; chat_deliver reports it. */
 		if (errno != ENOTCONN) {
@@ -114,8 +180,17 @@ static void chat_ev_send_fin(struct chat_ev *c)
 		c->reset = 1;
 	}
 	c->fin_sent = 1;
-	log_verbose("end of standard input; sent FIN");
+	log_verbose(c->ssl != NULL
+	                    ? "end of standard input; sent close_notify and FIN"
+	                    : "end of standard input; sent FIN");
 	chat_ev_check_done(c);
+}
+
+static void chat_ev_notifycb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	chat_ev_send_fin(arg);
 }
 
 static void chat_ev_in_eof(struct chat_ev *c)
@@ -247,15 +322,56 @@ static void chat_ev_peer_writecb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/*
+ * TLS: what BEV_EVENT_ERROR meant, from the OpenSSL errors libevent queued
+ * (among which it puts SSL_get_error's own codes, of no library). Returns
+ * 1 if the session goes on to its end (a reset, as for TCP), 0 if it ended.
+ */
+static int chat_ev_tls_error(struct chat_ev *c, int err)
+{
+	unsigned long e, first = 0;
+	int truncated = 0;
+	char why[256];
+
+	while ((e = bufferevent_get_openssl_error(c->peer)) != 0) {
+		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			truncated = 1;
+		else if (first == 0 && ERR_GET_LIB(e) != 0)
+			first = e;
+	}
+	if (truncated)
+		log_error("%s", CHAT_TLS_TRUNCATED);
+	else if (first != 0)
+		log_error("connection to the peer: %s",
+		          tls_strerror(first, why, sizeof why));
+	else if (err == ECONNRESET || err == EPIPE)
+		return 1;
+	else
+		log_error("connection to the peer: %s",
+		          err != 0 ? strerror(err) : "unknown TLS error");
+	chat_ev_finish(c, 1);
+	return 0;
+}
+
 static void chat_ev_peer_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct chat_ev *c = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
+	if ((what & BEV_EVENT_ERROR) && c->ssl != NULL) {
+		if (!chat_ev_tls_error(c, err))
+			return;
+		err = ECONNRESET;
+	}
 	if (what & BEV_EVENT_EOF) {
 		c->peer_eof = 1;
 		log_info("peer finished sending");
+		/* libevent stops writing at the peer's close_notify
+		 * (conn_closed); ours may still be owed what stdin gave. */
+		if (c->ssl != NULL)
+			bufferevent_enable(c->peer, EV_WRITE);
 		/*
 		 * A connecting endpoint reads no more stdin: it sends what it
 		 * has, then its FIN. A listening one goes on until stdin ends.
@@ -285,12 +401,27 @@ static void chat_ev_sigcb(evutil_socket_t sig, short what, void *arg)
 	chat_ev_finish(c, chat_sig_status());
 }
 
+/* The socket's bufferevent: an OpenSSL one, handshake done, over TLS. */
+static int chat_ev_new_peer(struct chat_ev *c)
+{
+	if (c->ssl == NULL) {
+		c->peer = bufferevent_socket_new(c->base, c->fd,
+		                                 BEV_OPT_CLOSE_ON_FREE);
+		return c->peer != NULL ? 0 : -1;
+	}
+	c->notify_ev = event_new(c->base, c->fd, EV_WRITE, chat_ev_notifycb, c);
+	if (c->notify_ev == NULL)
+		return -1;
+	c->peer = bufferevent_openssl_socket_new(c->base, c->fd, c->ssl,
+	                                         BUFFEREVENT_SSL_OPEN,
+	                                         BEV_OPT_CLOSE_ON_FREE);
+	return c->peer != NULL ? 0 : -1;
+}
+
 static int chat_ev_setup_peer(struct chat_ev *c)
 {
-	if (evutil_make_socket_nonblocking(c->fd) < 0)
-		return -1;
-	c->peer = bufferevent_socket_new(c->base, c->fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->peer == NULL)
+	if (evutil_make_socket_nonblocking(c->fd) < 0 ||
+	    chat_ev_new_peer(c) < 0)
 		return -1;
 	bufferevent_setcb(c->peer, chat_ev_peer_readcb, chat_ev_peer_writecb,
 	                  chat_ev_peer_eventcb, c);
@@ -369,33 +500,41 @@ static void chat_ev_teardown(struct chat_ev *c)
 		event_free(c->in_ev);
 	if (c->out_ev != NULL)
 		event_free(c->out_ev);
+	if (c->notify_ev != NULL)
+		event_free(c->notify_ev);
 	/* Whatever happened, the peer sees a FIN. */
 	shutdown(c->fd, SHUT_WR);
 	/* Stdin's bytes still in the socket's output count as not delivered. */
 	if (c->status == 0 && c->peer != NULL && !chat_sig_caught) {
 		unsent = evbuffer_get_length(bufferevent_get_output(c->peer));
-		c->status = chat_deliver(c->fd, c->in_bytes - unsent, unsent,
-		                         c->reset);
+		c->status = c->ssl != NULL
+		                    ? chat_deliver_tls(c->fd, unsent, c->reset)
+		                    : chat_deliver(c->fd, c->in_bytes - unsent,
+		                                   unsent, c->reset);
 	}
-	if (c->peer != NULL)
+	if (c->peer != NULL) {
 		bufferevent_free(c->peer);
-	else
+	} else {
+		SSL_free(c->ssl);
 		close(c->fd);
+	}
 	if (c->out != NULL)
 		evbuffer_free(c->out);
 	if (c->base != NULL)
 		event_base_free(c->base);
 }
 
-int chat_event_session(const struct chat_opts *o, int fd)
+int chat_event_session(const struct chat_opts *o, int fd, SSL *ssl)
 {
 	struct chat_ev c;
 
 	memset(&c, 0, sizeof c);
 	c.o = o;
 	c.fd = fd;
+	c.ssl = ssl;
 	c.status = -1;
 	if (chat_sig_caught) {
+		SSL_free(ssl);
 		close(fd);
 		return chat_sig_status();
 	}

@@ -12,11 +12,14 @@
 
 static const char chat_usage_text[] =
         "usage: %s [-kqvhV] [-m event|fork] [--keepalive SECONDS] "
-        "-l [ADDR:]PORT\n"
-        "       %s [-qvhV] [-m event|fork] [--keepalive SECONDS]\n"
-        "       HOST PORT | HOST:PORT\n"
+        "[TLS SERVER OPTIONS]\n"
+        "       -l [tls://][ADDR:]PORT\n"
+        "       %s [-qvhV] [-m event|fork] [--keepalive SECONDS] "
+        "[--tls] [TLS CLIENT OPTIONS]\n"
+        "       HOST PORT | [tls://]HOST:PORT\n"
         "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
-        "       [--keepalive SECONDS] -l [ADDR:]PORT\n";
+        "       [--keepalive SECONDS] [TLS SERVER OPTIONS] "
+        "-l [tls://][ADDR:]PORT\n";
 
 static const char chat_help_text[] =
         "Send standard input to one peer over TCP and print what it sends.\n"
@@ -52,6 +55,30 @@ static const char chat_help_text[] =
         "      --max-line BYTES     with --broker: cut lines longer than "
         "BYTES\n"
         "                           (default 64K)\n"
+        "\n"
+        "TLS (1.2 or later):\n"
+        "      --tls                speak TLS to HOST PORT, or on --listen; "
+        "the same\n"
+        "                           as writing the address tls://...\n"
+        "      --tls-cert FILE      PEM certificate chain: a TLS listener's "
+        "(needed),\n"
+        "                           or the client certificate to present\n"
+        "      --tls-key FILE       the PEM private key for --tls-cert\n"
+        "      --tls-ca FILE        client: verify the server against the "
+        "CAs in\n"
+        "                           FILE (default: the system's store)\n"
+        "      --tls-insecure       client: do not verify the server (said "
+        "on\n"
+        "                           standard error)\n"
+        "      --tls-verify-client CAFILE\n"
+        "                           TLS listener: refuse clients without a\n"
+        "                           certificate from a CA in CAFILE\n"
+        "      --tls-handshake-timeout SECONDS\n"
+        "                           TLS listener: close a client whose "
+        "handshake\n"
+        "                           is not done SECONDS after it connected\n"
+        "                           (default 10)\n"
+        "\n"
         "  -v, --verbose            log more\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -69,6 +96,16 @@ static const char chat_help_text[] =
         "SIGINT or SIGTERM ends the endpoint by that signal (130 or 143 in a "
         "shell).\n"
         "\n"
+        "Over TLS the end of standard input sends close_notify; a peer that "
+        "closes\n"
+        "without one is an error (what arrived may be truncated). Whether "
+        "the peer\n"
+        "got everything is judged by its TCP acknowledging every TLS record "
+        "written.\n"
+        "  forkloop-chat -l tls://127.0.0.1:7443 --tls-cert cert.pem "
+        "--tls-key key.pem\n"
+        "  forkloop-chat --tls-ca ca.pem tls://localhost:7443\n"
+        "\n"
         "With --broker, each line a client sends goes to every other client "
         "as\n"
         "'<NAME> LINE', NAME being userN or what the client chose with the "
@@ -77,9 +114,26 @@ static const char chat_help_text[] =
         "joins,\n"
         "leaves, renames, cut lines, clients dropped for not reading. It runs "
         "until\n"
-        "SIGINT or SIGTERM (exit status 130 or 143).\n";
+        "SIGINT or SIGTERM (exit status 130 or 143). Over TLS, with\n"
+        "--tls-verify-client a client is named after its certificate's "
+        "common name\n"
+        "when /nick would allow that name; SIGHUP reloads the certificate, "
+        "key\n"
+        "and CA file.\n";
 
-enum { OPT_BROKER = 256, OPT_MAX_PENDING, OPT_MAX_LINE, OPT_KEEPALIVE };
+enum {
+	OPT_BROKER = 256,
+	OPT_MAX_PENDING,
+	OPT_MAX_LINE,
+	OPT_KEEPALIVE,
+	OPT_TLS,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_CA,
+	OPT_TLS_INSECURE,
+	OPT_TLS_VERIFY_CLIENT,
+	OPT_TLS_HANDSHAKE,
+};
 
 static const struct option chat_longopts[] = {
         {"mode", required_argument, NULL, 'm'},
@@ -89,6 +143,13 @@ static const struct option chat_longopts[] = {
         {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-insecure", no_argument, NULL, OPT_TLS_INSECURE},
+        {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY_CLIENT},
+        {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -126,7 +187,7 @@ static enum opts_result chat_opts_target(const char *spec, struct chat_opts *o,
 {
 	const char *why;
 
-	if (addr_parse(spec, ADDR_CONNECT, &o->addr, &why) == 0)
+	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS, &o->addr, &why) == 0)
 		return OPTS_OK;
 	if (strchr(spec, ':') == NULL && !addr_port_valid(spec))
 		return chat_bad(errout, prog, "%s",
@@ -225,16 +286,50 @@ static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
 	return OPTS_OK;
 }
 
+/*
+ * What the TLS options leave undone or contradict, once the address is
+ * known (o->addr.tls set by tls:// or --tls): NULL if nothing.
+ */
+static const char *chat_tls_conflict(const struct chat_opts *o,
+                                     int handshake_given)
+{
+	if (!o->addr.tls) {
+		if (o->tls_cert != NULL || o->tls_key != NULL ||
+		    o->tls_ca != NULL || o->tls_insecure ||
+		    o->tls_verify_client != NULL || handshake_given)
+			return "TLS options need --tls or a tls:// address";
+		return NULL;
+	}
+	if ((o->tls_cert == NULL) != (o->tls_key == NULL))
+		return "--tls-cert and --tls-key go together";
+	if (o->listen) {
+		if (o->tls_cert == NULL)
+			return "a TLS listener needs --tls-cert and --tls-key";
+		if (o->tls_ca != NULL || o->tls_insecure)
+			return "--tls-ca and --tls-insecure are for "
+			       "connecting; a listener takes "
+			       "--tls-verify-client";
+		return NULL;
+	}
+	if (o->tls_verify_client != NULL || handshake_given)
+		return "--tls-verify-client and --tls-handshake-timeout are "
+		       "for a listener";
+	if (o->tls_ca != NULL && o->tls_insecure)
+		return "--tls-insecure verifies nothing: drop --tls-ca";
+	return NULL;
+}
+
 enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
                                  FILE *out, FILE *errout)
 {
 	const char *prog = log_progname();
 	const char *why;
 	uint64_t secs;
-	int c, is_fork, verbose = 0, quiet = 0;
+	int c, is_fork, verbose = 0, quiet = 0, tls = 0, handshake_given = 0;
 
 	memset(o, 0, sizeof *o);
 	o->mode = CHAT_MODE_EVENT;
+	o->tls_handshake = CHAT_DEFAULT_TLS_HANDSHAKE;
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:l:kvqhV", chat_longopts,
@@ -254,8 +349,8 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			if (o->listen)
 				return chat_bad(errout, prog, "%s",
 				                "only one --listen");
-			if (addr_parse(optarg, ADDR_LISTEN, &o->addr, &why) <
-			    0) {
+			if (addr_parse(optarg, ADDR_LISTEN | ADDR_TLS, &o->addr,
+			               &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
 				        prog, optarg, why);
 				fprintf(errout, chat_usage_text, prog, prog,
@@ -297,6 +392,34 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 				        optarg);
 			o->keepalive = (unsigned)secs;
 			break;
+		case OPT_TLS:
+			tls = 1;
+			break;
+		case OPT_TLS_CERT:
+			o->tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			o->tls_key = optarg;
+			break;
+		case OPT_TLS_CA:
+			o->tls_ca = optarg;
+			break;
+		case OPT_TLS_INSECURE:
+			o->tls_insecure = 1;
+			break;
+		case OPT_TLS_VERIFY_CLIENT:
+			o->tls_verify_client = optarg;
+			break;
+		case OPT_TLS_HANDSHAKE:
+			if (num_parse_seconds(optarg, 0.001, 1e7,
+			                      &o->tls_handshake) < 0)
+				return chat_bad(errout, prog,
+				                "bad --tls-handshake-timeout "
+				                "'%s' (seconds, 0.001 to "
+				                "10000000)",
+				                optarg);
+			handshake_given = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -323,7 +446,13 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 		return chat_bad(errout, prog, "%s",
 		                "-v and -q cannot be used together");
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
-	if (chat_opts_broker(o, errout, prog) != OPTS_OK)
+	if (chat_opts_broker(o, errout, prog) != OPTS_OK ||
+	    chat_opts_addr(argc, argv, o, errout, prog) != OPTS_OK)
 		return OPTS_USAGE;
-	return chat_opts_addr(argc, argv, o, errout, prog);
+	if (tls)
+		o->addr.tls = 1;
+	why = chat_tls_conflict(o, handshake_given);
+	if (why != NULL)
+		return chat_bad(errout, prog, "%s", why);
+	return OPTS_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * chat_run.c - forkloop-chat's session: set up the connection, then hand it
- * to the chosen design (chat_event.c or chat_fork.c); with --keep-open,
- * serve one peer after another.
+ * to the chosen design (chat_event.c or chat_fork.c), after the TLS
+ * handshake if asked; with --keep-open, serve one peer after another.
  */
 #include <errno.h>
 #include <string.h>
@@ -11,20 +11,34 @@
 #include "forkloop/sock.h"
 
 static int chat_session(const struct chat_opts *o, int fd,
-                        const struct chat_listeners *l)
+                        const struct chat_listeners *l,
+                        const struct chat_tls *t)
 {
+	SSL *ssl = NULL;
+
 	if (o->keepalive > 0 && sock_keepalive(fd, o->keepalive) < 0) {
 		log_error("cannot turn on TCP keepalive: %s", strerror(errno));
 		close(fd);
 		return 1;
 	}
 	chat_deliver_start(fd);
+	if (o->addr.tls) {
+		ssl = chat_tls_handshake(o, t, fd);
+		if (ssl == NULL) {
+			close(fd);
+			if (chat_sig_caught)
+				return chat_sig_status();
+			return o->listen ? CHAT_NO_HANDSHAKE : 1;
+		}
+		if (o->mode == CHAT_MODE_FORK)
+			return chat_fork_tls_session(o, fd, ssl);
+	}
 	if (o->mode == CHAT_MODE_FORK)
 		return chat_fork_session(o, fd, l);
-	return chat_event_session(o, fd);
+	return chat_event_session(o, fd, ssl);
 }
 
-static int chat_serve(const struct chat_opts *o)
+static int chat_serve(const struct chat_opts *o, const struct chat_tls *t)
 {
 	struct chat_listeners l;
 	int fd, status = 0, undelivered = 0;
@@ -39,9 +53,11 @@ static int chat_serve(const struct chat_opts *o)
 		}
 		if (!o->keep_open)
 			chat_listen_close(&l);
-		status = chat_session(o, fd, &l);
-		/* --keep-open: loss reported; wait for the next peer. */
-		if (o->keep_open && status == CHAT_UNDELIVERED) {
+		status = chat_session(o, fd, &l, t);
+		/* --keep-open: loss or failed handshake reported; wait for
+		 * the next peer. */
+		if (o->keep_open && (status == CHAT_UNDELIVERED ||
+		                     status == CHAT_NO_HANDSHAKE)) {
 			undelivered = 1;
 			continue;
 		}
@@ -49,22 +65,33 @@ static int chat_serve(const struct chat_opts *o)
 			break;
 	}
 	chat_listen_close(&l);
-	if (status == CHAT_UNDELIVERED || (status == 0 && undelivered))
+	if (status == CHAT_UNDELIVERED || status == CHAT_NO_HANDSHAKE ||
+	    (status == 0 && undelivered))
 		return 1;
 	return status;
 }
 
 int chat_run(const struct chat_opts *o)
 {
+	struct chat_tls t;
 	int fd, status;
 
 	chat_sig_install();
 	chat_stdio_save();
-	if (o->listen)
-		return chat_serve(o);
+	/* Certificates load once, before listening or connecting. */
+	if (chat_tls_init(o, &t) < 0)
+		return 1;
+	if (o->listen) {
+		status = chat_serve(o, &t);
+		chat_tls_free(&t);
+		return status;
+	}
 	fd = chat_connect(o);
-	if (fd < 0)
+	if (fd < 0) {
+		chat_tls_free(&t);
 		return chat_sig_caught ? chat_sig_status() : 1;
-	status = chat_session(o, fd, NULL);
+	}
+	status = chat_session(o, fd, NULL, &t);
+	chat_tls_free(&t);
 	return status == CHAT_UNDELIVERED ? 1 : status;
 }

@@ -8,8 +8,8 @@
  *   HOST:PORT      a host name or an IPv4 address
  *   [IPV6]:PORT    an IPv6 address, with an optional %scope
  * forkloop-chat also takes HOST PORT as two arguments (addr_set).
- * With ADDR_TLS, a listening address may start with "tls://": the same
- * forms, served over TLS (forkloop-echo).
+ * With ADDR_TLS, an address may start with "tls://": the same forms,
+ * spoken over TLS (a listener, or a target to connect to).
  */
 #ifndef FORKLOOP_ADDR_H
 #define FORKLOOP_ADDR_H

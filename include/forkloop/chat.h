@@ -18,6 +18,7 @@
 #include "forkloop/addr.h"
 #include "forkloop/log.h"
 #include "forkloop/opts.h"
+#include "forkloop/tls.h"
 
 /* Stop reading a source while this much waits for its destination. */
 #define CHAT_HIGH_WATER (256 * 1024)
@@ -32,6 +33,14 @@
 #define CHAT_LINGER_MS 3000
 /* A session's result when the peer did not get everything: exit status 1. */
 #define CHAT_UNDELIVERED 3
+/*
+ * A TLS peer that failed its handshake (reported): exit status 1, or with
+ * --keep-open the listener waits for the next peer.
+ */
+#define CHAT_NO_HANDSHAKE 4
+/* What a peer that closed without close_notify is told, TLS only. */
+#define CHAT_TLS_TRUNCATED \
+	"peer closed without close_notify: the stream may be truncated"
 
 /* --broker: defaults for --max-pending and --max-line. */
 #define CHAT_DEFAULT_MAX_PENDING (1024 * 1024)
@@ -56,7 +65,23 @@ struct chat_opts {
 	uint64_t max_pending; /* broker: bytes of unsent output per client */
 	uint64_t max_line;    /* broker: longest line relayed whole */
 	unsigned keepalive;   /* TCP keepalive idle seconds, 0 = off */
+	/*
+	 * TLS: addr.tls says the connection speaks it (--tls, or tls:// on the
+	 * target or --listen). A listener presents tls_cert/tls_key and, with
+	 * tls_verify_client, asks for a client certificate from that CA. A
+	 * client verifies the server against tls_ca (NULL: the system store)
+	 * unless tls_insecure, and presents tls_cert/tls_key if given.
+	 */
+	const char *tls_cert;          /* --tls-cert FILE, or NULL */
+	const char *tls_key;           /* --tls-key FILE, or NULL */
+	const char *tls_ca;            /* --tls-ca FILE (client), or NULL */
+	const char *tls_verify_client; /* --tls-verify-client CAFILE, or NULL */
+	int tls_insecure;              /* --tls-insecure (client) */
+	double tls_handshake;          /* --tls-handshake-timeout, seconds */
 };
+
+/* --tls-handshake-timeout's default, seconds. */
+#define CHAT_DEFAULT_TLS_HANDSHAKE 10.0
 
 /*
  * Parse forkloop-chat's command line. Help and version go to out, errors and
@@ -173,6 +198,51 @@ int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset);
  */
 void chat_deliver_start(int fd);
 
+/* What one run of a TLS endpoint loads once, before the first peer. */
+struct chat_tls {
+	struct tls_server *server; /* a tls:// listener's, or NULL */
+	SSL_CTX *client;           /* a --tls client's, or NULL */
+};
+
+/*
+ * If o->addr.tls: load the listener's certificate and key
+ * (tls_server_new, with --tls-verify-client) or make the client's context
+ * (tls_client_ctx_new: --tls-ca, --tls-cert, --tls-key, verifying unless
+ * --tls-insecure, which is said once on standard error). Without TLS t is
+ * left empty. Returns 0, or -1 after reporting the error (tls.c's words).
+ */
+int chat_tls_init(const struct chat_opts *o, struct chat_tls *t);
+
+/* Free what chat_tls_init made; t is left empty. */
+void chat_tls_free(struct chat_tls *t);
+
+/*
+ * The TLS handshake on the connected socket fd, which it makes non-blocking
+ * and leaves open: a listener's with t->server, a client's with t->client
+ * for the host the user gave (tls_client_ssl: its name or address is
+ * verified). Bounded by --tls-handshake-timeout on a listener and by
+ * CHAT_DEFAULT_TLS_HANDSHAKE on a client; SIGINT and SIGTERM end it
+ * (ppoll(2), as chat_accept). The SSL does not ignore a FIN without
+ * close_notify (SSL_OP_IGNORE_UNEXPECTED_EOF cleared), so the designs see a
+ * truncated stream as an error. Returns the SSL, bound to fd, or NULL: after
+ * reporting why ("cannot connect to ADDR:PORT: certificate verify failed:
+ * hostname mismatch" on a client, "tls handshake failed: REASON" on a
+ * listener), or because a signal was caught.
+ */
+SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
+                        int fd);
+
+/*
+ * chat_deliver for TLS, where the bytes on the wire are records, not the
+ * bytes stdin gave: after our close_notify and FIN on fd, wait up to
+ * CHAT_LINGER_MS for the peer's TCP to acknowledge everything written to
+ * the socket, FIN included (its send queue empty: SIOCOUTQ, tcp(7)),
+ * returning early on a reset or a caught signal. unsent: bytes of stdin
+ * that never went into a record. Returns as chat_deliver does; what is
+ * reported lost is unsent, and the record bytes left unacknowledged.
+ */
+int chat_deliver_tls(int fd, uint64_t unsent, int reset);
+
 /*
  * Run the chosen design: connect or listen, then move bytes until the session
  * ends. Return the process exit status.
@@ -182,13 +252,17 @@ int chat_run(const struct chat_opts *o);
 /*
  * One session over the connected socket fd, which they close. Return 0 once
  * the peer has closed and got everything, CHAT_UNDELIVERED if it reset the
- * connection or did not get everything (reported), 1 on a runtime error,
- * 128 + signal after SIGINT or SIGTERM.
+ * connection or did not get everything (reported), 1 on a runtime error
+ * (a TLS peer that closed without close_notify among them: CHAT_TLS_TRUNCATED),
+ * 128 + signal after SIGINT or SIGTERM. ssl: the connection's TLS after
+ * chat_tls_handshake, which the session frees, or NULL for plain TCP.
  */
-int chat_event_session(const struct chat_opts *o, int fd);
+int chat_event_session(const struct chat_opts *o, int fd, SSL *ssl);
 /* l: listening sockets the fork design's child closes, or NULL. */
 int chat_fork_session(const struct chat_opts *o, int fd,
                       const struct chat_listeners *l);
+/* The fork design over TLS: one process, no child (chat_fork.c). */
+int chat_fork_tls_session(const struct chat_opts *o, int fd, SSL *ssl);
 
 /*
  * The multi-user relay: listen on o->addr and relay every client's lines to
