@@ -33,6 +33,17 @@
  * discarded until its FIN, so that close(2) never finds unread input and
  * resets the connection (RFC 9293, 3.6.1; RFC 1122, 4.2.2.13), all within
  * BROKER_LINGER_MS.
+ *
+ * TLS (a tls:// --listen): each client's bufferevent is an OpenSSL one
+ * (event2/bufferevent_ssl.h) made from tls.c's SSL_CTX. A client waits
+ * outside the room (b->handshaking) until its handshake is done, for at
+ * most --tls-handshake-timeout; one that fails or runs out of time is
+ * logged and closed, never announced. With --tls-verify-client a client is
+ * named after its certificate's common name when /nick would allow that
+ * name (client_cert_name), and keeps it. The lingering close sends
+ * close_notify (SSL_shutdown) instead of a FIN, then discards what arrives
+ * until the client closes. SIGHUP loads the certificate, key and CA again
+ * for the handshakes that follow.
  */
 #include <errno.h>
 #include <signal.h>
@@ -45,9 +56,13 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
@@ -59,6 +74,7 @@
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
+#include "forkloop/tls.h"
 
 /* How long accepting pauses when the process runs out of descriptors. */
 #define BROKER_ACCEPT_PAUSE_MS 100
@@ -71,14 +87,17 @@
 #define BROKER_CMD_MAX 32
 /* Commands are read whole up to this long, whatever --max-line says. */
 #define BROKER_CMD_LINE 256
+/* A certificate's common name is read into this many bytes (tls_peer_cn). */
+#define BROKER_CN_MAX 256
 /* Skeletons per name (names_keys), and room for that of "user" or a digit. */
 #define NAMES_KEYS 3
 #define NAMES_SKEL_SHORT 16
 
 enum client_state {
-	CLIENT_IN,   /* in the room: sends and receives lines */
-	CLIENT_HALF, /* in the room after its FIN: receives until flushed */
-	CLIENT_OUT,  /* out of the room: flushing, then lingering */
+	CLIENT_HANDSHAKE, /* TLS: not yet in the room (b->handshaking) */
+	CLIENT_IN,        /* in the room: sends and receives lines */
+	CLIENT_HALF,      /* in the room after its FIN: receives, flushes */
+	CLIENT_OUT,       /* out of the room: flushing, then lingering */
 };
 
 /* Why a client leaves the room. */
@@ -98,13 +117,17 @@ struct client {
 	struct broker *b;
 	struct bufferevent *bev;
 	struct event *linger_ev; /* CLIENT_OUT: the deadline */
+	struct event *hs_ev;     /* CLIENT_HANDSHAKE: its deadline */
+	char *from;              /* its address, for the log */
 	char name[CHAT_NAME_MAX + 1];
 	char *keys;              /* what name looks like (names_keys); NULL
 	                            for the relay's own userN */
 	size_t scanned;          /* input bytes known to hold no newline */
 	unsigned discarding : 1; /* dropping the rest of a cut line */
 	unsigned eof : 1;        /* its FIN has arrived */
-	unsigned fin_sent : 1;   /* our FIN is queued */
+	unsigned fin_sent : 1;   /* our FIN (TLS: close_notify) is sent */
+	unsigned tls : 1;        /* an OpenSSL bufferevent */
+	unsigned cert_name : 1;  /* named after its certificate (kept) */
 	enum client_state state;
 	enum client_why why; /* set: leaving, for broker_reap */
 	int err;             /* WHY_ERROR: the socket error */
@@ -126,18 +149,22 @@ struct broker {
 	size_t nlev;
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
+	struct event *sighup_ev;
 	struct event *resume_ev; /* re-enables accepting after a burst or
 	                            after EMFILE */
 	unsigned burst;          /* accepts since the loop last had a turn */
 	struct echo_pause pause; /* accepting paused for want of descriptors */
 	struct client_list clients; /* the room */
 	struct client_list closing; /* out of the room, not yet closed */
+	struct client_list handshaking; /* TLS: before the room */
 	size_t nclients;
 	size_t nleaving; /* clients marked but not yet reaped */
 	unsigned long long next_id;
 	char *line; /* room for a prefix, --max-line bytes and a newline */
 	size_t in_max; /* longest line read whole: --max-line, or a command */
 	struct names names; /* one spoof checker for every /nick */
+	struct tls_server *tls;      /* a tls:// --listen; NULL otherwise */
+	const struct timeval *hs_tv; /* --tls-handshake-timeout */
 	int stopping; /* SIGINT or SIGTERM: closing everyone */
 	int status;   /* -1 while running */
 };
@@ -720,6 +747,8 @@ static void client_free(struct client *c)
 
 	if (c->state == CLIENT_OUT) {
 		TAILQ_REMOVE(&b->closing, c, entry);
+	} else if (c->state == CLIENT_HANDSHAKE) {
+		TAILQ_REMOVE(&b->handshaking, c, entry);
 	} else {
 		TAILQ_REMOVE(&b->clients, c, entry);
 		b->nclients--;
@@ -728,7 +757,10 @@ static void client_free(struct client *c)
 	}
 	if (c->linger_ev != NULL)
 		event_free(c->linger_ev);
-	bufferevent_free(c->bev); /* closes the socket */
+	if (c->hs_ev != NULL)
+		event_free(c->hs_ev);
+	bufferevent_free(c->bev); /* closes the socket, frees the SSL */
+	free(c->from);
 	free(c->keys);
 	free(c);
 	broker_check_done(b);
@@ -753,13 +785,33 @@ static void client_discardcb(struct bufferevent *bev, void *arg)
 	evbuffer_drain(in, evbuffer_get_length(in));
 }
 
-/* Everything owed is out: send our FIN, then wait for the client's. */
+/*
+ * TLS: everything owed went through SSL_write; send close_notify
+ * (SSL_shutdown(3)) without waiting for the client's, which the lingering
+ * read takes as the end. OpenSSL writes it to the socket itself; a full
+ * socket buffer loses it (WANT_WRITE), and the linger still ends.
+ */
+static void client_tls_notify(struct client *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	if (ssl != NULL && SSL_shutdown(ssl) < 0)
+		ERR_clear_error();
+}
+
+/*
+ * Everything owed is out: send our FIN (TLS: close_notify), then wait for
+ * the client's.
+ */
 static void client_fin(struct client *c)
 {
 	if (c->fin_sent)
 		return;
 	c->fin_sent = 1;
-	if (c->eof || shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
+	if (c->tls)
+		client_tls_notify(c);
+	if (c->eof ||
+	    (!c->tls && shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0)) {
 		client_free(c);
 		return;
 	}
@@ -782,14 +834,23 @@ static void client_closing_eventcb(struct bufferevent *bev, short what,
 	client_free(arg);
 }
 
-/* Keep only the rest of the line c's kernel buffer holds the start of. */
+/*
+ * Keep only the rest of the line c's kernel buffer holds the start of.
+ * TLS: also the first CHAT_CHUNK bytes (the bufferevent's most for one
+ * SSL_write) and the rest of their last line: an SSL_write that could not
+ * finish is made again with the same bytes (SSL_write(3)), which libevent
+ * leaves at the head of the buffer.
+ */
 static void client_trim_output(struct client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev), *rest;
-	struct evbuffer_ptr eol;
-	size_t eol_len;
+	struct evbuffer_ptr start, eol;
+	size_t eol_len, keep = c->tls ? CHAT_CHUNK - 1 : 0;
 
-	eol = evbuffer_search_eol(out, NULL, &eol_len, EVBUFFER_EOL_LF);
+	if (evbuffer_get_length(out) <= keep ||
+	    evbuffer_ptr_set(out, &start, keep, EVBUFFER_PTR_SET) < 0)
+		return; /* no more than that: all of it stays */
+	eol = evbuffer_search_eol(out, &start, &eol_len, EVBUFFER_EOL_LF);
 	rest = eol.pos < 0 ? NULL : evbuffer_new();
 	if (rest != NULL)
 		evbuffer_remove_buffer(out, rest, (size_t)eol.pos + 1);
@@ -940,6 +1001,10 @@ static void client_nick(struct client *c, const char *s, size_t n)
 		client_notice(c, "* usage: /nick NAME\n");
 		return;
 	}
+	if (c->cert_name) {
+		client_notice(c, "* your name comes from your certificate\n");
+		return;
+	}
 	why = name_problem(&b->names, s, n);
 	if (why != NULL) {
 		client_notice(c, "* bad name: %s\n", why);
@@ -969,9 +1034,9 @@ static void client_nick(struct client *c, const char *s, size_t n)
 }
 
 /*
- * "* 3 here: alice bob user3" to c alone, in join order; at most
- * BROKER_WHO_MAX bytes and what c's --max-pending still allows, then
- * "and N more".
+ * "* 3 here: alice bob user3" to c alone, in join order, a name from a
+ * certificate followed by " (certificate)"; at most BROKER_WHO_MAX bytes
+ * and what c's --max-pending still allows, then "and N more".
  */
 static void client_who(struct client *c)
 {
@@ -990,15 +1055,20 @@ static void client_who(struct client *c)
 	k = (size_t)snprintf(buf, sizeof buf, "* %zu here:", here);
 	TAILQ_FOREACH(o, &b->clients, entry)
 	{
+		static const char cert[] = " (certificate)";
 		size_t len = strlen(o->name);
 
 		if (!client_listening(o))
 			continue;
-		if (k + 1 + len + 32 > room)
+		if (k + 1 + len + sizeof cert + 32 > room)
 			break;
 		buf[k++] = ' ';
 		memcpy(buf + k, o->name, len);
 		k += len;
+		if (o->cert_name) {
+			memcpy(buf + k, cert, sizeof cert - 1);
+			k += sizeof cert - 1;
+		}
 		shown++;
 	}
 	if (shown < here)
@@ -1223,6 +1293,48 @@ static void client_writecb(struct bufferevent *bev, void *arg)
 }
 
 /*
+ * Why c's TLS bufferevent failed, into buf. libevent keeps SSL_get_error's
+ * code (a small number, no library) and then OpenSSL's error queue, and
+ * hands them back last first; the first with a library says most.
+ * Handshaking, a certificate that did not verify says why
+ * (tls_handshake_error).
+ */
+static const char *client_tls_reason(struct client *c, short what, char *buf,
+                                     size_t len)
+{
+	unsigned long e, found = 0;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+		if (found == 0 && ERR_GET_LIB(e) != 0)
+			found = e;
+	}
+	if (found != 0 && c->state == CLIENT_HANDSHAKE)
+		return tls_handshake_error(bufferevent_openssl_get_ssl(c->bev),
+		                           found, buf, len);
+	if (found != 0)
+		return tls_strerror(found, buf, len);
+	if ((what & BEV_EVENT_EOF) || err == 0)
+		snprintf(buf, len, "closed by the client");
+	else
+		snprintf(buf, len, "%s", strerror(err));
+	return buf;
+}
+
+/* The error behind what (a BEV_EVENT_ERROR), as an errno; TLS: logged. */
+static int client_error(struct client *c, short what)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	char why[160];
+
+	if (!c->tls)
+		return err;
+	log_verbose("%s: tls: %s", c->name,
+	            client_tls_reason(c, what, why, sizeof why));
+	return err != 0 ? err : EPROTO;
+}
+
+/*
  * End of input: relay what is left and keep sending c what it is owed. An
  * error: relay what is left; nothing more can be sent.
  */
@@ -1243,40 +1355,196 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 		c->eof = 1;
 		if (c->state == CLIENT_IN)
 			c->state = CLIENT_HALF;
+		/* libevent's OpenSSL bufferevent stops writing at the end of
+		 * input (conn_closed); c is still owed what is queued. */
+		if (c->tls)
+			bufferevent_enable(bev, EV_WRITE);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			client_leave(c, WHY_EOF, 0);
 	} else {
-		client_leave(c, WHY_ERROR, EVUTIL_SOCKET_ERROR());
+		client_leave(c, WHY_ERROR, client_error(c, what));
 	}
 	broker_reap(b);
 }
 
-static struct client *client_new(struct broker *b, evutil_socket_t fd)
+/*
+ * With --tls-verify-client: name c after the common name of the
+ * certificate it presented and that verified (tls_peer_cn), if /nick would
+ * let it take that name now. If not, why, as a notice for c, into why;
+ * without a common name, nothing.
+ */
+static void client_cert_name(struct client *c, char *why, size_t len)
+{
+	struct broker *b = c->b;
+	char cn[BROKER_CN_MAX], *keys;
+	const struct client *o;
+	const char *bad;
+	size_t n;
+
+	why[0] = '\0';
+	if (b->o->tls_verify_client == NULL ||
+	    tls_peer_cn(bufferevent_openssl_get_ssl(c->bev), cn, sizeof cn) ==
+	            NULL)
+		return;
+	n = strlen(cn);
+	bad = name_problem(&b->names, cn, n);
+	if (bad != NULL) {
+		snprintf(why, len, "* certificate name not used: %s\n", bad);
+		return;
+	}
+	keys = names_keys(&b->names, cn, n);
+	o = keys == NULL ? NULL : broker_find(b, c, cn, n, keys);
+	if (keys == NULL)
+		snprintf(why, len, "* certificate name not used: out of "
+		                   "memory\n");
+	else if (o != NULL && name_is(o->name, cn, n))
+		snprintf(why, len, "* certificate name not used: %s is taken\n",
+		         cn);
+	else if (o != NULL)
+		snprintf(why, len, "* certificate name not used: %s looks "
+		                   "like %s\n",
+		         cn, o->name);
+	else if (names_reserved(&b->names, keys))
+		snprintf(why, len, "* certificate name not used: %s is "
+		                   "reserved (the relay names newcomers "
+		                   "userN)\n",
+		         cn);
+	if (why[0] != '\0') {
+		free(keys);
+		return;
+	}
+	memcpy(c->name, cn, n + 1);
+	c->keys = keys;
+	c->cert_name = 1;
+}
+
+/* c's handshake is done, or it needs none: into the room; tell everyone. */
+static void client_join(struct client *c)
+{
+	struct broker *b = c->b;
+	char why[256] = "";
+
+	TAILQ_REMOVE(&b->handshaking, c, entry);
+	if (c->tls) {
+		event_free(c->hs_ev);
+		c->hs_ev = NULL;
+		client_cert_name(c, why, sizeof why);
+	}
+	if (!c->cert_name)
+		snprintf(c->name, sizeof c->name, "user%llu", ++b->next_id);
+	c->state = CLIENT_IN;
+	TAILQ_INSERT_TAIL(&b->clients, c, entry);
+	b->nclients++;
+	bufferevent_setcb(c->bev, client_readcb, client_writecb,
+	                  client_eventcb, c);
+	log_verbose("%s joined from %s%s", c->name, c->from,
+	            c->cert_name ? " (name from its certificate)" : "");
+	client_notice(c, "* you are %s; others here: %zu\n", c->name,
+	              b->nclients - 1);
+	if (why[0] != '\0')
+		client_notice(c, "%s", why);
+	broker_notice(b, c, "* %s joined\n", c->name);
+}
+
+/* The handshake is done, or failed: logged, and the client closed. */
+static void client_hs_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+	char why[160];
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		client_join(c);
+		broker_reap(c->b);
+		return;
+	}
+	log_verbose("%s: tls handshake failed: %s", c->from,
+	            client_tls_reason(c, what, why, sizeof why));
+	client_free(c);
+}
+
+static void client_hs_timeoutcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	(void)what;
+	log_verbose("%s: tls handshake timeout: not done in %g s", c->from,
+	            c->b->o->tls_handshake);
+	client_free(c);
+}
+
+/*
+ * The bufferevent for fd: an OpenSSL one, accepting, with TLS. If that
+ * fails, libevent has freed the SSL (BEV_OPT_CLOSE_ON_FREE) but not fd.
+ */
+static struct bufferevent *broker_bev_new(struct broker *b, evutil_socket_t fd)
+{
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	if (b->tls == NULL)
+		return bufferevent_socket_new(b->base, fd,
+		                              BEV_OPT_CLOSE_ON_FREE);
+	ssl = tls_server_ssl(b->tls);
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(b->base, fd, ssl,
+	                                     BUFFEREVENT_SSL_ACCEPTING,
+	                                     BEV_OPT_CLOSE_ON_FREE);
+	/* A FIN without close_notify ends the input (tls.h). */
+	if (bev != NULL)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/*
+ * A client for the accepted socket fd, from the address from: in the room
+ * already without TLS (client_join), handshaking with it. NULL if out of
+ * memory, with fd closed.
+ */
+static struct client *client_new(struct broker *b, evutil_socket_t fd,
+                                 const char *from)
 {
 	struct client *c = calloc(1, sizeof *c);
 
-	if (c == NULL)
-		return NULL;
-	c->b = b;
-	c->bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
+	if (c == NULL || (c->from = strdup(from)) == NULL ||
+	    (b->tls != NULL &&
+	     (c->hs_ev = evtimer_new(b->base, client_hs_timeoutcb, c)) ==
+	             NULL) ||
+	    (c->bev = broker_bev_new(b, fd)) == NULL) {
+		if (c != NULL && c->hs_ev != NULL)
+			event_free(c->hs_ev);
+		if (c != NULL)
+			free(c->from);
 		free(c);
+		evutil_closesocket(fd);
 		return NULL;
 	}
-	snprintf(c->name, sizeof c->name, "user%llu", ++b->next_id);
-	bufferevent_setcb(c->bev, client_readcb, client_writecb,
-	                  client_eventcb, c);
-	/* Input never holds more than a whole line and its CR LF. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, b->in_max + 2);
+	c->b = b;
+	c->tls = b->tls != NULL;
+	c->state = CLIENT_HANDSHAKE;
+	TAILQ_INSERT_TAIL(&b->handshaking, c, entry);
+	/*
+	 * Input never holds more than a whole line and its CR LF. Not with
+	 * TLS: libevent's OpenSSL bufferevent stops at the mark with the rest
+	 * of a record inside OpenSSL (SSL_pending) and reads it only when the
+	 * socket is readable again, which may be never. There every read
+	 * callback takes the whole lines, so what stays is at most a line cut
+	 * short and one record (16 KiB, RFC 8446 section 5.1).
+	 */
+	if (!c->tls)
+		bufferevent_setwatermark(c->bev, EV_READ, 0, b->in_max + 2);
 	bufferevent_set_max_single_read(c->bev, CHAT_CHUNK);
 	bufferevent_set_max_single_write(c->bev, CHAT_CHUNK);
-	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0) {
-		bufferevent_free(c->bev);
-		free(c);
+	bufferevent_setcb(c->bev, NULL, NULL, client_hs_eventcb, c);
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0 ||
+	    (c->tls && evtimer_add(c->hs_ev, b->hs_tv) < 0)) {
+		client_free(c);
 		return NULL;
 	}
-	TAILQ_INSERT_TAIL(&b->clients, c, entry);
-	b->nclients++;
+	if (!c->tls)
+		client_join(c);
 	return c;
 }
 
@@ -1329,17 +1597,10 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	c = client_new(b, fd);
-	if (c == NULL) {
+	c = client_new(b, fd,
+	               addr_format(sa, (socklen_t)salen, name, sizeof name));
+	if (c == NULL)
 		log_error("cannot set up a client: out of memory");
-		evutil_closesocket(fd);
-		return;
-	}
-	log_verbose("%s joined from %s", c->name,
-	            addr_format(sa, (socklen_t)salen, name, sizeof name));
-	client_notice(c, "* you are %s; others here: %zu\n", c->name,
-	              b->nclients - 1);
-	broker_notice(b, c, "* %s joined\n", c->name);
 	broker_reap(b);
 	broker_accept_yield(b);
 }
@@ -1376,9 +1637,9 @@ static void broker_resumecb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * SIGINT or SIGTERM: stop listening, send every client what it is owed and
- * close each gracefully, within BROKER_LINGER_MS; then the loop ends. A
- * second signal ends it at once.
+ * SIGINT or SIGTERM: stop listening, close the clients still handshaking,
+ * send every client what it is owed and close each gracefully, within
+ * BROKER_LINGER_MS; then the loop ends. A second signal ends it at once.
  */
 static void broker_sigcb(evutil_socket_t sig, short what, void *arg)
 {
@@ -1394,12 +1655,37 @@ static void broker_sigcb(evutil_socket_t sig, short what, void *arg)
 	b->status = chat_sig_status();
 	b->stopping = 1;
 	broker_unlisten(b);
+	while ((c = TAILQ_FIRST(&b->handshaking)) != NULL) {
+		log_verbose("%s: closed during the tls handshake: the relay is "
+		            "shutting down",
+		            c->from);
+		client_free(c);
+	}
 	TAILQ_FOREACH(c, &b->clients, entry)
 	{
 		client_leave(c, WHY_SHUTDOWN, 0);
 	}
 	broker_reap(b);
 	broker_check_done(b);
+}
+
+/*
+ * SIGHUP: load the certificate, key and CA file again for the handshakes
+ * that follow (tls_server_reload logs the outcome); connections keep the
+ * SSL_CTX they were made from. Without TLS every setting comes from the
+ * command line: nothing to reload, and the relay goes on.
+ */
+static void broker_hupcb(evutil_socket_t sig, short what, void *arg)
+{
+	struct broker *b = arg;
+
+	(void)sig;
+	(void)what;
+	if (b->tls != NULL)
+		tls_server_reload(b->tls);
+	else
+		log_info("SIGHUP: nothing to reload (every setting comes from "
+		         "the command line); still relaying");
 }
 
 /* One evconnlistener per listening socket of the --listen address. */
@@ -1436,11 +1722,25 @@ static int broker_setup(struct broker *b)
 		return -1;
 	b->sigint_ev = evsignal_new(b->base, SIGINT, broker_sigcb, b);
 	b->sigterm_ev = evsignal_new(b->base, SIGTERM, broker_sigcb, b);
+	b->sighup_ev = evsignal_new(b->base, SIGHUP, broker_hupcb, b);
 	b->resume_ev = evtimer_new(b->base, broker_resumecb, b);
 	if (b->sigint_ev == NULL || b->sigterm_ev == NULL ||
-	    b->resume_ev == NULL || evsignal_add(b->sigint_ev, NULL) < 0 ||
-	    evsignal_add(b->sigterm_ev, NULL) < 0)
+	    b->sighup_ev == NULL || b->resume_ev == NULL ||
+	    evsignal_add(b->sigint_ev, NULL) < 0 ||
+	    evsignal_add(b->sigterm_ev, NULL) < 0 ||
+	    evsignal_add(b->sighup_ev, NULL) < 0)
 		return -1;
+	if (b->tls != NULL) {
+		double t = b->o->tls_handshake;
+		struct timeval tv;
+
+		tv.tv_sec = (time_t)t;
+		tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6);
+		/* A common timeout: adding one per client is O(1). */
+		b->hs_tv = event_base_init_common_timeout(b->base, &tv);
+		if (b->hs_tv == NULL)
+			return -1;
+	}
 	return 0;
 }
 
@@ -1464,6 +1764,8 @@ static void broker_free_signals(struct broker *b)
 		event_free(b->sigint_ev);
 	if (b->sigterm_ev != NULL)
 		event_free(b->sigterm_ev);
+	if (b->sighup_ev != NULL)
+		event_free(b->sighup_ev);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -1479,6 +1781,9 @@ static void broker_teardown(struct broker *b)
 		client_free(c);
 	while ((c = TAILQ_FIRST(&b->closing)) != NULL)
 		client_free(c);
+	while ((c = TAILQ_FIRST(&b->handshaking)) != NULL)
+		client_free(c);
+	tls_server_free(b->tls);
 	if (b->resume_ev != NULL)
 		event_free(b->resume_ev);
 	if (b->base != NULL)
@@ -1497,11 +1802,16 @@ int chat_broker_run(const struct chat_opts *o)
 	b.status = -1;
 	TAILQ_INIT(&b.clients);
 	TAILQ_INIT(&b.closing);
+	TAILQ_INIT(&b.handshaking);
 	chat_sig_install();
 	if (names_open(&b.names, &e) < 0) {
 		log_error("cannot open ICU's spoof checker: %s",
 		          u_errorName(e));
 		b.status = 1;
+	} else if (o->addr.tls &&
+	           (b.tls = tls_server_new(o->tls_cert, o->tls_key,
+	                                   o->tls_verify_client)) == NULL) {
+		b.status = 1; /* tls.c said which file and why */
 	} else if (broker_setup(&b) < 0) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		b.status = 1;
