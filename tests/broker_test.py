@@ -251,7 +251,10 @@ class BrokerTest(fltest.ProcTestCase):
                 time.sleep(0.01)
         expect = nlines * (len(everyone) - 1)
         for c in readers:
-            c.wait(lambda b: b.count(b"> c") >= expect, 20, "%d lines" % expect)
+            # The last line's start may arrive before its end: wait for it
+            # whole.
+            c.wait(lambda b: b.count(b"> c") >= expect and b.endswith(b"\n"),
+                   20, "%d lines" % expect)
         for c in readers:
             got = {}
             for line in c.lines():
@@ -495,7 +498,8 @@ class BrokerTest(fltest.ProcTestCase):
                          + p + "é".encode() * 8 + b"\n"
                          + p + b"0123456789abcdef\n"
                          + p + b"\\xFF" * 4 + b"\n" + p + b"end\n")
-        a.wait(lambda d: d.count(b"* line cut") >= 4, what="4 cuts")
+        a.wait(lambda d: d.count(b"* line cut") >= 4 and d.endswith(b"\n"),
+               what="4 cuts")
         self.assertEqual(a.after_welcome().split(b"\n", 1)[1],
                          b"* line cut at 15 bytes\n* line cut at 8 bytes\n"
                          b"* line cut at 16 bytes\n* line cut at 4 bytes\n")
