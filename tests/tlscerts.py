@@ -13,10 +13,13 @@ committed key. One call makes the whole set in a directory:
   rogue-client.pem/.key  and a client (CN=mallory) signed by it
 
 Keys are ECDSA P-256: quick to make, and what a current deployment uses.
+Run as a program, `python3 tests/tlscerts.py DIR` makes the set in DIR
+(created if missing) and lists it.
 """
 
 import os
 import subprocess
+import sys
 
 SERVER_SAN = "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
 
@@ -77,3 +80,12 @@ def make(d):
 def path(d, name):
     """Path of name ("server.pem", "ca.pem"...) in a directory make filled."""
     return os.path.join(d, name)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python3 tests/tlscerts.py DIR")
+    os.makedirs(sys.argv[1], exist_ok=True)
+    make(sys.argv[1])
+    print("\n".join(sorted(f for f in os.listdir(sys.argv[1])
+                           if f.endswith((".pem", ".key")))))
