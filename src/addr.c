@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "forkloop/addr.h"
 
@@ -173,13 +174,18 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 	const char *port;
 	int r, tls = 0;
 
-	if (strncmp(spec, ADDR_TLS_PREFIX, strlen(ADDR_TLS_PREFIX)) == 0) {
+	/* Schemes are case-insensitive (RFC 3986 section 3.1). */
+	if (strncasecmp(spec, ADDR_TLS_PREFIX, strlen(ADDR_TLS_PREFIX)) == 0) {
 		if (!(flags & ADDR_TLS)) {
 			*why = "tls:// is not taken here";
 			return -1;
 		}
 		spec += strlen(ADDR_TLS_PREFIX);
 		tls = 1;
+	} else if (strstr(spec, "://") != NULL) {
+		*why = (flags & ADDR_TLS) ? "unknown scheme: the only one is tls://"
+		                          : "no scheme:// is taken here";
+		return -1;
 	}
 	if (*spec == '\0') {
 		*why = (flags & ADDR_LISTEN) ? "empty address; expected "

@@ -340,6 +340,12 @@ class AddrTest(fltest.ProcTestCase):
             ([fltest.binary("bench"), "nope"], CONNECT_FORMS),
             ([fltest.binary("bench"), "6666"], CONNECT_FORMS),
             ([fltest.binary("bench"), "::1:6666"], "in brackets"),
+            ([fltest.binary("echo"), "--listen", "https://127.0.0.1:0"],
+             "unknown scheme: the only one is tls://"),
+            ([fltest.binary("chat"), "http://127.0.0.1:7"],
+             "unknown scheme: the only one is tls://"),
+            ([fltest.binary("bench"), "ftp://127.0.0.1:7"],
+             "unknown scheme: the only one is tls://"),
         ]
         for argv, forms in cases:
             status, out, err = run(argv)
