@@ -606,6 +606,11 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	if (verbose && quiet)
 		return echo_bad(errout, prog, "%s",
 		                "-v and -q cannot be used together");
+	/* TLS first: tls:// with --udp-only is named as such, not by
+	 * whichever --tls-* option came first. */
+	why = echo_tls_conflict(o, tls_given);
+	if (why != NULL)
+		return echo_bad(errout, prog, "%s", why);
 	udp_why = echo_udp_conflict(o, udp_seen == 3, rate_given, tcp_opt,
 	                            udp_buf, sizeof udp_buf);
 	if (udp_why != NULL)
@@ -619,9 +624,6 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	if (o->mode == ECHO_MODE_FORK && o->cpu_affinity)
 		return echo_bad(errout, prog, "%s",
 		                "--cpu-affinity is for event mode's threads");
-	why = echo_tls_conflict(o, tls_given);
-	if (why != NULL)
-		return echo_bad(errout, prog, "%s", why);
 	o->log_level = verbose ? LOG_VERBOSE : quiet ? LOG_QUIET : LOG_NORMAL;
 	if (o->nlisten == 0) {
 		addr_parse(ECHO_DEFAULT_LISTEN, ADDR_LISTEN, &o->listen[0],

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -44,16 +46,35 @@ const char *tls_strerror(unsigned long err, char *buf, size_t len)
 }
 
 /*
- * A missing or unreadable file: OpenSSL 3 records the system error as
- * "system library" with errno's code; say what the file system said.
+ * Why path could not be loaded as what ("certificate", "private key"). A
+ * missing or unreadable file: OpenSSL 3 records the system error as "system
+ * library" with errno's code; say what the file system said. A directory
+ * reads as empty to OpenSSL ("no start line"): say it is one. A file
+ * without what was asked for: say so beside OpenSSL's terse reason
+ * ("no start line", "unsupported").
  */
-static const char *tls_load_error(char *buf, size_t len)
+static const char *tls_load_error(const char *path, const char *what,
+                                  char *buf, size_t len)
 {
 	unsigned long e = ERR_peek_error();
+	struct stat st;
+	char r[128];
 
 	if (ERR_SYSTEM_ERROR(e)) {
 		snprintf(buf, len, "%s", strerror(ERR_GET_REASON(e)));
 		ERR_clear_error();
+		return buf;
+	}
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(buf, len, "%s", strerror(EISDIR));
+		ERR_clear_error();
+		return buf;
+	}
+	if (ERR_GET_LIB(e) == ERR_LIB_PEM || ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER ||
+	    (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	     ERR_GET_REASON(e) == ERR_R_PEM_LIB)) {
+		snprintf(buf, len, "no PEM %s in it (%s)", what,
+		         tls_strerror(0, r, sizeof r));
 		return buf;
 	}
 	return tls_strerror(0, buf, len);
@@ -71,14 +92,14 @@ static int tls_ctx_common(SSL_CTX *ctx, const char *cert, const char *key)
 		goto common;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		log_error("cannot load --tls-cert %s: %s", cert,
-		          tls_load_error(why, sizeof why));
+		          tls_load_error(cert, "certificate", why, sizeof why));
 		return -1;
 	}
 	errno = 0;
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		log_error("cannot load --tls-key %s: %s", key,
-		          tls_load_error(why, sizeof why));
+		          tls_load_error(key, "private key", why, sizeof why));
 		return -1;
 	}
 common:
@@ -104,7 +125,8 @@ static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file)
 	if (SSL_CTX_load_verify_file(ctx, file) != 1 ||
 	    (names = SSL_load_client_CA_file(file)) == NULL) {
 		log_error("cannot load --tls-verify-client %s: %s", file,
-		          tls_load_error(why, sizeof why));
+		          tls_load_error(file, "CA certificate", why,
+		                         sizeof why));
 		return -1;
 	}
 	SSL_CTX_set_client_CA_list(ctx, names);
@@ -272,7 +294,8 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_conf *conf)
 	errno = 0;
 	if (conf->ca != NULL && SSL_CTX_load_verify_file(ctx, conf->ca) != 1) {
 		log_error("cannot load --tls-ca %s: %s", conf->ca,
-		          tls_load_error(why, sizeof why));
+		          tls_load_error(conf->ca, "CA certificate", why,
+		                         sizeof why));
 		goto fail;
 	}
 	if (conf->ca == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1) {

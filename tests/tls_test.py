@@ -310,6 +310,12 @@ class TlsTest(fltest.ProcTestCase):
              "No such file"),
             (self.argv(key="missing.key"), "missing.key", "No such file"),
             (self.argv(key="server2.key"), "server2.key", "mismatch"),
+            # Files of the wrong kind are named as such.
+            (self.argv(key="server.pem"), "server.pem",
+             "no PEM private key in it"),
+            (self.argv(cert="server.key"), "server.key",
+             "no PEM certificate in it"),
+            (self.argv(cert="."), "--tls-cert", "Is a directory"),
         ]
         for argv, name, reason in cases:
             status, out, err = self.run_echo(argv)
