@@ -500,18 +500,29 @@ static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
 		c->hs = NULL;
 		return;
 	}
-	if ((what & BEV_EVENT_EOF) && !c->handshaking) {
+	e = bufferevent_get_openssl_error(bev);
+	/*
+	 * libevent 2.1 (conn_closed in bufferevent_openssl.c) reports the
+	 * client's close_notify or FIN as EOF, and, with dirty shutdowns
+	 * allowed, a reset too: that one comes with SSL_ERROR_SYSCALL queued
+	 * as an error. On either it stops writing, which the echo still owed
+	 * after an end of input must undo.
+	 */
+	if ((what & BEV_EVENT_EOF) && !c->handshaking && e == 0) {
 		c->eof = 1;
+		bufferevent_enable(bev, EV_WRITE);
 		conn_finish(c, "end of input");
 		return;
 	}
-	e = bufferevent_get_openssl_error(bev);
 	while (bufferevent_get_openssl_error(bev) != 0)
 		;
 	/* A client certificate that did not verify says why (tls.h). */
 	if (e != 0 && c->handshaking)
 		tls_handshake_error(bufferevent_openssl_get_ssl(bev), e, reason,
 		                    sizeof reason);
+	else if (e == SSL_ERROR_SYSCALL && EVUTIL_SOCKET_ERROR() != 0)
+		snprintf(reason, sizeof reason, "%s",
+		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else if (e != 0)
 		tls_strerror(e, reason, sizeof reason);
 	else if (what & BEV_EVENT_EOF)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -359,6 +360,62 @@ class TlsTest(fltest.ProcTestCase):
         with self.connect(srv) as s:
             self.assertEqual(tls_roundtrip(s, b"still serving"),
                              b"still serving")
+
+    def fill_unread(self, s, limit_s=5.0):
+        """Write without reading until the server stops reading (its
+        --max-pending), at most limit_s seconds; returns the bytes sent."""
+        s.setblocking(False)
+        sent, chunk, end = 0, b"m" * 16384, time.monotonic() + limit_s
+        while time.monotonic() < end:
+            if not select.select([], [s], [], 0.5)[1]:
+                break
+            try:
+                sent += s.send(chunk)
+            except ssl.SSLWantWriteError:
+                pass
+        return sent
+
+    def test_end_of_input_with_echo_queued_gets_everything(self):
+        """The client writes until the server stops reading, ends its input
+        with a FIN (no close_notify: the server ignores that it is missing,
+        tls.h), and only then reads: it gets every byte back and then the
+        server's close."""
+        srv = self.server("-v", "--max-pending", "256K")
+        s = self.connect(srv)
+        sent = self.fill_unread(s)
+        self.assertGreater(sent, 256 * KIB)
+        # The TCP socket's shutdown (SSLSocket.shutdown would also drop
+        # the TLS session).
+        socket.socket.shutdown(s, socket.SHUT_WR)
+        got, eof, end = 0, False, time.monotonic() + 20
+        while time.monotonic() < end and not eof:
+            if not s.pending() and not select.select([s], [], [], 5)[0]:
+                break
+            try:
+                d = s.recv(1 << 20)
+                eof = not d
+                got += len(d)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                eof = True
+        s.close()
+        self.assertEqual((got, eof), (sent, True))
+
+    def test_reset_client_with_echo_queued_is_closed(self):
+        """A client that stops reading with echo queued, then resets, is
+        closed at once and its slot freed, as on plain TCP."""
+        srv = self.server("-v", "--max-pending", "256K")
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", srv.port))
+        s = self.context().wrap_socket(raw, server_hostname="127.0.0.1")
+        self.assertGreater(self.fill_unread(s, 2.0), 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        s.close()
+        srv.wait_line(r"Connection reset by peer")
+        self.assertEqual(self.stats(srv), (0, 1))
 
     def test_silent_client_closed_after_handshake_timeout(self):
         srv = self.server("-v", "--tls-handshake-timeout", "1")
