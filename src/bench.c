@@ -395,23 +395,63 @@ static const char *conn_tls_why(struct conn *c, int e, int err, char *buf,
 	return buf;
 }
 
+/* SSL_read calls on a broken connection while looking for an alert. */
+#define ALERT_READS 8
+
+/*
+ * A write (or read) failed with a reset or EPIPE before any echo came
+ * back. A TLS 1.3 server that refuses the client's certificate sends an
+ * alert after the client's Finished and closes; the client's first
+ * SSL_write then meets the RST before anything read the alert, which
+ * still waits in the socket's receive queue. Read what the server sent,
+ * without blocking and a few records at most: an alert turns e into
+ * SSL_ERROR_SSL, the reason on the error queue. Returns e, or the read's.
+ */
+static int conn_tls_alert(struct conn *c, int e, int *err)
+{
+	struct bench *b = c->b;
+	int i, n, r;
+
+	if (c->got_data || e != SSL_ERROR_SYSCALL || *err == 0)
+		return e;
+	for (i = 0; i < ALERT_READS; i++) {
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_read(c->ssl, b->rbuf, RBUF_LEN);
+		if (n > 0)
+			continue;
+		r = SSL_get_error(c->ssl, n);
+		if (r == SSL_ERROR_SSL) {
+			*err = 0;
+			return r;
+		}
+		break;
+	}
+	ERR_clear_error();
+	return e;
+}
+
 /*
  * A TLS connection that broke: a stream cut without close_notify
  * (OpenSSL 3's SSL_R_UNEXPECTED_EOF_WHILE_READING, or a bare EOF) is a
  * truncation; an alert before any echo is the server refusing the
  * handshake (TLS 1.3 sends it after the client's Finished, as for a
- * client certificate it does not accept); the rest are resets.
+ * client certificate it does not accept, and it may be queued behind a
+ * reset: conn_tls_alert); the rest are resets.
  */
 static void conn_tls_lost(struct conn *c, int e, int err)
 {
 	struct bench *b = c->b;
-	unsigned long code = ERR_peek_error();
+	unsigned long code;
 	char why[BENCH_TLS_WHY_LEN];
 	uint64_t *counter = &b->r->err.reset;
-	int trunc = (e == SSL_ERROR_SYSCALL && code == 0 && err == 0) ||
-	            (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
-	             ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+	int trunc;
 
+	e = conn_tls_alert(c, e, &err);
+	code = ERR_peek_error();
+	trunc = (e == SSL_ERROR_SYSCALL && code == 0 && err == 0) ||
+	        (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+	         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
 	c->tls_ok = 0;
 	if (trunc) {
 		ERR_clear_error();
@@ -616,10 +656,12 @@ static int conn_input(struct conn *c, ssize_t n)
 }
 
 /*
- * --tls-resume: the session to resume, taken once the first echoed byte
- * was read, by when a TLS 1.3 server's tickets (sent after the handshake)
- * have been read too. Each connection's replaces the last, as a client
- * that keeps its newest ticket does.
+ * The first echoed byte on c: the server accepted its handshake (a TLS 1.3
+ * server may refuse one after the client's Finished), so its version and
+ * cipher are what the report shows. --tls-resume: the session to resume,
+ * taken now, by when a TLS 1.3 server's tickets (sent after the
+ * handshake) have been read too. Each connection's replaces the last, as
+ * a client that keeps its newest ticket does.
  */
 static void conn_tls_keep(struct conn *c)
 {
@@ -627,6 +669,11 @@ static void conn_tls_keep(struct conn *c)
 	SSL_SESSION *s;
 
 	c->got_data = 1;
+	if (b->r->tls.version == NULL) {
+		b->r->tls.version = SSL_get_version(c->ssl);
+		b->r->tls.cipher =
+		        SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+	}
 	if (!b->o->tls_resume)
 		return;
 	s = SSL_get1_session(c->ssl);
@@ -820,10 +867,6 @@ static void conn_tls_done(struct conn *c)
 	t->handshakes++;
 	if (SSL_session_reused(c->ssl))
 		t->resumed++;
-	if (t->version == NULL) {
-		t->version = SSL_get_version(c->ssl);
-		t->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
-	}
 	c->hs = 0;
 	c->tls_ok = 1;
 	conn_up(c);
@@ -1455,6 +1498,7 @@ static void bench_finish(struct bench *b)
 	hist_merge(&r->latency_uncorrected, b->late_sent);
 	hist_merge(&r->latency, b->late_due);
 	r->elapsed = b->measuring ? (double)(b->t_end - b->t_measure) / 1e9 : 0;
+	r->conns_lost = b->dead;
 	r->connect_ms =
 	        r->connects > 0 ? (double)b->connect_ns / 1e6 / r->connects : 0;
 }

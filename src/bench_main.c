@@ -48,7 +48,10 @@ int main(int argc, char **argv)
 	if (r->stalled)
 		status = 1;
 	if (r->messages == 0 && !r->interrupted) {
-		log_error("no echo came back in %.1f s", r->elapsed);
+		if (r->conns_lost == o.conns)
+			log_error("no echo came back: every connection failed");
+		else
+			log_error("no echo came back in %.1f s", r->elapsed);
 		status = 1;
 	}
 	nwarn = bench_warnings(&o, r, warn);

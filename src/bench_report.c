@@ -60,6 +60,7 @@ void bench_result_merge(struct bench_result *dst,
 	hist_merge(&dst->tls.latency, &src->tls.latency);
 	dst->late_conns += src->late_conns;
 	dst->conns_pending += src->conns_pending;
+	dst->conns_lost += src->conns_lost;
 	dst->in_flight += src->in_flight;
 	dst->unsent += src->unsent;
 	hist_merge(&dst->latency, &src->latency);
@@ -148,6 +149,10 @@ static const char *tls_verified(const struct bench_opts *o)
 	                         : "server verified against the system's CAs";
 }
 
+/*
+ * The version and cipher come from a connection that got an echo back: a
+ * TLS 1.3 server may refuse a handshake the client saw complete.
+ */
 static void text_tls(FILE *f, const struct bench_opts *o,
                      const struct bench_result *r)
 {
@@ -155,9 +160,15 @@ static void text_tls(FILE *f, const struct bench_opts *o,
 
 	if (!o->tls)
 		return;
-	fprintf(f, "%-22s %s %s, %s%s\n", "tls",
-	        t->version != NULL ? t->version : "-",
-	        t->cipher != NULL ? t->cipher : "-", tls_verified(o),
+	fprintf(f, "%-22s ", "tls");
+	if (t->version != NULL)
+		fprintf(f, "%s %s", t->version,
+		        t->cipher != NULL ? t->cipher : "-");
+	else if (t->handshakes > 0)
+		fprintf(f, "no handshake accepted (no echo came back)");
+	else
+		fprintf(f, "no handshake completed");
+	fprintf(f, ", %s%s\n", tls_verified(o),
 	        o->tls_cert != NULL ? ", client certificate" : "");
 	fprintf(f, "%-22s %" PRIu64 " (resumed %" PRIu64 "%s)\n",
 	        "tls_handshakes", t->handshakes, t->resumed,

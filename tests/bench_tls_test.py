@@ -135,11 +135,11 @@ class BenchTlsTest(fltest.ProcTestCase):
     def path(self, name):
         return tlscerts.path(self.dir, name)
 
-    def echo(self, mode="event", cert="server"):
+    def echo(self, mode="event", cert="server", *extra):
         return self.start(fltest.Server, [
             fltest.binary("echo"), "--mode", mode, "--listen",
             "tls://127.0.0.1:0", "--tls-cert", self.path(cert + ".pem"),
-            "--tls-key", self.path(cert + ".key")])
+            "--tls-key", self.path(cert + ".key")] + list(extra))
 
     def pyserver(self, how="echo", client_ca=None, size=64):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -225,6 +225,8 @@ class BenchTlsTest(fltest.ProcTestCase):
         self.assertEqual(out.count(VERIFY_FAILED), 1, out)
         self.assertRegex(out, r"(?m)^tls_error +%s$" % re.escape(VERIFY_FAILED))
         self.assertIn("handshake 3", out)
+        self.assertRegex(out, r"(?m)^tls +no handshake completed, "
+                              r"server verified against --tls-ca$")
         # Unverified, the rogue is served like any other.
         j, _ = self.bench_json("--tls", "-c", 1, "-n", 10, target)
         self.assertEqual(j["errors"], 0)
@@ -302,13 +304,46 @@ class BenchTlsTest(fltest.ProcTestCase):
         self.assertEqual(j["messages"], 0, j)
         self.assertEqual(j["errors"], 2, j)
         k = j["error_kinds"]
-        self.assertEqual(k["handshake"] + k["reset"], 2, j)
-        self.assertTrue(j["tls"]["error"], j)
+        self.assertEqual((k["handshake"], k["reset"]), (2, 0), j)
+        self.assertIn("certificate required", j["tls"]["error"], j)
+        self.assertIsNone(j["tls"]["version"], j)
         # Nor does a certificate from another CA pass.
         j, _ = self.bench_json("--tls-cert", self.path("rogue-client.pem"),
                                "--tls-key", self.path("rogue-client.key"),
                                "-c", 1, "-n", 10, target, status=1)
         self.assertEqual((j["messages"], j["errors"]), (0, 1), j)
+
+    def test_refused_client_certificate_in_a_closed_loop(self):
+        # forkloop-echo wants a client certificate and gets none: TLS 1.3
+        # refuses it with an alert after the client's Finished. The
+        # client's first write often meets the reset before it read the
+        # alert; each connection is still a handshake error, with the
+        # alert's reason, and the run ends once none is left.
+        srv = self.echo("event", "server", "--tls-verify-client",
+                        self.path("ca.pem"))
+        target = "tls://127.0.0.1:%d" % srv.port
+        j, err = self.bench_json("--tls", "-c", 10, "-d", 5, target,
+                                 status=1)
+        k = j["error_kinds"]
+        self.assertEqual((j["messages"], j["errors"], k["handshake"],
+                          k["reset"]), (0, 10, 10, 0), j)
+        t = j["tls"]
+        self.assertEqual(t["error"], "tlsv13 alert certificate required")
+        self.assertEqual((t["version"], t["cipher"]), (None, None), t)
+        self.assertLess(j["duration_s"], 4, j)
+        self.assertIn("no echo came back: every connection failed", err)
+        p = self.bench("--tls", "-c", 2, "-d", 5, target)
+        self.assertEqual(p.returncode, 1)
+        out = p.stdout.decode()
+        self.assertRegex(out, r"(?m)^tls +no handshake accepted \(no echo "
+                              r"came back\), server not verified$")
+        self.assertIn("reset 0, closed 0, connect 0, handshake 2,", out)
+        # With the certificate, the row shows what was negotiated.
+        j, _ = self.bench_json("--tls-cert", self.path("client.pem"),
+                               "--tls-key", self.path("client.key"),
+                               "-c", 2, "-n", 50, target)
+        self.assertEqual((j["errors"], j["tls"]["version"]),
+                         (0, "TLSv1.3"), j)
 
     def test_threads_tls_byte_exact_and_resumed(self):
         # Two workers, each with its own SSL objects and session, one
@@ -338,6 +373,7 @@ class BenchTlsTest(fltest.ProcTestCase):
             self.assertEqual(p.returncode, 2, args)
             self.assertIn(why, p.stderr.decode())
         p = self.bench("--help")
+        self.assertIn("130 or 143", p.stdout.decode())
         for opt in ("--tls ", "--tls-verify", "--tls-ca", "--tls-cert",
                     "--tls-key", "--tls-resume"):
             self.assertIn(opt, p.stdout.decode())

@@ -100,9 +100,13 @@ struct bench_errors {
  * they all happen then).
  */
 struct bench_tls {
-	uint64_t handshakes; /* completed */
+	uint64_t handshakes; /* completed on the client's side (a TLS 1.3
+	                        server may still refuse one after it, with an
+	                        alert: an err.handshake) */
 	uint64_t resumed;    /* of which resumed a session (SSL_session_reused) */
-	const char *version; /* of the first handshake: "TLSv1.3"; static */
+	const char *version; /* of the first connection that got an echo
+	                        back, which the server surely accepted:
+	                        "TLSv1.3"; NULL if none did; static */
 	const char *cipher;  /* "TLS_AES_256_GCM_SHA384"; static */
 	char why[BENCH_TLS_WHY_LEN]; /* the first TLS failure's reason, or "" */
 	struct hist latency; /* nanoseconds from connect(2) to handshake done */
@@ -132,6 +136,9 @@ struct bench_result {
 	double load_start_ms; /* from the first connect to the load's start */
 	uint64_t late_conns; /* not up yet when the load started */
 	uint64_t conns_pending; /* still connecting at the end */
+	uint64_t conns_lost; /* slots whose connection failed for good: all
+	                        o->conns of them when the run ended because
+	                        none was left */
 	uint64_t in_flight;  /* at the end: sent, echo not complete */
 	uint64_t unsent;     /* at the end: due, not yet written */
 	int interrupted;     /* the signal that stopped it early, SIGINT or
