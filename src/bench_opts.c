@@ -115,8 +115,8 @@ static const char bench_help_text[] =
         "  forkloop-bench --churn --tls --tls-resume -c 10 -d 5 "
         "tls://127.0.0.1:7443\n"
         "  forkloop-bench --tls --tls-verify --tls-ca ca.pem --tls-cert "
-        "alice.pem\n"
-        "                 --tls-key alice.key -n 1000 tls://localhost:7443\n";
+        "client.pem\n"
+        "                 --tls-key client.key -n 1000 tls://localhost:7443\n";
 
 enum {
 	OPT_WARMUP = 256,
