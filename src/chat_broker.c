@@ -1351,7 +1351,21 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 	    !c->discarding)
 		client_take_line(c, len, 0);
 	evbuffer_drain(in, evbuffer_get_length(in));
-	if (what & BEV_EVENT_EOF) {
+	/*
+	 * With dirty shutdowns allowed, libevent 2.1 reports a reset (or a
+	 * broken pipe on write) as EOF too, with SSL_ERROR_SYSCALL queued as
+	 * an error; a close_notify or FIN queues none. A reset is an error:
+	 * nothing more can be sent.
+	 */
+	if ((what & BEV_EVENT_EOF) && c->tls &&
+	    bufferevent_get_openssl_error(bev) != 0) {
+		int err = EVUTIL_SOCKET_ERROR();
+
+		while (bufferevent_get_openssl_error(bev) != 0)
+			;
+		client_leave(c, WHY_ERROR,
+		             err != 0 && err != EAGAIN ? err : ECONNRESET);
+	} else if (what & BEV_EVENT_EOF) {
 		c->eof = 1;
 		if (c->state == CLIENT_IN)
 			c->state = CLIENT_HALF;

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -583,6 +584,32 @@ class BrokerTlsTest(fltest.ProcTestCase):
         srv.wait_line(s.name.decode() + " dropped: not reading")
         self.marker(c, [a])
         self.stop(srv, [a, c])
+
+    def test_reset_client_owed_output_leaves(self):
+        """A client owed megabytes it never read resets its connection: it
+        leaves at once, reported as a reset, and the others are told (it
+        used to be written to forever, the reset taken for an end of
+        input)."""
+        srv = self.broker("-v", "--max-pending", "16M")
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", srv.port))
+        a = self.context().wrap_socket(raw, server_hostname="127.0.0.1")
+        name = srv.wait_line(r"(user\d+) joined from")[-1].group(1)
+        b = self.client(srv)
+        line = b"z" * 999 + b"\n"
+        for _ in range(6):
+            b.send(line * 500)
+        srv.wait_line(re.escape(b.name.decode()) + r" joined from")
+        time.sleep(0.5)  # the relay has queued most of it for a
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        a.close()
+        srv.wait_line(re.escape(name) + r" left \(Connection reset by peer\)")
+        b.wait_line(b"* " + name.encode() + b" left")
+        self.marker(b, [])
+        self.stop(srv, [b])
 
     def test_bad_key_is_a_start_error(self):
         """A certificate and key that do not match: exit status 1 with
