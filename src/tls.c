@@ -266,6 +266,10 @@ const char *tls_peer_cn(SSL *ssl, char *buf, size_t len)
 	if (peer == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
 	    (subj = X509_get_subject_name(peer)) == NULL || len > INT_MAX)
 		return NULL;
+	/* Two common names: which one names the client is anyone's guess. */
+	n = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+	if (n < 0 || X509_NAME_get_index_by_NID(subj, NID_commonName, n) >= 0)
+		return NULL;
 	n = X509_NAME_get_text_by_NID(subj, NID_commonName, buf, (int)len);
 	if (n <= 0 || (size_t)n >= len - 1 || strlen(buf) != (size_t)n)
 		return NULL; /* none, cut short, or a NUL inside */
@@ -337,6 +341,9 @@ SSL *tls_client_ssl(SSL_CTX *ctx, const char *host)
 		                                         host) != 1
 		       : SSL_set1_host(ssl, host) != 1)
 			goto fail;
+		/* Names only from subjectAltName, never the subject's CN
+		 * (RFC 9525 section 6.3; RFC 6125 allowed the fallback). */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	}
 	errno = saved;
 	return ssl;

@@ -231,6 +231,21 @@ class BenchTlsTest(fltest.ProcTestCase):
         j, _ = self.bench_json("--tls", "-c", 1, "-n", 10, target)
         self.assertEqual(j["errors"], 0)
 
+    def test_verify_ignores_the_subject_common_name(self):
+        """A certificate with CN=localhost but only IP:127.0.0.1 among its
+        subjectAltNames verifies for 127.0.0.1, not for localhost: names
+        come from subjectAltName only (RFC 9525 section 6.3)."""
+        srv = self.echo("event", "cn-localhost")
+        verify = ["--tls-verify", "--tls-ca", self.path("ca.pem")]
+        j, _ = self.bench_json(*verify, "-c", 1, "-n", 10,
+                               "tls://127.0.0.1:%d" % srv.port)
+        self.assertEqual(j["errors"], 0, j)
+        j, _ = self.bench_json(*verify, "-c", 1, "-n", 10,
+                               "tls://localhost:%d" % srv.port, status=1)
+        self.assertEqual(j["error_kinds"]["handshake"], 1, j)
+        self.assertEqual(j["tls"]["error"],
+                         "certificate verify failed: hostname mismatch")
+
     def test_churn_full_and_resumed_handshakes(self):
         srv = self.echo("event")
         target = "tls://127.0.0.1:%d" % srv.port

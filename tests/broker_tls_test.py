@@ -432,7 +432,11 @@ class BrokerTlsTest(fltest.ProcTestCase):
                          b"* your name comes from your certificate\n"
                          b"* user1 is now carol\n")
         self.assertEqual(srv.stderr_text().count(" joined from "), 3)
-        self.stop(srv, [alice, bob, again])
+        # Two common names (CN=alice, CN=bob): neither names the client.
+        two = self.client(srv, "two-cn")
+        self.assertEqual(two.name, b"user2")
+        self.assertEqual(two.data(), b"* you are user2; others here: 3\n")
+        self.stop(srv, [alice, bob, again, two])
 
     def test_plaintext_client_is_logged_and_closed(self):
         """A client speaking plain text on the TLS port fails the handshake,

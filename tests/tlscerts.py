@@ -11,6 +11,9 @@ committed key. One call makes the whole set in a directory:
   rogue-ca.pem           a CA nobody trusts, and
   rogue.pem/.key         a server for 127.0.0.1 and localhost signed by it,
   rogue-client.pem/.key  and a client (CN=mallory) signed by it
+  cn-localhost.pem/.key  server with CN=localhost but only IP:127.0.0.1 in
+                         subjectAltName, by ca (a name must not match it)
+  two-cn.pem/.key        client whose subject is CN=alice, CN=bob, by ca
 
 Keys are ECDSA P-256: quick to make, and what a current deployment uses.
 Run as a program, `python3 tests/tlscerts.py DIR` makes the set in DIR
@@ -74,6 +77,9 @@ def make(d):
           "subjectAltName=DNS:other.example\n")
     _sign(d, "rogue", "forkloop rogue server", rogue, SERVER_SAN)
     _sign(d, "rogue-client", "mallory", rogue, client_ext)
+    _sign(d, "cn-localhost", "localhost", ca,
+          "subjectAltName=IP:127.0.0.1\n")
+    _sign(d, "two-cn", "alice/CN=bob", ca, client_ext)
     return d
 
 

@@ -90,7 +90,8 @@ const char *tls_handshake_error(SSL *ssl, unsigned long err, char *buf,
  * of the certificate ssl's peer presented and that verified
  * (SSL_get0_peer_certificate(3), SSL_get_verify_result(3) == X509_V_OK),
  * into buf as UTF-8. Returns buf, or NULL if there is none, it did not
- * verify, or it does not fit in len bytes with its NUL.
+ * verify, the subject has more than one common name, or it does not fit
+ * in len bytes with its NUL.
  */
 const char *tls_peer_cn(SSL *ssl, char *buf, size_t len);
 
@@ -119,9 +120,11 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_conf *conf);
  * host, the name or address the user gave: a name is sent as SNI
  * (SSL_set_tlsext_host_name(3), RFC 6066 section 3, which forbids
  * literal addresses there) and, when the context verifies, checked
- * against the certificate (SSL_set1_host(3), RFC 6125); an IPv4 or IPv6
- * literal (brackets allowed) is checked against the certificate's IP
- * address entries (X509_VERIFY_PARAM_set1_ip_asc(3)). Returns the SSL, or
+ * against the certificate's DNS names only, never its subject's common
+ * name (SSL_set1_host(3), X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, RFC 9525
+ * section 6.3); an IPv4 or IPv6 literal (brackets allowed) is checked
+ * against the certificate's IP address entries
+ * (X509_VERIFY_PARAM_set1_ip_asc(3)). Returns the SSL, or
  * NULL (out of memory, or a host OpenSSL refuses) with errno unchanged.
  */
 SSL *tls_client_ssl(SSL_CTX *ctx, const char *host);
