@@ -175,7 +175,7 @@ static int chat_accept_ready(const struct chat_listeners *l,
 	return -1;
 }
 
-int chat_accept(const struct chat_listeners *l)
+int chat_accept(const struct chat_listeners *l, int tls)
 {
 	struct pollfd pfd[CHAT_MAX_LISTEN];
 	struct sockaddr_storage ss;
@@ -222,9 +222,10 @@ int chat_accept(const struct chat_listeners *l)
 	}
 	if (fd >= 0) {
 		sock_nodelay(fd);
-		log_info("connected to %s",
-		         addr_format((struct sockaddr *)&ss, len, name,
-		                     sizeof name));
+		if (!tls)
+			log_info("connected to %s",
+			         addr_format((struct sockaddr *)&ss, len, name,
+			                     sizeof name));
 	}
 	return fd;
 }
@@ -277,7 +278,8 @@ int chat_connect(const struct chat_opts *o)
 	evutil_freeaddrinfo(res);
 	if (fd >= 0) {
 		sock_nodelay(fd);
-		log_info("connected to %s", name);
+		if (!o->addr.tls)
+			log_info("connected to %s", name);
 	}
 	return fd;
 }
@@ -379,7 +381,10 @@ static const char *chat_tls_why(SSL *ssl, int r, char *buf, size_t len)
 	return tls_handshake_error(ssl, 0, buf, len);
 }
 
-/* Drive the handshake until done; -1 with why filled, or on a signal. */
+/*
+ * Drive the handshake until done; -1 with why filled, or on a signal; -2
+ * with why filled when secs passed.
+ */
 static int chat_tls_drive(SSL *ssl, int fd, double secs, char *why, size_t len)
 {
 	struct timespec end;
@@ -405,12 +410,14 @@ static int chat_tls_drive(SSL *ssl, int fd, double secs, char *why, size_t len)
 		}
 		r = chat_tls_wait(
 		        fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, &end);
-		if (r == 0)
-			snprintf(why, len, "not done within %g s", secs);
-		else if (r < 0)
+		if (r == 0) {
+			snprintf(why, len, "not done in %g s", secs);
+			return -2;
+		}
+		if (r < 0) {
 			snprintf(why, len, "%s", strerror(errno));
-		if (r <= 0)
 			return -1;
+		}
 	}
 }
 
@@ -420,7 +427,8 @@ SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
 	struct sockaddr_storage ss;
 	socklen_t slen = sizeof ss;
 	char why[256], name[ADDR_STRLEN];
-	int flags;
+	const char *what;
+	int flags, r;
 	SSL *ssl;
 
 	ssl = o->listen ? tls_server_ssl(t->server)
@@ -437,25 +445,58 @@ SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
 	}
 	/* tls_server_new ignores it for the echo; a chat reports it. */
 	SSL_clear_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	if (chat_tls_drive(ssl, fd,
-	                   o->listen ? o->tls_handshake
-	                             : CHAT_DEFAULT_TLS_HANDSHAKE,
-	                   why, sizeof why) == 0)
-		return ssl;
-	SSL_free(ssl);
-	if (chat_sig_caught)
-		return NULL;
-	if (o->listen) {
-		log_error("tls handshake failed: %s", why);
-		return NULL;
-	}
+	/* Before the handshake: a peer that refuses us may be gone after. */
 	if (getpeername(fd, (struct sockaddr *)&ss, &slen) == 0)
 		addr_format((struct sockaddr *)&ss, slen, name, sizeof name);
 	else
 		snprintf(name, sizeof name, "%s:%s", o->addr.host,
 		         o->addr.port);
-	log_error("cannot connect to %s: %s", name, why);
+	r = chat_tls_drive(ssl, fd,
+	                   o->listen ? o->tls_handshake
+	                             : CHAT_DEFAULT_TLS_HANDSHAKE,
+	                   why, sizeof why);
+	/* Over TLS, connected means the handshake is done. */
+	if (r == 0) {
+		log_info("connected to %s (%s)", name, SSL_get_version(ssl));
+		return ssl;
+	}
+	SSL_free(ssl);
+	if (chat_sig_caught)
+		return NULL;
+	what = r == -2 ? "tls handshake timeout" : "tls handshake failed";
+	if (o->listen)
+		log_error("%s: %s", what, why);
+	else if (r == -2)
+		log_error("cannot connect to %s: %s: %s", name, what, why);
+	else
+		log_error("cannot connect to %s: %s", name, why);
 	return NULL;
+}
+
+unsigned long chat_tls_alert(SSL *ssl)
+{
+	unsigned long e;
+	char b;
+
+	ERR_clear_error();
+	if (SSL_peek(ssl, &b, 1) > 0)
+		return 0;
+	e = ERR_peek_error();
+	ERR_clear_error();
+	if (ERR_GET_LIB(e) != ERR_LIB_SSL ||
+	    ERR_GET_REASON(e) < SSL_AD_REASON_OFFSET)
+		return 0;
+	return e;
+}
+
+void chat_tls_quit(SSL *ssl)
+{
+	if (ssl == NULL || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+		return;
+	ERR_clear_error();
+	if (SSL_shutdown(ssl) < 0)
+		log_verbose("cannot send close_notify");
+	ERR_clear_error();
 }
 
 /* Bytes written to fd that its peer's TCP has not acknowledged. */
@@ -469,7 +510,16 @@ static int chat_outq(int fd, uint64_t *n)
 	return 0;
 }
 
-int chat_deliver_tls(int fd, uint64_t unsent, int reset)
+uint64_t chat_tls_notify_mark(int fd)
+{
+	uint64_t q;
+
+	if (chat_outq(fd, &q) < 0)
+		return 0;
+	return chat_tcp_acked(fd) + q;
+}
+
+int chat_deliver_tls(int fd, uint64_t unsent, int reset, uint64_t notify_at)
 {
 	struct tcp_info ti;
 	struct timespec t0;
@@ -499,6 +549,13 @@ int chat_deliver_tls(int fd, uint64_t unsent, int reset)
 	}
 	if (chat_sig_caught)
 		return chat_sig_status();
+	/*
+	 * The peer closed first and its TCP acknowledged every record before
+	 * our close_notify: a socket the peer closed answers that record
+	 * with a reset, where a plain FIN draws none. Nothing was lost.
+	 */
+	if (unsent == 0 && notify_at > 0 && ti.tcpi_bytes_acked >= notify_at)
+		return 0;
 	if (reset && unsent > 0)
 		log_error("peer reset the connection: %llu bytes not delivered",
 		          (unsigned long long)unsent);

@@ -28,7 +28,8 @@
  * it), then a FIN, and the loop reads on until the peer's close_notify,
  * which libevent reports as BEV_EVENT_EOF. allow_dirty_shutdown stays off,
  * so a FIN without close_notify comes as BEV_EVENT_ERROR with OpenSSL's
- * "unexpected eof while reading": reported as a truncation. At the end
+ * "unexpected eof while reading": reported as a truncation. SIGINT and
+ * SIGTERM send close_notify too, at teardown (chat_tls_quit). At the end
  * chat_deliver_tls checks that the peer's TCP acknowledged every record.
  */
 #include <errno.h>
@@ -68,8 +69,9 @@ struct chat_ev {
 	int fin_sent;
 	int peer_paused;
 	int peer_eof;
-	int reset;  /* the peer reset the connection (ECONNRESET, EPIPE) */
-	int status; /* -1 while the session runs */
+	int reset; /* the peer reset the connection (ECONNRESET, EPIPE) */
+	uint64_t notify_at; /* TLS: chat_tls_notify_mark after the peer's */
+	int status;         /* -1 while the session runs */
 };
 
 /*
@@ -125,6 +127,8 @@ static int chat_ev_notify(struct chat_ev *c)
 	char why[256];
 	int r;
 
+	if (c->peer_eof && c->notify_at == 0)
+		c->notify_at = chat_tls_notify_mark(c->fd);
 	ERR_clear_error();
 	errno = 0;
 	r = SSL_shutdown(c->ssl);
@@ -340,13 +344,17 @@ static int chat_ev_tls_error(struct chat_ev *c, int err)
 		else if (first == 0 && ERR_GET_LIB(e) != 0)
 			first = e;
 	}
+	/* A reset: the peer may have said why first. */
+	if (!truncated && first == 0 && (err == ECONNRESET || err == EPIPE)) {
+		first = chat_tls_alert(c->ssl);
+		if (first == 0)
+			return 1;
+	}
 	if (truncated)
 		log_error("%s", CHAT_TLS_TRUNCATED);
 	else if (first != 0)
 		log_error("connection to the peer: %s",
 		          tls_strerror(first, why, sizeof why));
-	else if (err == ECONNRESET || err == EPIPE)
-		return 1;
 	else
 		log_error("connection to the peer: %s",
 		          err != 0 ? strerror(err) : "unknown TLS error");
@@ -360,10 +368,21 @@ static void chat_ev_peer_eventcb(struct bufferevent *bev, short what, void *arg)
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
+	/* Ended (an error reported, a signal): one report, no more work. */
+	if (c->status >= 0)
+		return;
 	if ((what & BEV_EVENT_ERROR) && c->ssl != NULL) {
 		if (!chat_ev_tls_error(c, err))
 			return;
 		err = ECONNRESET;
+	}
+	if ((what & BEV_EVENT_EOF) && c->peer_eof) {
+		/* After a fatal alert OpenSSL takes a failed SSL_write for
+		 * the peer's close; enabling EV_WRITE again would retry it. */
+		log_error("cannot send to the peer: the connection is shut "
+		          "down");
+		chat_ev_finish(c, 1);
+		return;
 	}
 	if (what & BEV_EVENT_EOF) {
 		c->peer_eof = 1;
@@ -491,10 +510,31 @@ static void chat_ev_free_signals(struct chat_ev *c)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
+/*
+ * The session is over: only the signal events may run again. Above all
+ * the socket's bufferevent, whose callbacks would go on as if the session
+ * did (an OpenSSL one can report a write it cannot do as EOF, again and
+ * again).
+ */
+static void chat_ev_quiet(struct chat_ev *c)
+{
+	if (c->peer != NULL) {
+		bufferevent_setcb(c->peer, NULL, NULL, NULL, NULL);
+		bufferevent_disable(c->peer, EV_READ | EV_WRITE);
+	}
+	if (c->in_ev != NULL)
+		event_del(c->in_ev);
+	if (c->out_ev != NULL)
+		event_del(c->out_ev);
+	if (c->notify_ev != NULL)
+		event_del(c->notify_ev);
+}
+
 static void chat_ev_teardown(struct chat_ev *c)
 {
 	uint64_t unsent;
 
+	chat_ev_quiet(c);
 	chat_ev_free_signals(c);
 	if (c->in_ev != NULL)
 		event_free(c->in_ev);
@@ -502,13 +542,17 @@ static void chat_ev_teardown(struct chat_ev *c)
 		event_free(c->out_ev);
 	if (c->notify_ev != NULL)
 		event_free(c->notify_ev);
+	/* A deliberate quit ends TLS cleanly, as TCP's FIN does. */
+	if (chat_sig_caught)
+		chat_tls_quit(c->ssl);
 	/* Whatever happened, the peer sees a FIN. */
 	shutdown(c->fd, SHUT_WR);
 	/* Stdin's bytes still in the socket's output count as not delivered. */
 	if (c->status == 0 && c->peer != NULL && !chat_sig_caught) {
 		unsent = evbuffer_get_length(bufferevent_get_output(c->peer));
 		c->status = c->ssl != NULL
-		                    ? chat_deliver_tls(c->fd, unsent, c->reset)
+		                    ? chat_deliver_tls(c->fd, unsent, c->reset,
+		                                       c->notify_at)
 		                    : chat_deliver(c->fd, c->in_bytes - unsent,
 		                                   unsent, c->reset);
 	}
@@ -534,6 +578,7 @@ int chat_event_session(const struct chat_opts *o, int fd, SSL *ssl)
 	c.ssl = ssl;
 	c.status = -1;
 	if (chat_sig_caught) {
+		chat_tls_quit(ssl);
 		SSL_free(ssl);
 		close(fd);
 		return chat_sig_status();

@@ -25,8 +25,8 @@
  * chunk waits for stdout, the backpressure blocking gives the two
  * processes. At stdin's end it sends close_notify (SSL_shutdown) and a
  * FIN, and reads until the peer's close_notify; a FIN without one is
- * reported as a truncation (CHAT_TLS_TRUNCATED). chat_deliver_tls checks
- * the end.
+ * reported as a truncation (CHAT_TLS_TRUNCATED). SIGINT and SIGTERM send
+ * close_notify too (chat_tls_quit). chat_deliver_tls checks the end.
  */
 #include <errno.h>
 #include <poll.h>
@@ -280,7 +280,8 @@ struct chat_tf {
 	int peer_eof;
 	int notify_sent; /* close_notify and FIN */
 	int reset;
-	int status; /* -1 while the session runs */
+	uint64_t notify_at; /* chat_tls_notify_mark, after the peer's */
+	int status;         /* -1 while the session runs */
 };
 
 /*
@@ -306,6 +307,14 @@ static short chat_tf_wait(struct chat_tf *t, int r)
 	}
 	if (e == SSL_ERROR_SYSCALL && err == 0 &&
 	    (errno == ECONNRESET || errno == EPIPE)) {
+		/* The peer may have said why before it reset. */
+		err = chat_tls_alert(t->ssl);
+		if (err != 0) {
+			log_error("connection to the peer: %s",
+			          tls_strerror(err, why, sizeof why));
+			t->status = 1;
+			return 0;
+		}
 		/* chat_deliver_tls reports it, with what was lost. */
 		t->reset = 1;
 		t->peer_eof = 1;
@@ -374,6 +383,8 @@ static int chat_tf_notify(struct chat_tf *t)
 	if (!t->in_eof || t->in_len > 0 || t->notify_sent || t->wr_wait != 0 ||
 	    t->reset)
 		return 0;
+	if (t->peer_eof && t->notify_at == 0)
+		t->notify_at = chat_tls_notify_mark(t->fd);
 	ERR_clear_error();
 	errno = 0;
 	r = SSL_shutdown(t->ssl);
@@ -513,10 +524,14 @@ int chat_fork_tls_session(const struct chat_opts *o, int fd, SSL *ssl)
 		t.status = 1;
 	}
 	status = t.status < 0 ? chat_tf_loop(&t) : t.status;
+	/* A deliberate quit ends TLS cleanly, as TCP's FIN does. */
+	if (chat_sig_caught)
+		chat_tls_quit(ssl);
 	/* Whatever happened, the peer sees a FIN. */
 	shutdown(fd, SHUT_WR);
 	if ((status == 0 || t.reset) && !chat_sig_caught)
-		status = chat_deliver_tls(fd, t.in_len - t.in_off, t.reset);
+		status = chat_deliver_tls(fd, t.in_len - t.in_off, t.reset,
+		                          t.notify_at);
 	SSL_free(ssl);
 	close(fd);
 	if (chat_sig_caught)

@@ -46,7 +46,7 @@ static int chat_serve(const struct chat_opts *o, const struct chat_tls *t)
 	if (chat_listen(o, &l) < 0)
 		return 1;
 	for (;;) {
-		fd = chat_accept(&l);
+		fd = chat_accept(&l, o->addr.tls);
 		if (fd < 0) {
 			status = chat_sig_caught ? chat_sig_status() : 1;
 			break;

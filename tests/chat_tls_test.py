@@ -10,6 +10,7 @@ own process group, killed by group at the end.
 
 import os
 import random
+import signal
 import socket
 import ssl
 import subprocess
@@ -30,6 +31,7 @@ TRUNCATED = r"^forkloop-chat: peer closed without close_notify: " \
             r"the stream may be truncated$"
 VERIFY = r"^forkloop-chat: cannot connect to \S+: certificate verify " \
          r"failed: %s$"
+CONNECTED = r"^forkloop-chat: connected to 127\.0\.0\.1:\d+ \(TLSv1\.3\)$"
 
 
 def payload(n, seed):
@@ -171,6 +173,8 @@ class ChatTlsTest(fltest.ProcTestCase):
         lis, cli = self.exchange()
         self.assertLine(lis, r"^forkloop-chat: listening on "
                              r"127\.0\.0\.1:\d+ \(tls\)$")
+        self.assertLine(lis, CONNECTED)
+        self.assertLine(cli, CONNECTED)
 
     def test_ipv6_literal_verifies(self):
         self.exchange(size=8 * KIB, host="::1", addr="tls://[::1]:0")
@@ -244,6 +248,9 @@ class ChatTlsTest(fltest.ProcTestCase):
         self.assertLine(cli, VERIFY % reason)
         self.assertExits(lis, 1)
         self.assertLine(lis, r"^forkloop-chat: tls handshake failed: ")
+        # Connected means the handshake is done, on either side.
+        self.assertNotIn("connected to", cli.stderr_text())
+        self.assertNotIn("connected to", lis.stderr_text())
 
     def test_unknown_ca_refused(self):
         self.verify_fails("rogue", "unable to get local issuer certificate")
@@ -290,6 +297,8 @@ class ChatTlsTest(fltest.ProcTestCase):
             self.assertExits(alice, 0)
         with open(self.path("out"), "rb") as f:
             self.assertEqual(f.read(), b"alice here\n")
+        # The refused peer was never connected; alice was, once.
+        self.assertEqual(len(lis.wait_line(CONNECTED)), 1)
 
     def test_plaintext_client_then_tls_peer(self):
         with open(self.path("out"), "wb") as out:
@@ -326,8 +335,9 @@ class ChatTlsTest(fltest.ProcTestCase):
         self.assertGreater(took, 0.4)
         self.assertLess(took, 5)
         self.assertExits(lis, 1)
-        self.assertLine(lis, r"^forkloop-chat: tls handshake failed: not "
-                             r"done within 0\.5 s$")
+        self.assertLine(lis, r"^forkloop-chat: tls handshake timeout: not "
+                             r"done in 0\.5 s$")
+        self.assertNotIn("connected to", lis.stderr_text())
 
     def test_truncation_reported(self):
         def serve(c):
@@ -345,6 +355,69 @@ class ChatTlsTest(fltest.ProcTestCase):
         self.assertLine(cli, TRUNCATED)
         with open(self.path("out"), "rb") as f:
             self.assertEqual(f.read(), b"a line\n")
+
+    def refused_once(self, *cert, alert):
+        """A client that forkloop-echo --tls-verify-client refuses after
+        TLS 1.3's handshake, stdin still open with a line for it: exit 1
+        within seconds, the reason said once."""
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        os.write(w, b"refused\n")
+        cli = self.client(self.echo_port, "--tls-ca", self.cert("ca.pem"),
+                          *cert, stdin=r)
+        os.close(r)
+        self.assertExits(cli, 1, timeout=5)
+        err = cli.stderr_text()
+        self.assertLess(len(err.splitlines()), 10, err[:2000])
+        self.assertNotIn("peer finished sending", err)
+        if alert is not None:
+            self.assertEqual(err.count(alert), 1, err)
+
+    def test_refused_after_handshake_exits_once(self):
+        echo = self.start(Server, [
+            fltest.binary("echo"), "--mode", MODE, "-l", "tls://127.0.0.1:0",
+            "--tls-cert", self.cert("server.pem"),
+            "--tls-key", self.cert("server.key"),
+            "--tls-verify-client", self.cert("ca.pem")])
+        self.echo_port = echo.port
+        self.refused_once(alert="connection to the peer: tlsv13 alert "
+                                "certificate required")
+        # The alert may come after a reset for the line sent: either way,
+        # once.
+        self.refused_once("--tls-cert", self.cert("rogue-client.pem"),
+                          "--tls-key", self.cert("rogue-client.key"),
+                          alert=None)
+
+    def test_signal_sends_close_notify(self):
+        """SIGINT on the client, SIGTERM on the listener: it dies of the
+        signal after close_notify, and the other side ends as after a
+        plain FIN (chat_test's sigint_kills_with_sigint_peer_sees_fin):
+        no truncation, exit 0 with nothing owed."""
+        for sig, victim in ((signal.SIGINT, "client"),
+                            (signal.SIGTERM, "listener")):
+            with open(self.path("out"), "wb") as out:
+                lis = self.listener(stdout=out)
+                r, w = os.pipe()
+                cli = self.client(lis.port, "--tls-ca", self.cert("ca.pem"),
+                                  stdin=r)
+                os.close(r)
+                os.write(w, b"hi\n")
+                self.assertTrue(wait_until(
+                    lambda: os.path.getsize(self.path("out")) == 3, 10))
+                if MODE == "event":  # the session's mask: nothing blocked
+                    with open("/proc/%d/status" % cli.pid) as f:
+                        blk = [int(l.split()[1], 16) for l in f
+                               if l.startswith("SigBlk:")][0]
+                    self.assertEqual(blk & (1 << (signal.SIGINT - 1) |
+                                            1 << (signal.SIGTERM - 1)), 0)
+                p, other = (cli, lis) if victim == "client" else (lis, cli)
+                p.signal(sig)
+                self.assertExits(p, -sig)
+                other.wait_line(r"^forkloop-chat: peer finished sending$")
+                self.close_hold()
+                self.assertExits(other, 0)
+                os.close(w)
+                self.assertNotIn("close_notify", other.stderr_text())
 
 
 if __name__ == "__main__":

@@ -164,14 +164,17 @@ void chat_listen_close(struct chat_listeners *l);
  * Wait for one peer on any socket of l (ppoll(2) with SIGINT and SIGTERM
  * blocked until the wait, so a signal caught before it is not missed).
  * Returns the connected socket (blocking, close-on-exec), or -1: after
- * reporting an error, or because a signal was caught.
+ * reporting an error, or because a signal was caught. Says "connected to
+ * ADDR:PORT" unless tls (chat_tls_handshake says it once the handshake is
+ * done).
  */
-int chat_accept(const struct chat_listeners *l);
+int chat_accept(const struct chat_listeners *l, int tls);
 
 /*
  * Connect to o->addr, trying every address it resolves to. Returns the
  * connected socket (blocking), or -1: after reporting the error, or because a
- * signal was caught.
+ * signal was caught. Says "connected to ADDR:PORT", over TLS only once the
+ * handshake is done (chat_tls_handshake).
  */
 int chat_connect(const struct chat_opts *o);
 
@@ -224,13 +227,31 @@ void chat_tls_free(struct chat_tls *t);
  * CHAT_DEFAULT_TLS_HANDSHAKE on a client; SIGINT and SIGTERM end it
  * (ppoll(2), as chat_accept). The SSL does not ignore a FIN without
  * close_notify (SSL_OP_IGNORE_UNEXPECTED_EOF cleared), so the designs see a
- * truncated stream as an error. Returns the SSL, bound to fd, or NULL: after
- * reporting why ("cannot connect to ADDR:PORT: certificate verify failed:
- * hostname mismatch" on a client, "tls handshake failed: REASON" on a
- * listener), or because a signal was caught.
+ * truncated stream as an error. Returns the SSL, bound to fd, after saying
+ * "connected to ADDR:PORT (TLSv1.3)", or NULL: after reporting why ("cannot
+ * connect to ADDR:PORT: certificate verify failed: hostname mismatch" on a
+ * client, "tls handshake failed: REASON" or "tls handshake timeout: not
+ * done in 10 s" on a listener), or because a signal was caught.
  */
 SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
                         int fd);
+
+/*
+ * A write on ssl met a reset: the alert a peer that refused us sent before
+ * it closed may still wait unread (TLS 1.3 judges a client's certificate
+ * after the client's handshake is done). Reads it without taking any data
+ * (SSL_peek); returns its error (tls_strerror says "tlsv13 alert
+ * certificate required"), or 0 if the next record is not an alert.
+ */
+unsigned long chat_tls_alert(SSL *ssl);
+
+/*
+ * SIGINT or SIGTERM ends a TLS session: send close_notify on ssl, unless
+ * already sent, as a FIN would end a TCP one. Best effort: one
+ * SSL_shutdown on the non-blocking socket, not waiting for room or for the
+ * peer's close_notify.
+ */
+void chat_tls_quit(SSL *ssl);
 
 /*
  * chat_deliver for TLS, where the bytes on the wire are records, not the
@@ -238,10 +259,21 @@ SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
  * CHAT_LINGER_MS for the peer's TCP to acknowledge everything written to
  * the socket, FIN included (its send queue empty: SIOCOUTQ, tcp(7)),
  * returning early on a reset or a caught signal. unsent: bytes of stdin
- * that never went into a record. Returns as chat_deliver does; what is
- * reported lost is unsent, and the record bytes left unacknowledged.
+ * that never went into a record. notify_at: chat_tls_notify_mark's answer
+ * when our close_notify followed the peer's, else 0; once the peer's TCP
+ * acknowledged that much, a reset or an unacknowledged close_notify is no
+ * loss (the peer had left; plain TCP's FIN would have drawn no reset).
+ * Returns as chat_deliver does; what is reported lost is unsent, and the
+ * record bytes left unacknowledged.
  */
-int chat_deliver_tls(int fd, uint64_t unsent, int reset);
+int chat_deliver_tls(int fd, uint64_t unsent, int reset, uint64_t notify_at);
+
+/*
+ * Right before our close_notify on fd, every record before it written to
+ * the socket: where that record begins, counted as TCP_INFO's
+ * tcpi_bytes_acked counts, or 0 if unknown.
+ */
+uint64_t chat_tls_notify_mark(int fd);
 
 /*
  * Run the chosen design: connect or listen, then move bytes until the session
