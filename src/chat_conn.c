@@ -464,8 +464,8 @@ SSL *chat_tls_handshake(const struct chat_opts *o, const struct chat_tls *t,
 	if (chat_sig_caught)
 		return NULL;
 	what = r == -2 ? "tls handshake timeout" : "tls handshake failed";
-	if (o->listen)
-		log_error("%s: %s", what, why);
+	if (o->listen) /* named as the relay names them */
+		log_error("%s: %s: %s", name, what, why);
 	else if (r == -2)
 		log_error("cannot connect to %s: %s: %s", name, what, why);
 	else

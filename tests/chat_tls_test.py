@@ -247,7 +247,7 @@ class ChatTlsTest(fltest.ProcTestCase):
         self.assertExits(cli, 1)
         self.assertLine(cli, VERIFY % reason)
         self.assertExits(lis, 1)
-        self.assertLine(lis, r"^forkloop-chat: tls handshake failed: ")
+        self.assertLine(lis, r"^forkloop-chat: 127\.0\.0\.1:\d+: tls handshake failed: ")
         # Connected means the handshake is done, on either side.
         self.assertNotIn("connected to", cli.stderr_text())
         self.assertNotIn("connected to", lis.stderr_text())
@@ -284,7 +284,7 @@ class ChatTlsTest(fltest.ProcTestCase):
                                 self.cert("ca.pem"), stdout=out)
             anon = self.client(lis.port, "--tls-ca", self.cert("ca.pem"))
             self.assertExits(anon, 1)
-            lis.wait_line(r"^forkloop-chat: tls handshake failed: peer did "
+            lis.wait_line(r"^forkloop-chat: 127\.0\.0\.1:\d+: tls handshake failed: peer did "
                           r"not return a certificate$")
             with open(self.file_with("in", b"alice here\n"), "rb") as i:
                 alice = self.client(
@@ -305,7 +305,7 @@ class ChatTlsTest(fltest.ProcTestCase):
             lis = self.listener("-k", stdout=out)
             s = socket.create_connection(("127.0.0.1", lis.port), 10)
             s.sendall(b"hello in the clear\n")
-            lis.wait_line(r"^forkloop-chat: tls handshake failed: ")
+            lis.wait_line(r"^forkloop-chat: 127\.0\.0\.1:\d+: tls handshake failed: ")
             s.settimeout(10)
             try:  # an alert, then EOF; or a reset for what it left unread
                 while s.recv(100):
@@ -335,7 +335,7 @@ class ChatTlsTest(fltest.ProcTestCase):
         self.assertGreater(took, 0.4)
         self.assertLess(took, 5)
         self.assertExits(lis, 1)
-        self.assertLine(lis, r"^forkloop-chat: tls handshake timeout: not "
+        self.assertLine(lis, r"^forkloop-chat: 127\.0\.0\.1:\d+: tls handshake timeout: not "
                              r"done in 0\.5 s$")
         self.assertNotIn("connected to", lis.stderr_text())
 
