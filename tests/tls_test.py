@@ -415,6 +415,8 @@ class TlsTest(fltest.ProcTestCase):
                      struct.pack("ii", 1, 0))
         s.close()
         srv.wait_line(r"Connection reset by peer")
+        # Fork mode counts the child out once it is reaped, just after.
+        wait_until(lambda: self.stats(srv) == (0, 1), interval=0.1)
         self.assertEqual(self.stats(srv), (0, 1))
 
     def test_silent_client_closed_after_handshake_timeout(self):
