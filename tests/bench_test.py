@@ -226,6 +226,21 @@ class BenchTest(fltest.ProcTestCase):
         s.close()
         return port
 
+    def assertUnsentOnlyAtTheEnd(self, j, rate):
+        """An open-loop run at rate msgs/s kept its schedule. A thread held
+        off the CPU at the very end (this machine is shared) may leave a
+        few messages due and unsent: at most 1% of a second's worth, each
+        counted, aged in the latency and warned of, never dropped."""
+        self.assertLessEqual(j["unsent"], max(2, rate * 0.01), j)
+        self.assertEqual(j["latency_us"]["count"],
+                         j["messages"] + j["unanswered"], j)
+        if j["unsent"] == 0:
+            self.assertEqual(j["warnings"], [], j)
+        else:
+            self.assertEqual(j["warnings"], [
+                "%d messages were due and never sent; their ages are in "
+                "the latency" % j["unsent"]], j)
+
     def assertLatencySane(self, j):
         lat = j["latency_us"]
         vals = [lat[k] for k in PERCENTILES]
@@ -380,8 +395,7 @@ class BenchTest(fltest.ProcTestCase):
         self.assertLessEqual(j["messages"], 201)
         self.assertEqual(j["load"], "open")
         self.assertFalse(j["rate_short"], j)
-        self.assertEqual(j["warnings"], [])
-        self.assertEqual(j["unsent"], 0)
+        self.assertUnsentOnlyAtTheEnd(j, 200)
 
     def test_rate_counts_a_stall_in_the_tail(self):
         # The server sits on its first message for 0.3 s. Messages due in
@@ -698,20 +712,9 @@ class BenchTest(fltest.ProcTestCase):
         self.assertLess(abs(j["rate_achieved"] - 2000), 2000 * 0.03, j)
         self.assertLessEqual(j["messages"], 4002, j)
         self.assertFalse(j["rate_short"], j)
-        # A thread held off the CPU at the end of the run (this machine
-        # is shared) leaves a few messages due and unsent: they are
-        # counted, aged in the latency and warned of, never dropped.
-        self.assertLessEqual(j["unsent"], 2000 * 0.01, j)
-        self.assertEqual(j["latency_us"]["count"],
-                         j["messages"] + j["unanswered"], j)
+        self.assertUnsentOnlyAtTheEnd(j, 2000)
         self.assertEqual(j["issue_lag_us"]["count"],
                          j["messages"] + j["in_flight"], j)
-        if j["unsent"] == 0:
-            self.assertEqual(j["warnings"], [], err)
-        else:
-            self.assertEqual(j["warnings"], [
-                "%d messages were due and never sent; their ages are in "
-                "the latency" % j["unsent"]], err)
 
     def workers(self, p):
         """Threads of p named as forkloop-bench names its workers; a
