@@ -387,37 +387,86 @@ static char *trim(char *s)
 	return s;
 }
 
+/* The longest line of a rule file, newline and comment included. */
+#define ADMIT_LINE_MAX 1024
+
+/*
+ * One line of f into buf (ADMIT_LINE_MAX bytes), without its newline:
+ * returns its length, -1 at the end of the file, ADMIT_LINE_LONG for a line
+ * that does not fit or ADMIT_LINE_NUL for one holding a NUL byte (what
+ * follows it would be silently cut off). A file without newlines, such as
+ * a binary given by mistake, is refused at its first ADMIT_LINE_MAX bytes
+ * rather than read whole into memory.
+ */
+#define ADMIT_LINE_LONG (-2)
+#define ADMIT_LINE_NUL  (-3)
+static long admit_read_line(FILE *f, char *buf)
+{
+	size_t n = 0;
+	int c;
+
+	while ((c = getc(f)) != EOF && c != '\n') {
+		if (c == '\0')
+			return ADMIT_LINE_NUL;
+		if (n == ADMIT_LINE_MAX - 1)
+			return ADMIT_LINE_LONG;
+		buf[n++] = (char)c;
+	}
+	if (c == EOF && n == 0)
+		return -1;
+	buf[n] = '\0';
+	return (long)n;
+}
+
+/*
+ * The rules of the file path, one a line. Errors name the option, then
+ * the file, and the line if one is bad: "--deny-file deny.txt:12: ...".
+ */
 static int admit_add_file(struct admit *a, int deny, const char *path,
                           char *err, size_t errlen)
 {
-	char why[128], *line = NULL, *s;
-	size_t cap = 0, lineno = 0;
+	static const char bom[] = "\xef\xbb\xbf";
+	const char *name = deny ? "--deny-file" : "--allow-file";
+	char why[128], line[ADMIT_LINE_MAX], *s;
+	size_t lineno = 0;
+	long n;
 	FILE *f;
 	int rc = 0;
 
 	if ((f = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s %s: %s", name, path, strerror(errno));
 		return -1;
 	}
-	while (getline(&line, &cap, f) != -1) {
+	while ((n = admit_read_line(f, line)) != -1) {
 		lineno++;
-		if ((s = strchr(line, '#')) != NULL)
-			*s = '\0';
-		s = trim(line);
+		if (n == ADMIT_LINE_NUL || n == ADMIT_LINE_LONG) {
+			snprintf(err, errlen, "%s %s:%zu: %s", name, path,
+			         lineno,
+			         n == ADMIT_LINE_NUL
+			                 ? "a NUL byte in the line"
+			                 : "line longer than 1023 bytes");
+			rc = -1;
+			break;
+		}
+		s = line;
+		/* A UTF-8 byte order mark, as some editors write, is no text. */
+		if (lineno == 1 && strncmp(s, bom, sizeof bom - 1) == 0)
+			s += sizeof bom - 1;
+		s[strcspn(s, "#")] = '\0';
+		s = trim(s);
 		if (*s == '\0')
 			continue;
 		if (admit_add_cidr(a, deny, s, why, sizeof why) < 0) {
-			snprintf(err, errlen, "%s:%zu: %s: %s", path, lineno, s,
-			         why);
+			snprintf(err, errlen, "%s %s:%zu: %s: %s", name, path,
+			         lineno, s, why);
 			rc = -1;
 			break;
 		}
 	}
 	if (rc == 0 && ferror(f)) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s %s: %s", name, path, strerror(errno));
 		rc = -1;
 	}
-	free(line);
 	fclose(f);
 	return rc;
 }
@@ -1005,7 +1054,8 @@ const char *admit_why_text(const struct admit *a, enum admit_why why,
 		         a->per_source);
 		return buf;
 	case ADMIT_RATE:
-		snprintf(buf, len, "over --accept-rate %g/s", a->rate);
+		/* As given: %g would print 1234567 as 1.23457e+06. */
+		snprintf(buf, len, "over --accept-rate %.15g/s", a->rate);
 		return buf;
 	case ADMIT_TABLE_FULL:
 		return "--source-table full";

@@ -373,7 +373,8 @@ static void test_files_comments_blank_lines_and_errors(void **state)
 	        admit_option(a, ADMIT_OPT_DENY_FILE, path, err, sizeof err),
 	        -1);
 	snprintf(want, sizeof want,
-	         "%s:4: 10.1.0.0/8: host bits set; did you mean 10.0.0.0/8?",
+	         "--deny-file %s:4: 10.1.0.0/8: host bits set; did you mean "
+	         "10.0.0.0/8?",
 	         path);
 	assert_string_equal(err, want);
 	unlink(path);
@@ -382,7 +383,8 @@ static void test_files_comments_blank_lines_and_errors(void **state)
 	        admit_option(a, ADMIT_OPT_ALLOW_FILE, path, err, sizeof err),
 	        -1);
 	snprintf(want, sizeof want,
-	         "%s:3: bogus: not an IPv4 or IPv6 address with an optional "
+	         "--allow-file %s:3: bogus: not an IPv4 or IPv6 address with "
+	         "an optional "
 	         "/LEN",
 	         path);
 	assert_string_equal(err, want);
@@ -394,13 +396,97 @@ static void test_files_comments_blank_lines_and_errors(void **state)
 	assert_int_equal(
 	        admit_option(a, ADMIT_OPT_ALLOW_FILE, path, err, sizeof err),
 	        -1);
-	snprintf(want, sizeof want, "%s: %s", path, strerror(ENOENT));
+	snprintf(want, sizeof want, "--allow-file %s: %s", path,
+	         strerror(ENOENT));
 	assert_string_equal(err, want);
 	assert_int_equal(
 	        admit_option(a, ADMIT_OPT_DENY_FILE, "/tmp", err, sizeof err),
 	        -1);
-	snprintf(want, sizeof want, "/tmp: %s", strerror(EISDIR));
+	snprintf(want, sizeof want, "--deny-file /tmp: %s", strerror(EISDIR));
 	assert_string_equal(err, want);
+	admit_free(a);
+}
+
+/* A file of len bytes, NULs and all. */
+static void temp_bytes(char *path, size_t plen, const char *bytes, size_t len)
+{
+	int fd;
+
+	snprintf(path, plen, "/tmp/test_admit.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+	close(fd);
+}
+
+/*
+ * A NUL byte would end the line for every string function, and what
+ * follows it would be dropped unseen: the line is an error. A UTF-8 byte
+ * order mark before the first line is skipped; CR LF line ends and tabs
+ * are white space; a line over 1,023 bytes is refused.
+ */
+static void test_file_nul_byte_bom_crlf(void **state)
+{
+	static const char nul[] = "10.0.0.0/8\n192.0.2.1\0.5\n";
+	static const char bom[] = "\xef\xbb\xbf" "192.0.2.0/24\r\n"
+	                          "\t198.51.100.0/24\t# tab\r\n";
+	char path[64], want[256], err[256];
+	struct admit *a = admit_new();
+	struct sockaddr_storage ss;
+
+	(void)state;
+	assert_non_null(a);
+	temp_bytes(path, sizeof path, nul, sizeof nul - 1);
+	assert_int_equal(
+	        admit_option(a, ADMIT_OPT_DENY_FILE, path, err, sizeof err),
+	        -1);
+	snprintf(want, sizeof want, "--deny-file %s:2: a NUL byte in the line",
+	         path);
+	assert_string_equal(err, want);
+	unlink(path);
+	/* No newline in sight (a binary given by mistake): refused at the
+	 * first 1,024 bytes, not read whole. */
+	{
+		static char junk[64 * 1024];
+
+		memset(junk, 'x', sizeof junk);
+		temp_bytes(path, sizeof path, junk, sizeof junk);
+	}
+	assert_int_equal(
+	        admit_option(a, ADMIT_OPT_DENY_FILE, path, err, sizeof err),
+	        -1);
+	snprintf(want, sizeof want,
+	         "--deny-file %s:1: line longer than 1023 bytes", path);
+	assert_string_equal(err, want);
+	unlink(path);
+	temp_bytes(path, sizeof path, bom, sizeof bom - 1);
+	assert_int_equal(
+	        admit_option(a, ADMIT_OPT_ALLOW_FILE, path, err, sizeof err),
+	        1);
+	unlink(path);
+	assert_int_equal(admit_finish(a, err, sizeof err), 0);
+	ss = v4("192.0.2.200");
+	assert_int_equal(admit_check_addr(a, SA(ss), sizeof ss), ADMIT_OK);
+	ss = v4("198.51.100.1");
+	assert_int_equal(admit_check_addr(a, SA(ss), sizeof ss), ADMIT_OK);
+	ss = v4("203.0.113.1");
+	assert_int_equal(admit_check_addr(a, SA(ss), sizeof ss), ADMIT_DENIED);
+	admit_free(a);
+}
+
+/* The rate in a refusal's words is the one given, not rounded to 6 digits. */
+static void test_rate_text_as_given(void **state)
+{
+	struct admit *a = MADE("--accept-rate", "1234567/s");
+	char buf[96];
+
+	(void)state;
+	assert_string_equal(admit_why_text(a, ADMIT_RATE, buf, sizeof buf),
+	                    "over --accept-rate 1234567/s");
+	admit_free(a);
+	a = MADE("--accept-rate", "0.25");
+	assert_string_equal(admit_why_text(a, ADMIT_RATE, buf, sizeof buf),
+	                    "over --accept-rate 0.25/s");
 	admit_free(a);
 }
 
@@ -508,6 +594,21 @@ static void test_mapped_peers_match_ipv4_rules(void **state)
 	assert_int_equal(check(a, "::ffff:192.168.1.1"), ADMIT_DENIED);
 	/* Only the mapped prefix: ::10.1.2.3 is no IPv4 address. */
 	assert_int_equal(check(a, "::10.1.2.3"), ADMIT_DENIED);
+	admit_free(a);
+	/* An IPv6 rule, even ::/0, never matches a mapped peer (the docs). */
+	a = MADE("--deny", "::/0");
+	assert_int_equal(check(a, "::ffff:10.1.2.3"), ADMIT_OK);
+	assert_int_equal(check(a, "2001:db8::1"), ADMIT_DENIED);
+	admit_free(a);
+	a = MADE("--allow", "::/0");
+	assert_int_equal(check(a, "::ffff:10.1.2.3"), ADMIT_DENIED);
+	assert_int_equal(check(a, "10.1.2.3"), ADMIT_DENIED);
+	admit_free(a);
+	/* ::ffff:0:0/96 is 0.0.0.0/0: every IPv4 peer, no IPv6 one. */
+	a = MADE("--deny", "::ffff:0:0/96");
+	assert_int_equal(check(a, "10.1.2.3"), ADMIT_DENIED);
+	assert_int_equal(check(a, "::ffff:10.1.2.3"), ADMIT_DENIED);
+	assert_int_equal(check(a, "2001:db8::1"), ADMIT_OK);
 	admit_free(a);
 }
 
@@ -1276,6 +1377,8 @@ int main(void)
 	        cmocka_unit_test(test_allow_uid_values),
 	        cmocka_unit_test(test_finish_checks_what_goes_together),
 	        cmocka_unit_test(test_files_comments_blank_lines_and_errors),
+	        cmocka_unit_test(test_file_nul_byte_bom_crlf),
+	        cmocka_unit_test(test_rate_text_as_given),
 	        cmocka_unit_test(test_empty_allow_file_admits_no_ip_peer),
 	        cmocka_unit_test(test_deny_wins_over_allow),
 	        cmocka_unit_test(test_allow_only_and_deny_only),

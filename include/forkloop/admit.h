@@ -128,9 +128,11 @@ void admit_free(struct admit *a);
  *     must be 0 to 32"); bits set past LEN are an error, as they usually
  *     mean a typo ("10.1.0.0/8: host bits set; did you mean 10.0.0.0/8?").
  *   --allow-file/--deny-file FILE: one CIDR per line; '#' starts a comment,
- *     blank lines are skipped; a bad line is "FILE:LINE: ..." and an
- *     unreadable file names the file and strerror. An --allow-file with no
- *     CIDR in it is still an allow list: no IP peer gets in.
+ *     blank lines are skipped; a UTF-8 byte order mark first is skipped;
+ *     a bad line (or one with a NUL byte) is "--deny-file FILE:LINE: ..."
+ *     and an unreadable file "--deny-file FILE: " and strerror. An
+ *     --allow-file with no CIDR in it is still an allow list: no IP peer
+ *     gets in.
  *   --max-conns-per-source N: 1 or more. --source-prefix6 LEN: 1 to 128.
  *   --accept-rate R or R/s: connections per second, more than 0.
  *   --accept-burst B: 1 or more (default: R rounded up).
