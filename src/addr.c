@@ -1,14 +1,17 @@
 /*
  * addr.c - parse the address forms every program takes (addr.h), resolve
  * them with the system's getaddrinfo(3), and print socket addresses the way
- * users type them.
+ * users type them. Unix addresses (unix(7)) take the same paths, without
+ * the resolver.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -168,6 +171,52 @@ static int addr_split_colon(const char *spec, int flags, char *host,
 	return 0;
 }
 
+/*
+ * What follows "unix:": "/PATH" or "@NAME", each at most ADDR_UNIXLEN - 1
+ * bytes (sun_path holds the path and its NUL, or a NUL and the name;
+ * unix(7)). A relative path is refused: the daemon and its clients would
+ * have to agree on a working directory.
+ */
+static int addr_parse_unix(const char *rest, struct addr *out,
+                           const char **why)
+{
+	size_t len = strlen(rest);
+
+	if (rest[0] != '/' && rest[0] != '@') {
+		*why = "expected " ADDR_FORMS_UNIX
+		       " (an absolute path, or @ and an abstract name)";
+		return -1;
+	}
+	if (rest[0] == '@' && len == 1) {
+		*why = "empty abstract name: expected unix:@NAME";
+		return -1;
+	}
+	/* 107: Linux's sun_path is 108 bytes. */
+	if (rest[0] == '/' && len > ADDR_UNIXLEN - 1) {
+		*why = "path longer than 107 bytes (sun_path, unix(7))";
+		return -1;
+	}
+	if (rest[0] == '@' && len - 1 > ADDR_UNIXLEN - 1) {
+		*why = "abstract name longer than 107 bytes (sun_path, "
+		       "unix(7))";
+		return -1;
+	}
+	memset(out, 0, sizeof *out);
+	memcpy(out->path, rest, len + 1);
+	out->is_unix = 1;
+	out->unix_mode = -1;
+	return 0;
+}
+
+/* Does spec start with "unix:" followed by what only a Unix address has? */
+static int addr_has_unix_prefix(const char *spec)
+{
+	size_t n = strlen(ADDR_UNIX_PREFIX);
+
+	return strncasecmp(spec, ADDR_UNIX_PREFIX, n) == 0 &&
+	       (spec[n] == '/' || spec[n] == '@');
+}
+
 int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 {
 	char host[ADDR_HOSTLEN];
@@ -182,7 +231,23 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 		}
 		spec += strlen(ADDR_TLS_PREFIX);
 		tls = 1;
-	} else if (strstr(spec, "://") != NULL) {
+	}
+	if ((flags & ADDR_UNIX) &&
+	    strncasecmp(spec, ADDR_UNIX_PREFIX, strlen(ADDR_UNIX_PREFIX)) ==
+	            0) {
+		if (tls) {
+			*why = "TLS is not spoken over Unix sockets: give "
+			       ADDR_FORMS_UNIX " without tls://";
+			return -1;
+		}
+		return addr_parse_unix(spec + strlen(ADDR_UNIX_PREFIX), out,
+		                       why);
+	}
+	if (!(flags & ADDR_UNIX) && addr_has_unix_prefix(spec)) {
+		*why = "unix: addresses are not taken here";
+		return -1;
+	}
+	if (!tls && strstr(spec, "://") != NULL) {
 		*why = (flags & ADDR_TLS) ? "unknown scheme: the only one is tls://"
 		                          : "no scheme:// is taken here";
 		return -1;
@@ -205,6 +270,43 @@ int addr_parse(const char *spec, int flags, struct addr *out, const char **why)
 		return -1;
 	}
 	out->tls = tls;
+	out->unix_mode = -1;
+	return 0;
+}
+
+int addr_is_abstract(const struct addr *a)
+{
+	return a->is_unix && a->path[0] == '@';
+}
+
+socklen_t addr_unix_sockaddr(const struct addr *a, struct sockaddr_un *su)
+{
+	size_t len = strlen(a->path);
+
+	memset(su, 0, sizeof *su);
+	su->sun_family = AF_UNIX;
+	if (addr_is_abstract(a)) {
+		/* sun_path[0] stays NUL; the name is exactly its bytes. */
+		memcpy(su->sun_path + 1, a->path + 1, len - 1);
+		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+		                   len);
+	}
+	memcpy(su->sun_path, a->path, len);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+}
+
+int addr_unix_mode_parse(const char *s, int *mode)
+{
+	size_t len = strlen(s);
+	int v = 0;
+
+	if (len == 0 || len > 4 || s[strspn(s, "01234567")] != '\0')
+		return -1;
+	for (; *s != '\0'; s++)
+		v = v * 8 + (*s - '0');
+	if (v > 0777)
+		return -1;
+	*mode = v;
 	return 0;
 }
 
@@ -221,11 +323,38 @@ void addr_dual_stack(struct addr *list, size_t n)
 			list[i].v6only = v4any;
 }
 
+/*
+ * A Unix address as getaddrinfo would give it, had it such a family: one
+ * entry and its address in one allocation, which addr_free frees.
+ */
+struct addr_unix_ai {
+	struct addrinfo ai;
+	struct sockaddr_un su;
+};
+
+static struct addrinfo *addr_resolve_unix(const struct addr *a, int socktype,
+                                          int *gai_err)
+{
+	struct addr_unix_ai *u = calloc(1, sizeof *u);
+
+	if (u == NULL) {
+		*gai_err = EAI_MEMORY;
+		return NULL;
+	}
+	u->ai.ai_family = AF_UNIX;
+	u->ai.ai_socktype = socktype;
+	u->ai.ai_addrlen = addr_unix_sockaddr(a, &u->su);
+	u->ai.ai_addr = (struct sockaddr *)&u->su;
+	return &u->ai;
+}
+
 struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
                               int *gai_err)
 {
 	struct addrinfo hints, *res = NULL;
 
+	if (a->is_unix)
+		return addr_resolve_unix(a, socktype, gai_err);
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = socktype;
@@ -245,6 +374,17 @@ struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
 	return res;
 }
 
+void addr_free(struct addrinfo *res)
+{
+	if (res == NULL)
+		return;
+	/* getaddrinfo never gives AF_UNIX: this is addr_resolve_unix's. */
+	if (res->ai_family == AF_UNIX)
+		free(res);
+	else
+		freeaddrinfo(res);
+}
+
 const char *addr_strerror(int gai_err)
 {
 	if (gai_err == EAI_SYSTEM)
@@ -252,11 +392,42 @@ const char *addr_strerror(int gai_err)
 	return gai_strerror(gai_err);
 }
 
+/* unix(7): unnamed, a path, or an abstract name (sun_path[0] NUL). */
+static char *addr_format_unix(const struct sockaddr_un *su, socklen_t len,
+                              char *buf, size_t buflen)
+{
+	size_t off = offsetof(struct sockaddr_un, sun_path), n, i, o;
+
+	if (len <= off || buflen < sizeof ADDR_UNIX_PREFIX + 1) {
+		snprintf(buf, buflen, ADDR_UNIX_PREFIX);
+		return buf;
+	}
+	n = (size_t)len - off;
+	if (n > sizeof su->sun_path)
+		n = sizeof su->sun_path;
+	if (su->sun_path[0] != '\0') {
+		snprintf(buf, buflen, ADDR_UNIX_PREFIX "%.*s",
+		         (int)strnlen(su->sun_path, n), su->sun_path);
+		return buf;
+	}
+	o = (size_t)snprintf(buf, buflen, ADDR_UNIX_PREFIX "@");
+	for (i = 1; i < n && o + 1 < buflen; i++) {
+		unsigned char ch = (unsigned char)su->sun_path[i];
+
+		buf[o++] = isprint(ch) ? (char)ch : '?';
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                   size_t buflen)
 {
 	char host[NI_MAXHOST], serv[NI_MAXSERV];
 
+	if (sa->sa_family == AF_UNIX)
+		return addr_format_unix((const struct sockaddr_un *)sa, len,
+		                        buf, buflen);
 	if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
 	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		snprintf(buf, buflen, "?");
@@ -273,7 +444,9 @@ char *addr_spec_format(const struct addr *a, char *buf, size_t buflen)
 {
 	const char *host = a->host[0] != '\0' ? a->host : "*";
 
-	if (strchr(host, ':') != NULL)
+	if (a->is_unix)
+		snprintf(buf, buflen, ADDR_UNIX_PREFIX "%s", a->path);
+	else if (strchr(host, ':') != NULL)
 		snprintf(buf, buflen, "[%s]:%s", host, a->port);
 	else
 		snprintf(buf, buflen, "%s:%s", host, a->port);

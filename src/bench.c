@@ -990,7 +990,9 @@ static void conn_open(struct conn *c)
 		conn_connect_failed(c, errno);
 		return;
 	}
-	sock_nodelay(fd);
+	/* TCP options mean nothing on a Unix socket. */
+	if (ai->ai_family != AF_UNIX)
+		sock_nodelay(fd);
 	c->fd = fd;
 	c->state = CONN_CONNECTING;
 	b->connecting++;

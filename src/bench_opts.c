@@ -19,11 +19,14 @@ static const char bench_usage_text[] =
         "       [--threads N|auto] [--strict] [--json]\n"
         "       [--tls [--tls-verify [--tls-ca FILE]] [--tls-cert FILE "
         "--tls-key FILE]\n"
-        "       [--tls-resume]] [tls://]HOST:PORT\n";
+        "       [--tls-resume]] [tls://]HOST:PORT | unix:/PATH | "
+        "unix:@NAME\n";
 
 static const char bench_help_text[] =
         "Load an echo server at HOST:PORT and measure its throughput and\n"
-        "latency; every echoed byte is checked.\n"
+        "latency; every echoed byte is checked. unix:/PATH is a Unix socket "
+        "file,\n"
+        "unix:@NAME a Linux abstract name (no TLS over either).\n"
         "\n"
         "  -c, --conns N            connections (default 50)\n"
         "  -s, --size BYTES         message size; K, M suffixes (default 64)\n"
@@ -395,12 +398,17 @@ static enum opts_result bench_target(const char *spec, struct bench_opts *o,
 	const char *prog = log_progname(), *why;
 	int tls = o->tls;
 
-	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS, &o->target, &why) < 0) {
+	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS | ADDR_UNIX, &o->target,
+	               &why) < 0) {
 		fprintf(errout, "%s: bad HOST:PORT '%s': %s\n", prog, spec,
 		        why);
 		fprintf(errout, bench_usage_text, prog);
 		return OPTS_USAGE;
 	}
+	if (tls && o->target.is_unix)
+		return bench_bad(errout, "%s",
+		                 "TLS is not spoken over Unix sockets: drop "
+		                 "--tls");
 	o->tls = tls || o->target.tls;
 	o->target.tls = o->tls;
 	return OPTS_OK;

@@ -472,7 +472,8 @@ static int run_init(struct run *run, const struct bench_opts *o)
 	run->progress = isatty(STDERR_FILENO);
 	run->ai = addr_resolve(&o->target, SOCK_STREAM, 0, &gai_err);
 	if (run->ai == NULL) {
-		log_error("cannot resolve %s: %s", o->target.host,
+		log_error("cannot resolve %s: %s",
+		          o->target.is_unix ? o->target.path : o->target.host,
 		          addr_strerror(gai_err));
 		return -1;
 	}
@@ -538,7 +539,7 @@ static void run_free(struct run *run)
 	if (run->note[1] >= 0)
 		close(run->note[1]);
 	if (run->ai != NULL)
-		freeaddrinfo(run->ai);
+		addr_free(run->ai);
 	free(run->slots);
 	free(run->pat);
 	SSL_CTX_free(run->tls);

@@ -131,6 +131,8 @@ struct client {
 	enum client_state state;
 	enum client_why why; /* set: leaving, for broker_reap */
 	int err;             /* WHY_ERROR: the socket error */
+	/* Its source, counted out by admit_release when it is freed. */
+	struct admit_ticket ticket;
 };
 
 TAILQ_HEAD(client_list, client);
@@ -159,6 +161,7 @@ struct broker {
 	struct client_list handshaking; /* TLS: before the room */
 	size_t nclients;
 	size_t nleaving; /* clients marked but not yet reaped */
+	size_t nopen;    /* clients not yet freed, for --max-clients */
 	unsigned long long next_id;
 	char *line; /* room for a prefix, --max-line bytes and a newline */
 	size_t in_max; /* longest line read whole: --max-line, or a command */
@@ -760,6 +763,8 @@ static void client_free(struct client *c)
 	if (c->hs_ev != NULL)
 		event_free(c->hs_ev);
 	bufferevent_free(c->bev); /* closes the socket, frees the SSL */
+	admit_release(b->o->admit, &c->ticket);
+	b->nopen--;
 	free(c->from);
 	free(c->keys);
 	free(c);
@@ -1513,12 +1518,14 @@ static struct bufferevent *broker_bev_new(struct broker *b, evutil_socket_t fd)
 }
 
 /*
- * A client for the accepted socket fd, from the address from: in the room
- * already without TLS (client_join), handshaking with it. NULL if out of
- * memory, with fd closed.
+ * A client for the accepted socket fd, from the address from, admitted
+ * with ticket t: in the room already without TLS (client_join),
+ * handshaking with it. NULL if out of memory, with fd closed and t
+ * released.
  */
 static struct client *client_new(struct broker *b, evutil_socket_t fd,
-                                 const char *from)
+                                 const char *from,
+                                 const struct admit_ticket *t)
 {
 	struct client *c = calloc(1, sizeof *c);
 
@@ -1533,12 +1540,15 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd,
 			free(c->from);
 		free(c);
 		evutil_closesocket(fd);
+		admit_release(b->o->admit, t);
 		return NULL;
 	}
 	c->b = b;
 	c->tls = b->tls != NULL;
+	c->ticket = *t;
 	c->state = CLIENT_HANDSHAKE;
 	TAILQ_INSERT_TAIL(&b->handshaking, c, entry);
+	b->nopen++;
 	/*
 	 * Input never holds more than a whole line and its CR LF. Not with
 	 * TLS: libevent's OpenSSL bufferevent stops at the mark with the rest
@@ -1594,25 +1604,62 @@ static void broker_accept_yield(struct broker *b)
 		broker_accepting(b, 0);
 }
 
+/*
+ * Who may join, decided before a byte is read or sent: the rules of
+ * admit.c, then --max-clients. Returns 1 with t to keep, or 0 with t
+ * released and the refusal logged; the caller closes fd.
+ */
+static int broker_admit(struct broker *b, evutil_socket_t fd,
+                        struct sockaddr *sa, int salen,
+                        struct admit_ticket *t)
+{
+	char name[ADDR_STRLEN], why[80];
+
+	if (chat_admit(b->o->admit, fd, sa, (socklen_t)salen, t) != ADMIT_OK)
+		return 0;
+	if (b->o->max_clients == 0 || b->nopen < b->o->max_clients)
+		return 1;
+	admit_release(b->o->admit, t);
+	snprintf(why, sizeof why, "--max-clients %llu reached",
+	         (unsigned long long)b->o->max_clients);
+	admit_log_refused(b->o->admit, t,
+	                  listener_peer_name(fd, sa, (socklen_t)salen, name,
+	                                     sizeof name),
+	                  ADMIT_OK, why, admit_now());
+	return 0;
+}
+
 static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
 	struct broker *b = arg;
+	struct admit_ticket ticket;
 	struct client *c;
 	char name[ADDR_STRLEN];
 
 	(void)lev;
 	echo_pause_over(&b->pause);
-	sock_nodelay(fd);
-	if (b->o->keepalive > 0 && sock_keepalive(fd, b->o->keepalive) < 0) {
+	if (!broker_admit(b, fd, sa, salen, &ticket)) {
+		evutil_closesocket(fd);
+		broker_accept_yield(b);
+		return;
+	}
+	/* TCP options mean nothing on a Unix socket, and would fail. */
+	if (sa->sa_family != AF_UNIX)
+		sock_nodelay(fd);
+	if (sa->sa_family != AF_UNIX && b->o->keepalive > 0 &&
+	    sock_keepalive(fd, b->o->keepalive) < 0) {
 		log_error("cannot turn on TCP keepalive for %s: %s",
 		          addr_format(sa, (socklen_t)salen, name, sizeof name),
 		          strerror(errno));
 		evutil_closesocket(fd);
+		admit_release(b->o->admit, &ticket);
 		return;
 	}
 	c = client_new(b, fd,
-	               addr_format(sa, (socklen_t)salen, name, sizeof name));
+	               listener_peer_name(fd, sa, (socklen_t)salen, name,
+	                                  sizeof name),
+	               &ticket);
 	if (c == NULL)
 		log_error("cannot set up a client: out of memory");
 	broker_reap(b);

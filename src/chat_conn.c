@@ -71,19 +71,57 @@ static long chat_ms_since(const struct timespec *t0)
 	       (now.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
+/* Is fd a Unix socket (SO_DOMAIN)? 1 or 0. */
+static int chat_sock_local(int fd)
+{
+	int family = AF_UNSPEC;
+	socklen_t len = sizeof family;
+
+	return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) == 0 &&
+	       family == AF_UNIX;
+}
+
+/*
+ * On a Unix stream socket what was written stays charged to the sender
+ * until the peer reads it (SIOCOUTQ, unix(7)): everything was read once
+ * that is 0. A peer that closes with input unread leaves ECONNRESET.
+ * Returns sent bytes or 0 in *acked, or -1 with errno set.
+ */
+static int chat_unix_read(int fd, uint64_t sent, uint64_t *acked)
+{
+	int outq = 0;
+
+	if (ioctl(fd, SIOCOUTQ, &outq) < 0)
+		return -1;
+	*acked = outq == 0 ? sent : 0;
+	return 0;
+}
+
 int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset)
 {
 	struct tcp_info ti;
 	struct timespec t0;
 	socklen_t len;
 	uint64_t acked, lost;
-	int err;
+	int err, local = chat_sock_local(fd);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		err = chat_sock_error(fd);
 		if (err == ECONNRESET || err == EPIPE)
 			reset = 1;
+		if (local) {
+			if (chat_unix_read(fd, sent, &acked) < 0) {
+				log_error("cannot tell what the peer received: "
+				          "%s", strerror(errno));
+				return 1;
+			}
+			if (reset || acked >= sent || chat_sig_caught ||
+			    chat_ms_since(&t0) >= CHAT_LINGER_MS)
+				break;
+			poll(NULL, 0, 5);
+			continue;
+		}
 		memset(&ti, 0, sizeof ti);
 		len = sizeof ti;
 		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
@@ -175,7 +213,8 @@ static int chat_accept_ready(const struct chat_listeners *l,
 	return -1;
 }
 
-int chat_accept(const struct chat_listeners *l, int tls)
+int chat_accept(const struct chat_listeners *l, int tls, struct admit *a,
+                struct admit_ticket *t)
 {
 	struct pollfd pfd[CHAT_MAX_LISTEN];
 	struct sockaddr_storage ss;
@@ -206,8 +245,14 @@ int chat_accept(const struct chat_listeners *l, int tls)
 		len = sizeof ss;
 		fd = chat_accept_ready(l, pfd, (struct sockaddr *)&ss, &len,
 		                       &which);
-		if (fd >= 0)
+		if (fd >= 0 && chat_admit(a, fd, (struct sockaddr *)&ss, len,
+		                          t) == ADMIT_OK)
 			break;
+		if (fd >= 0) {
+			close(fd);
+			fd = -1;
+			continue;
+		}
 		if (errno == EAGAIN)
 			continue;
 		log_error("cannot accept on %s: %s",
@@ -218,14 +263,16 @@ int chat_accept(const struct chat_listeners *l, int tls)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (fd >= 0 && chat_sig_caught) {
 		close(fd);
+		admit_release(a, t);
 		fd = -1;
 	}
 	if (fd >= 0) {
-		sock_nodelay(fd);
+		if (ss.ss_family != AF_UNIX)
+			sock_nodelay(fd);
 		if (!tls)
 			log_info("connected to %s",
-			         addr_format((struct sockaddr *)&ss, len, name,
-			                     sizeof name));
+			         listener_peer_name(fd, (struct sockaddr *)&ss,
+			                            len, name, sizeof name));
 	}
 	return fd;
 }
@@ -259,7 +306,8 @@ int chat_connect(const struct chat_opts *o)
 
 	res = addr_resolve(&o->addr, SOCK_STREAM, 0, &gai_err);
 	if (res == NULL) {
-		log_error("cannot resolve %s: %s", o->addr.host,
+		log_error("cannot resolve %s: %s",
+		          o->addr.is_unix ? o->addr.path : o->addr.host,
 		          addr_strerror(gai_err));
 		return -1;
 	}
@@ -275,9 +323,10 @@ int chat_connect(const struct chat_opts *o)
 			log_error("cannot connect to %s: %s", name,
 			          strerror(errno));
 	}
-	evutil_freeaddrinfo(res);
+	addr_free(res);
 	if (fd >= 0) {
-		sock_nodelay(fd);
+		if (!o->addr.is_unix)
+			sock_nodelay(fd);
 		if (!o->addr.tls)
 			log_info("connected to %s", name);
 	}

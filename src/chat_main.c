@@ -3,6 +3,7 @@
  * among many clients: parse options, run it.
  */
 #include "forkloop/chat.h"
+#include "forkloop/listener.h"
 #include "forkloop/log.h"
 #include "forkloop/stdfds.h"
 
@@ -23,6 +24,9 @@ int main(int argc, char **argv)
 	}
 	log_init(argv[0], o.log_level);
 	status = o.broker ? chat_broker_run(&o) : chat_run(&o);
+	chat_opts_free(&o);
+	/* Before dying of a signal, which skips atexit(3). */
+	listener_remove_files();
 	/* Ended by SIGINT or SIGTERM: die of it, so a shell loop stops. */
 	chat_sig_reraise();
 	return status;

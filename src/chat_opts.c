@@ -2,6 +2,7 @@
  * chat_opts.c - forkloop-chat's command line: options, addresses, usage and
  * help. It calls nothing of the designs (chat_run.c dispatches to them).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +14,17 @@
 static const char chat_usage_text[] =
         "usage: %s [-kqvhV] [-m event|fork] [--keepalive SECONDS] "
         "[TLS SERVER OPTIONS]\n"
-        "       -l [tls://][ADDR:]PORT\n"
+        "       [ADMISSION OPTIONS] [--unix-mode MODE]\n"
+        "       -l [tls://][ADDR:]PORT | unix:/PATH | unix:@NAME\n"
         "       %s [-qvhV] [-m event|fork] [--keepalive SECONDS] "
         "[--tls] [TLS CLIENT OPTIONS]\n"
-        "       HOST PORT | [tls://]HOST:PORT\n"
+        "       HOST PORT | [tls://]HOST:PORT | unix:/PATH | unix:@NAME\n"
         "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
-        "       [--keepalive SECONDS] [TLS SERVER OPTIONS] "
-        "-l [tls://][ADDR:]PORT\n";
+        "       [--max-clients N] [--keepalive SECONDS] "
+        "[TLS SERVER OPTIONS]\n"
+        "       [ADMISSION OPTIONS] [--unix-mode MODE]\n"
+        "       -l [tls://][ADDR:]PORT | unix:/PATH | unix:@NAME\n"
+        "ADMISSION OPTIONS:\n" ADMIT_USAGE;
 
 static const char chat_help_text[] =
         "Send standard input to one peer over TCP and print what it sends.\n"
@@ -33,7 +38,13 @@ static const char chat_help_text[] =
         "                           IPv6 and IPv4, a name on every address "
         "it\n"
         "                           resolves to; [IPv6]:PORT works; port 0\n"
-        "                           picks a free port\n"
+        "                           picks a free port; unix:/PATH or "
+        "unix:@NAME:\n"
+        "                           a Unix socket (a file, or an abstract "
+        "name)\n"
+        "      --unix-mode MODE     a unix:/PATH listener's file "
+        "permissions, octal\n"
+        "                           (0660); the file is removed at exit\n"
         "  -k, --keep-open          with --listen: after a peer leaves, wait "
         "for\n"
         "                           the next one\n"
@@ -55,6 +66,13 @@ static const char chat_help_text[] =
         "      --max-line BYTES     with --broker: cut lines longer than "
         "BYTES\n"
         "                           (default 64K)\n"
+        "      --max-clients N      with --broker: with N clients connected, "
+        "close\n"
+        "                           further ones at once, before they join "
+        "(a\n"
+        "                           client counts until its connection is "
+        "closed;\n"
+        "                           default: no limit)\n"
         "\n"
         "TLS (1.2 or later):\n"
         "      --tls                speak TLS to HOST PORT, or on --listen; "
@@ -78,6 +96,15 @@ static const char chat_help_text[] =
         "handshake\n"
         "                           is not done SECONDS after it connected\n"
         "                           (default 10)\n"
+        "\n"
+        "Who may connect, with --listen or --broker (a refused peer is "
+        "closed at\n"
+        "once, before a byte is read; the endpoint waits on for one it "
+        "admits;\n"
+        "each refusal is logged, once per source in 10 s):\n";
+
+/* After admit_help_text: the general options and the notes. */
+static const char chat_help_tail[] =
         "\n"
         "  -v, --verbose            log more\n"
         "  -q, --quiet              log errors only\n"
@@ -133,7 +160,10 @@ enum {
 	OPT_TLS_INSECURE,
 	OPT_TLS_VERIFY_CLIENT,
 	OPT_TLS_HANDSHAKE,
+	OPT_MAX_CLIENTS,
+	OPT_UNIX_MODE,
 };
+_Static_assert(OPT_MAX_CLIENTS < ADMIT_OPT_BASE, "option values overlap");
 
 static const struct option chat_longopts[] = {
         {"mode", required_argument, NULL, 'm'},
@@ -150,6 +180,9 @@ static const struct option chat_longopts[] = {
         {"tls-insecure", no_argument, NULL, OPT_TLS_INSECURE},
         {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY_CLIENT},
         {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
+        {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+        {"unix-mode", required_argument, NULL, OPT_UNIX_MODE},
+        ADMIT_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -187,7 +220,8 @@ static enum opts_result chat_opts_target(const char *spec, struct chat_opts *o,
 {
 	const char *why;
 
-	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS, &o->addr, &why) == 0)
+	if (addr_parse(spec, ADDR_CONNECT | ADDR_TLS | ADDR_UNIX, &o->addr,
+	               &why) == 0)
 		return OPTS_OK;
 	if (strchr(spec, ':') == NULL && !addr_port_valid(spec))
 		return chat_bad(errout, prog, "%s",
@@ -262,6 +296,9 @@ static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
 	if (!o->broker && o->max_line != 0)
 		return chat_bad(errout, prog, "%s",
 		                "--max-line needs --broker");
+	if (!o->broker && o->max_clients != 0)
+		return chat_bad(errout, prog, "%s",
+		                "--max-clients needs --broker");
 	if (o->max_pending == 0)
 		o->max_pending = CHAT_DEFAULT_MAX_PENDING;
 	if (o->max_line == 0)
@@ -290,6 +327,27 @@ static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
  * What the TLS options leave undone or contradict, once the address is
  * known (o->addr.tls set by tls:// or --tls): NULL if nothing.
  */
+/*
+ * What a Unix address (unix(7)) leaves undone: --tls on one, --unix-mode
+ * (mode, -1 if not given) without a unix:/PATH --listen. Gives the listener
+ * the mode. NULL if nothing.
+ */
+static const char *chat_unix_conflict(struct chat_opts *o, int tls, int mode)
+{
+	if (o->addr.is_unix && tls)
+		return "TLS is not spoken over Unix sockets: drop --tls";
+	if (admit_has_uids(o->admit) && !o->addr.is_unix)
+		return "--allow-uid is for unix: listeners";
+	if (mode < 0)
+		return NULL;
+	if (!o->listen || !o->addr.is_unix)
+		return "--unix-mode needs a unix:/PATH --listen";
+	if (addr_is_abstract(&o->addr))
+		return "--unix-mode is for socket files: unix:@NAME has none";
+	o->addr.unix_mode = mode;
+	return NULL;
+}
+
 static const char *chat_tls_conflict(const struct chat_opts *o,
                                      int handshake_given)
 {
@@ -319,17 +377,69 @@ static const char *chat_tls_conflict(const struct chat_opts *o,
 	return NULL;
 }
 
-enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
-                                 FILE *out, FILE *errout)
+/*
+ * An admission option (admit.h) into o->admit; *given keeps the first one's
+ * name, which chat_opts_admit_done refuses without a listener.
+ */
+static enum opts_result chat_opts_admit(struct chat_opts *o, int c, char **argv,
+                                        const char **given, FILE *errout,
+                                        const char *prog)
+{
+	char err[256];
+	size_t i;
+	int r;
+
+	err[0] = '\0';
+	r = admit_option(o->admit, c, optarg, err, sizeof err);
+	if (r == 0)
+		return chat_bad_option(errout, prog, argv);
+	if (r < 0)
+		return chat_bad(errout, prog, "%s", err);
+	for (i = 0; *given == NULL && chat_longopts[i].name != NULL; i++)
+		if (chat_longopts[i].val == c)
+			*given = chat_longopts[i].name;
+	return OPTS_OK;
+}
+
+/*
+ * Admission is decided where peers are accepted: its options need
+ * --listen (the relay's too). Then admit_finish checks what goes together.
+ */
+static enum opts_result chat_opts_admit_done(struct chat_opts *o,
+                                             const char *given, FILE *errout,
+                                             const char *prog)
+{
+	char err[256];
+
+	if (given != NULL && !o->listen)
+		return chat_bad(errout, prog, "--%s needs --listen", given);
+	err[0] = '\0';
+	if (admit_finish(o->admit, err, sizeof err) == 0)
+		return OPTS_OK;
+	if (err[0] == '\0')
+		snprintf(err, sizeof err, "cannot set up admission: %s",
+		         strerror(errno));
+	return chat_bad(errout, prog, "%s", err);
+}
+
+static enum opts_result chat_opts_args(int argc, char **argv,
+                                       struct chat_opts *o, FILE *out,
+                                       FILE *errout)
 {
 	const char *prog = log_progname();
-	const char *why;
+	const char *why, *admit_given = NULL;
 	uint64_t secs;
 	int c, is_fork, verbose = 0, quiet = 0, tls = 0, handshake_given = 0;
+	int unix_mode = -1;
 
 	memset(o, 0, sizeof *o);
 	o->mode = CHAT_MODE_EVENT;
 	o->tls_handshake = CHAT_DEFAULT_TLS_HANDSHAKE;
+	o->admit = admit_new();
+	if (o->admit == NULL) {
+		fprintf(errout, "%s: out of memory\n", prog);
+		return OPTS_USAGE;
+	}
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:l:kvqhV", chat_longopts,
@@ -349,8 +459,9 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			if (o->listen)
 				return chat_bad(errout, prog, "%s",
 				                "only one --listen");
-			if (addr_parse(optarg, ADDR_LISTEN | ADDR_TLS, &o->addr,
-			               &why) < 0) {
+			if (addr_parse(optarg,
+			               ADDR_LISTEN | ADDR_TLS | ADDR_UNIX,
+			               &o->addr, &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
 				        prog, optarg, why);
 				fprintf(errout, chat_usage_text, prog, prog,
@@ -420,6 +531,21 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 				                optarg);
 			handshake_given = 1;
 			break;
+		case OPT_UNIX_MODE:
+			if (addr_unix_mode_parse(optarg, &unix_mode) < 0)
+				return chat_bad(errout, prog,
+				                "bad --unix-mode '%s' (octal "
+				                "permissions, 0 to 0777)",
+				                optarg);
+			break;
+		case OPT_MAX_CLIENTS:
+			if (num_parse_u64(optarg, 1, UINT32_MAX,
+			                  &o->max_clients) < 0)
+				return chat_bad(errout, prog,
+				                "bad --max-clients '%s' (a "
+				                "number, 1 to 4294967295)",
+				                optarg);
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -430,6 +556,8 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			fprintf(out, chat_usage_text, prog, prog, prog);
 			fputc('\n', out);
 			fputs(chat_help_text, out);
+			fputs(admit_help_text, out);
+			fputs(chat_help_tail, out);
 			return OPTS_EXIT;
 		case 'V':
 			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
@@ -439,7 +567,12 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 			                "option '%s' needs a value",
 			                argv[optind - 1]);
 		default:
-			return chat_bad_option(errout, prog, argv);
+			if (c < ADMIT_OPT_BASE)
+				return chat_bad_option(errout, prog, argv);
+			if (chat_opts_admit(o, c, argv, &admit_given, errout,
+			                    prog) != OPTS_OK)
+				return OPTS_USAGE;
+			break;
 		}
 	}
 	if (verbose && quiet)
@@ -449,10 +582,29 @@ enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
 	if (chat_opts_broker(o, errout, prog) != OPTS_OK ||
 	    chat_opts_addr(argc, argv, o, errout, prog) != OPTS_OK)
 		return OPTS_USAGE;
+	why = chat_unix_conflict(o, tls, unix_mode);
+	if (why != NULL)
+		return chat_bad(errout, prog, "%s", why);
 	if (tls)
 		o->addr.tls = 1;
 	why = chat_tls_conflict(o, handshake_given);
 	if (why != NULL)
 		return chat_bad(errout, prog, "%s", why);
-	return OPTS_OK;
+	return chat_opts_admit_done(o, admit_given, errout, prog);
+}
+
+enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
+                                 FILE *out, FILE *errout)
+{
+	enum opts_result r = chat_opts_args(argc, argv, o, out, errout);
+
+	if (r != OPTS_OK)
+		chat_opts_free(o);
+	return r;
+}
+
+void chat_opts_free(struct chat_opts *o)
+{
+	admit_free(o->admit);
+	o->admit = NULL;
 }

@@ -16,7 +16,9 @@ static int chat_session(const struct chat_opts *o, int fd,
 {
 	SSL *ssl = NULL;
 
-	if (o->keepalive > 0 && sock_keepalive(fd, o->keepalive) < 0) {
+	/* TCP keepalive means nothing on a Unix socket. */
+	if (o->keepalive > 0 && !o->addr.is_unix &&
+	    sock_keepalive(fd, o->keepalive) < 0) {
 		log_error("cannot turn on TCP keepalive: %s", strerror(errno));
 		close(fd);
 		return 1;
@@ -41,12 +43,13 @@ static int chat_session(const struct chat_opts *o, int fd,
 static int chat_serve(const struct chat_opts *o, const struct chat_tls *t)
 {
 	struct chat_listeners l;
+	struct admit_ticket ticket;
 	int fd, status = 0, undelivered = 0;
 
 	if (chat_listen(o, &l) < 0)
 		return 1;
 	for (;;) {
-		fd = chat_accept(&l, o->addr.tls);
+		fd = chat_accept(&l, o->addr.tls, o->admit, &ticket);
 		if (fd < 0) {
 			status = chat_sig_caught ? chat_sig_status() : 1;
 			break;
@@ -54,6 +57,7 @@ static int chat_serve(const struct chat_opts *o, const struct chat_tls *t)
 		if (!o->keep_open)
 			chat_listen_close(&l);
 		status = chat_session(o, fd, &l, t);
+		admit_release(o->admit, &ticket);
 		/* --keep-open: loss or failed handshake reported; wait for
 		 * the next peer. */
 		if (o->keep_open && (status == CHAT_UNDELIVERED ||

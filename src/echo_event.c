@@ -40,6 +40,11 @@
  * SSL_CTX under a mutex, so every loop's next handshake uses it. With
  * --tls-verify-client, OpenSSL refuses a client certificate during the
  * handshake; the event callback only logs why (tls_handshake_error).
+ *
+ * Admission (admit.h): the main loop asks admit_conn first thing for each
+ * socket it accepts and closes a refused one unread; then --max-conns. The
+ * ticket travels with the socket to its loop and into struct conn, and
+ * conn_free, on whichever thread, gives it back (admit_release locks).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -117,6 +122,7 @@ struct conn {
 	struct event *hs;         /* TLS: --tls-handshake-timeout; a pointer,
 	                             so plain connections stay small */
 	char *name;             /* peer address, kept only with -v */
+	struct admit_ticket ticket; /* admit_conn's: given back when freed */
 };
 
 /* A socket the main loop accepted for a worker to serve. */
@@ -126,6 +132,7 @@ struct handoff {
 	socklen_t salen;
 	int tls;
 	struct sockaddr_storage sa;
+	struct admit_ticket ticket;
 };
 
 /* One thread's event loop and the connections it serves. */
@@ -181,6 +188,7 @@ struct echo_server {
 	struct udp_echo *udp; /* NULL unless UDP is served */
 	struct tls_server *tls;        /* NULL without a tls:// listener */
 	int lev_tls[ECHO_MAX_SOCKETS]; /* lev[i] serves TLS */
+	struct admit *admit; /* NULL without admission rules */
 };
 
 static void conn_readcb(evutil_socket_t fd, short what, void *arg);
@@ -219,11 +227,14 @@ static void conn_idle_stop(struct conn *c)
 static void loop_drained(struct echo_loop *loop);
 
 /*
- * A connection counted in by the main loop (open, and loop's nconns) is
- * gone: count it out of both. Any thread; the main loop alone counts in.
+ * A connection counted in by the main loop (open, and loop's nconns, and
+ * with admission rules its source, t) is gone: count it out of all. Any
+ * thread; the main loop alone counts in.
  */
-static void loop_count_out(struct echo_loop *loop)
+static void loop_count_out(struct echo_loop *loop, const struct admit_ticket *t)
 {
+	if (loop->srv->admit != NULL)
+		admit_release(loop->srv->admit, t);
 	atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
 }
@@ -248,10 +259,10 @@ static void conn_free(struct conn *c, const char *why)
 		event_free(c->hs);
 	conn_idle_stop(c);
 	bufferevent_free(c->bev); /* closes the socket */
+	/* Counted out once the descriptor is closed: --max-conns and
+	 * --max-conns-per-source count what is open. */
+	loop_count_out(loop, &c->ticket);
 	free(c);
-	/* Counted out once the descriptor is closed: --max-conns counts
-	 * what is open. */
-	loop_count_out(loop);
 	if (loop->draining && TAILQ_EMPTY(&loop->conns))
 		loop_drained(loop);
 }
@@ -572,7 +583,7 @@ static struct bufferevent *conn_bev_new(struct echo_loop *loop,
 
 static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
                              const struct sockaddr *sa, socklen_t salen,
-                             int tls)
+                             int tls, const struct admit_ticket *t)
 {
 	const struct echo_opts *o = loop->srv->opts;
 	struct conn *c;
@@ -583,6 +594,7 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 		return NULL;
 	c->loop = loop;
 	c->rsize = READ_MIN;
+	c->ticket = *t;
 	if (loop->idle_tv != NULL) {
 		c->idle = calloc(1, sizeof *c->idle);
 		if (c->idle == NULL) {
@@ -606,7 +618,8 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 		return NULL;
 	}
 	if (log_get_level() >= LOG_VERBOSE) {
-		c->name = strdup(addr_format(sa, salen, name, sizeof name));
+		c->name = strdup(listener_peer_name(fd, sa, salen, name,
+		                                    sizeof name));
 		if (loop->srv->nloops > 1)
 			log_verbose("%s connected (loop %zu)",
 			            c->name != NULL ? c->name : "?", loop->index);
@@ -645,18 +658,20 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 
 /*
  * Serve fd on loop, from loop's own thread. The main loop counted it in
- * (open, nconns); on failure it is closed and counted out.
+ * (open, nconns, its source's ticket t); on failure it is closed and
+ * counted out.
  */
 static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
-                      const struct sockaddr *sa, socklen_t salen, int tls)
+                      const struct sockaddr *sa, socklen_t salen, int tls,
+                      const struct admit_ticket *t)
 {
-	if (echo_conn_setup(loop->srv->opts, fd) < 0)
+	if (echo_conn_setup(loop->srv->opts, fd, sa->sa_family) < 0)
 		log_verbose("cannot set socket options: %s", strerror(errno));
-	if (conn_new(loop, fd, sa, salen, tls) != NULL)
+	if (conn_new(loop, fd, sa, salen, tls, t) != NULL)
 		return;
 	log_error("cannot set up a connection: out of memory");
 	evutil_closesocket(fd);
-	loop_count_out(loop);
+	loop_count_out(loop, t);
 }
 
 /* Add the counts of loop's closed and open connections to s. */
@@ -766,7 +781,7 @@ static void loop_inboxcb(evutil_socket_t fd, short what, void *arg)
 	for (; h != NULL; h = next) {
 		next = h->next;
 		loop_take(loop, h->fd, (struct sockaddr *)&h->sa, h->salen,
-		          h->tls);
+		          h->tls, &h->ticket);
 		free(h);
 	}
 	if (want & WANT_STATS) {
@@ -865,7 +880,8 @@ static struct echo_loop *server_pick(struct echo_server *srv)
 
 /* Put fd on a worker's inbox and wake it; -1 if out of memory. */
 static int loop_post(struct echo_loop *loop, evutil_socket_t fd,
-                     const struct sockaddr *sa, socklen_t salen, int tls)
+                     const struct sockaddr *sa, socklen_t salen, int tls,
+                     const struct admit_ticket *t)
 {
 	struct handoff *h = malloc(sizeof *h);
 
@@ -874,6 +890,7 @@ static int loop_post(struct echo_loop *loop, evutil_socket_t fd,
 	h->next = NULL;
 	h->fd = fd;
 	h->tls = tls;
+	h->ticket = *t;
 	h->salen = salen <= sizeof h->sa ? salen : sizeof h->sa;
 	memcpy(&h->sa, sa, h->salen);
 	pthread_mutex_lock(&loop->lock);
@@ -893,11 +910,31 @@ static void loop_ask(struct echo_loop *loop, unsigned want)
 	efd_wake(loop->efd);
 }
 
+/*
+ * The admission rules, before anything is set up for fd: 0 if admitted
+ * (t filled, to be released), or -1 with fd logged and closed.
+ */
+static int server_admit(struct echo_server *srv, evutil_socket_t fd,
+                        const struct sockaddr *sa, int salen,
+                        struct admit_ticket *t)
+{
+	double now = admit_now();
+	enum admit_why why;
+
+	why = admit_conn(srv->admit, fd, sa, (socklen_t)salen, now, t);
+	if (why == ADMIT_OK)
+		return 0;
+	echo_admit_refused(srv->opts, fd, sa, (socklen_t)salen, t, why, now);
+	evutil_closesocket(fd);
+	return -1;
+}
+
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
 	struct echo_server *srv = arg;
 	struct echo_loop *loop;
+	struct admit_ticket t = {0};
 	char peer[ADDR_STRLEN];
 	uint64_t open;
 	int tls = 0;
@@ -907,14 +944,19 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 			tls = srv->lev_tls[i];
 	echo_pause_over(&srv->pause);
 	server_accept_yield(srv);
+	if (srv->admit != NULL && server_admit(srv, fd, sa, salen, &t) < 0)
+		return;
 	/* Only this thread counts in: the check cannot be overtaken. */
 	open = atomic_load_explicit(&srv->open, memory_order_relaxed);
 	if (srv->opts->max_conns != 0 && open >= srv->opts->max_conns) {
+		if (srv->admit != NULL)
+			admit_release(srv->admit, &t);
 		srv->refused++;
 		if (log_get_level() >= LOG_VERBOSE)
 			echo_refused_log(&srv->refusals,
-			                 addr_format(sa, (socklen_t)salen, peer,
-			                             sizeof peer),
+			                 listener_peer_name(fd, sa,
+			                                    (socklen_t)salen,
+			                                    peer, sizeof peer),
 			                 open, srv->opts->max_conns);
 		evutil_closesocket(fd);
 		return;
@@ -924,11 +966,11 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	loop = server_pick(srv);
 	atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
 	if (loop->index == 0) {
-		loop_take(loop, fd, sa, (socklen_t)salen, tls);
-	} else if (loop_post(loop, fd, sa, (socklen_t)salen, tls) < 0) {
+		loop_take(loop, fd, sa, (socklen_t)salen, tls, &t);
+	} else if (loop_post(loop, fd, sa, (socklen_t)salen, tls, &t) < 0) {
 		log_error("cannot hand over a connection: out of memory");
 		evutil_closesocket(fd);
-		loop_count_out(loop);
+		loop_count_out(loop, &t);
 	}
 }
 
@@ -1003,6 +1045,7 @@ static void server_stats(struct echo_server *srv)
 	s->refused = srv->refused;
 	loop_stats(&srv->loops[0], s);
 	udp_echo_stats(srv->udp, s);
+	echo_admit_stats(srv->opts, s);
 	for (i = 1; i < srv->nloops; i++) {
 		l = &srv->loops[i];
 		/* A worker that has ended left its final counts. */
@@ -1135,6 +1178,7 @@ static int server_serve(void *arg, const struct echo_socket *s)
 		if (udp_echo_serve(&srv->udp, srv->base, srv->opts->udp_rate,
 		                   s->fd) < 0)
 			return -1;
+		udp_echo_admit(srv->udp, srv->opts);
 	} else {
 		/* Backlog 0: the socket listens already. */
 		lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags,
@@ -1242,6 +1286,7 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 	memset(srv, 0, sizeof *srv);
 	srv->opts = o;
 	srv->efd = -1;
+	srv->admit = admit_active(o->admit) ? o->admit : NULL;
 	atomic_init(&srv->open, 0);
 	if (sched_getaffinity(0, sizeof echo_allowed, &echo_allowed) < 0 ||
 	    CPU_COUNT(&echo_allowed) == 0) {
@@ -1306,7 +1351,7 @@ static void loop_free(struct echo_loop *loop)
 	for (h = loop->inbox; h != NULL; h = next) {
 		next = h->next;
 		evutil_closesocket(h->fd);
-		loop_count_out(loop);
+		loop_count_out(loop, &h->ticket);
 		free(h);
 	}
 	free(loop->sink);

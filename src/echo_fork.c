@@ -24,6 +24,11 @@
  * timeout. It ends with close_notify (SSL_shutdown(3)). With
  * --tls-verify-client, SSL_accept fails for a client certificate that does
  * not verify, and the child logs why (tls_handshake_error).
+ *
+ * Admission (admit.h): the parent asks admit_conn first thing for each
+ * socket it accepts and closes a refused one unread; then --max-conns. The
+ * ticket is kept beside the child's pid and given back when the child is
+ * reaped, or at once if no child is made.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -73,6 +78,7 @@ struct server {
 	struct event *kill_ev;   /* drain deadline */
 	struct fork_shared *shared;
 	pid_t *pids; /* live children */
+	struct admit_ticket *tickets; /* tickets[i]: the source of pids[i] */
 	size_t npids, pidcap;
 	uint64_t accepted, refused;
 	unsigned burst; /* accepts since the loop last had a turn */
@@ -82,11 +88,13 @@ struct server {
 	struct udp_echo *udp;   /* served by the parent; NULL unless UDP */
 	struct tls_server *tls; /* NULL without a tls:// listener */
 	int lev_tls[ECHO_MAX_SOCKETS]; /* lev[i] serves TLS */
+	struct admit *admit;    /* NULL without admission rules */
 };
 
 /* One connection, in the child. */
 struct child {
 	int fd;
+	int family; /* the peer's address family: AF_UNIX takes no TCP options */
 	const char *peer;
 	struct fork_shared *shared;
 	double idle_timeout;
@@ -168,7 +176,7 @@ static void child_sockopts(const struct child *c, const struct echo_opts *o)
 	struct timeval tv;
 
 	sock_set_blocking(c->fd, 1);
-	if (echo_conn_setup(o, c->fd) < 0)
+	if (echo_conn_setup(o, c->fd, c->family) < 0)
 		log_verbose("cannot set socket options: %s", strerror(errno));
 	if (c->idle_timeout <= 0)
 		return;
@@ -484,7 +492,7 @@ static const char *child_tls_run(struct child *c, struct server *srv, char *buf,
 }
 
 static void __attribute__((noreturn))
-child_run(struct server *srv, int fd, const char *peer, int tls,
+child_run(struct server *srv, int fd, int family, const char *peer, int tls,
           const sigset_t *parentmask, pid_t parent)
 {
 	static char buf[FORK_BUFSIZE];
@@ -494,6 +502,7 @@ child_run(struct server *srv, int fd, const char *peer, int tls,
 	child_die_with(parent);
 	memset(&c, 0, sizeof c);
 	c.fd = fd;
+	c.family = family;
 	c.peer = peer;
 	c.shared = srv->shared;
 	c.idle_timeout = srv->o->idle_timeout;
@@ -525,6 +534,7 @@ static void server_kill_all(struct server *srv, int sig)
 
 static int server_reserve_pid(struct server *srv)
 {
+	struct admit_ticket *t;
 	pid_t *p;
 	size_t cap;
 
@@ -535,8 +545,19 @@ static int server_reserve_pid(struct server *srv)
 	if (p == NULL)
 		return -1;
 	srv->pids = p;
+	t = realloc(srv->tickets, cap * sizeof *t);
+	if (t == NULL)
+		return -1;
+	srv->tickets = t;
 	srv->pidcap = cap;
 	return 0;
+}
+
+/* A connection admitted with t is gone, or never got a child. */
+static void server_release(struct server *srv, const struct admit_ticket *t)
+{
+	if (srv->admit != NULL)
+		admit_release(srv->admit, t);
 }
 
 static void server_forget_pid(struct server *srv, pid_t pid)
@@ -545,7 +566,10 @@ static void server_forget_pid(struct server *srv, pid_t pid)
 
 	for (i = 0; i < srv->npids; i++) {
 		if (srv->pids[i] == pid) {
-			srv->pids[i] = srv->pids[--srv->npids];
+			server_release(srv, &srv->tickets[i]);
+			srv->npids--;
+			srv->pids[i] = srv->pids[srv->npids];
+			srv->tickets[i] = srv->tickets[srv->npids];
 			return;
 		}
 	}
@@ -596,7 +620,9 @@ static void server_accept_yield(struct server *srv)
 		server_set_accepting(srv, 0);
 }
 
-static void server_spawn(struct server *srv, int fd, const char *peer, int tls)
+static void server_spawn(struct server *srv, int fd, int family,
+                         const char *peer, int tls,
+                         const struct admit_ticket *t)
 {
 	sigset_t all, old;
 	pid_t pid, parent = getpid();
@@ -604,6 +630,7 @@ static void server_spawn(struct server *srv, int fd, const char *peer, int tls)
 
 	if (server_reserve_pid(srv) < 0) {
 		close(fd);
+		server_release(srv, t);
 		srv->refused++;
 		server_pause(srv, "cannot track a child", ENOMEM);
 		return;
@@ -612,15 +639,17 @@ static void server_spawn(struct server *srv, int fd, const char *peer, int tls)
 	sigprocmask(SIG_SETMASK, &all, &old);
 	pid = fork();
 	if (pid == 0)
-		child_run(srv, fd, peer, tls, &old, parent);
+		child_run(srv, fd, family, peer, tls, &old, parent);
 	err = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(fd);
 	if (pid < 0) {
+		server_release(srv, t);
 		srv->refused++;
 		server_pause(srv, "cannot fork", err);
 		return;
 	}
+	srv->tickets[srv->npids] = *t;
 	srv->pids[srv->npids++] = pid;
 	srv->accepted++;
 	echo_pause_over(&srv->pause);
@@ -641,10 +670,34 @@ static int server_full(struct server *srv)
 	return srv->npids >= srv->o->max_conns;
 }
 
+/*
+ * The admission rules, before anything is set up for fd: 0 if admitted
+ * (t filled, to be released), or -1 with fd logged and closed. A child
+ * that has exited holds no connection: reap first, so its source's count
+ * is exact even before SIGCHLD's turn in the loop comes.
+ */
+static int server_admit(struct server *srv, int fd, const struct sockaddr *sa,
+                        int salen, struct admit_ticket *t)
+{
+	enum admit_why why;
+	double now;
+
+	if (admit_per_source(srv->admit) > 0)
+		server_reap(srv);
+	now = admit_now();
+	why = admit_conn(srv->admit, fd, sa, (socklen_t)salen, now, t);
+	if (why == ADMIT_OK)
+		return 0;
+	echo_admit_refused(srv->o, fd, sa, (socklen_t)salen, t, why, now);
+	close(fd);
+	return -1;
+}
+
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
 	struct server *srv = arg;
+	struct admit_ticket t = {0};
 	char peer[ADDR_STRLEN];
 	int tls = 0;
 
@@ -652,15 +705,22 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 		if (srv->lev[i] == lev)
 			tls = srv->lev_tls[i];
 	server_accept_yield(srv);
-	addr_format(sa, (socklen_t)salen, peer, sizeof peer);
+	if (srv->admit != NULL && server_admit(srv, fd, sa, salen, &t) < 0)
+		return;
+	/* With -v, a Unix peer is named by its uid and pid (SO_PEERCRED). */
+	if (log_get_level() >= LOG_VERBOSE)
+		listener_peer_name(fd, sa, (socklen_t)salen, peer, sizeof peer);
+	else
+		addr_format(sa, (socklen_t)salen, peer, sizeof peer);
 	if (server_full(srv)) {
 		close(fd);
+		server_release(srv, &t);
 		srv->refused++;
 		echo_refused_log(&srv->refusals, peer, srv->npids,
 		                 srv->o->max_conns);
 		return;
 	}
-	server_spawn(srv, fd, peer, tls);
+	server_spawn(srv, fd, sa->sa_family, peer, tls, &t);
 }
 
 static void server_accepterrcb(struct evconnlistener *lev, void *arg)
@@ -746,6 +806,7 @@ static void server_stats(struct server *srv)
 	s.bytes_in = atomic_load(&srv->shared->bytes_in);
 	s.bytes_out = atomic_load(&srv->shared->bytes_out);
 	udp_echo_stats(srv->udp, &s);
+	echo_admit_stats(srv->o, &s);
 	echo_stats_log(&s);
 }
 
@@ -792,6 +853,7 @@ static int server_serve(void *arg, const struct echo_socket *s)
 		if (udp_echo_serve(&srv->udp, srv->base, srv->o->udp_rate,
 		                   s->fd) < 0)
 			return -1;
+		udp_echo_admit(srv->udp, srv->o);
 	} else {
 		/* Backlog 0: the socket listens already. */
 		lev = evconnlistener_new(srv->base, server_acceptcb, srv, flags,
@@ -833,6 +895,7 @@ static int server_init(struct server *srv, const struct echo_opts *o)
 
 	memset(srv, 0, sizeof *srv);
 	srv->o = o;
+	srv->admit = admit_active(o->admit) ? o->admit : NULL;
 	p = mmap(NULL, sizeof *srv->shared, PROT_READ | PROT_WRITE,
 	         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
@@ -870,6 +933,7 @@ static void server_free(struct server *srv)
 	if (srv->shared != NULL)
 		munmap(srv->shared, sizeof *srv->shared);
 	free(srv->pids);
+	free(srv->tickets);
 	tls_server_free(srv->tls);
 }
 

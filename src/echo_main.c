@@ -10,6 +10,7 @@
 int main(int argc, char **argv)
 {
 	struct echo_opts o;
+	int status;
 
 	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
@@ -23,6 +24,9 @@ int main(int argc, char **argv)
 	}
 	log_init(argv[0], o.log_level);
 	if (o.mode == ECHO_MODE_FORK)
-		return echo_fork_run(&o);
-	return echo_event_run(&o);
+		status = echo_fork_run(&o);
+	else
+		status = echo_event_run(&o);
+	echo_opts_free(&o);
+	return status;
 }

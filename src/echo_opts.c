@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "forkloop/admit.h"
 #include "forkloop/echo.h"
 #include "forkloop/num.h"
 #include "forkloop/sock.h"
@@ -22,6 +23,7 @@
 
 static const char echo_usage_text[] =
         "usage: %s [-qvhV] [-m event|fork] [-l [tls://][ADDR:]PORT]...\n"
+        "       [-l unix:/PATH | -l unix:@NAME]... [--unix-mode MODE]\n"
         "       [--max-pending BYTES] [--max-conns N] [--idle-timeout "
         "SECONDS]\n"
         "       [--drain-timeout SECONDS] [--keepalive SECONDS]\n"
@@ -29,7 +31,7 @@ static const char echo_usage_text[] =
         "[--udp-rate N]\n"
         "       [--tls-cert FILE --tls-key FILE] "
         "[--tls-handshake-timeout SECONDS]\n"
-        "       [--tls-verify-client CAFILE]\n";
+        "       [--tls-verify-client CAFILE]\n" ADMIT_USAGE;
 
 static const char echo_help_text[] =
         "Echo every byte each client sends back to it, in order (RFC 862).\n"
@@ -142,6 +144,41 @@ static const char echo_help_text[] =
         "of\n"
         "--listen, stream and datagram alike.\n";
 
+/* After echo_help_text, which a C compiler need not take longer. */
+static const char echo_help_unix[] =
+        "\n"
+        "Unix sockets:\n"
+        "\n"
+        "  -l, --listen unix:/PATH  a Unix socket file; unix:@NAME: an "
+        "abstract\n"
+        "                           name (Linux, no file)\n"
+        "      --unix-mode MODE     the unix:/PATH socket files' "
+        "permissions, octal\n"
+        "                           (0660); default: what the umask "
+        "leaves\n"
+        "\n"
+        "A path or name has at most 107 bytes (unix(7)). A socket file "
+        "left by a\n"
+        "daemon that is gone is replaced; one a daemon still serves is "
+        "an\n"
+        "error (address in use), as is a path that is not a socket. The "
+        "file is\n"
+        "removed when the daemon exits (never by a fork mode child). TCP "
+        "options\n"
+        "(--keepalive) do not apply to Unix connections; -v names their "
+        "peers by\n"
+        "uid and pid. No TLS or UDP on Unix sockets.\n";
+
+/* Before admit_help_text's rows: what they apply to here. */
+static const char echo_help_admit[] =
+        "\n"
+        "Who may connect (refused connections are closed before any byte "
+        "is read;\n"
+        "--allow and --deny also apply to UDP, whose refused datagrams get "
+        "no reply;\n"
+        "the limits are for TCP):\n"
+        "\n";
+
 enum {
 	OPT_MAX_PENDING = 256,
 	OPT_MAX_CONNS,
@@ -157,6 +194,7 @@ enum {
 	OPT_TLS_KEY,
 	OPT_TLS_HANDSHAKE,
 	OPT_TLS_VERIFY_CLIENT,
+	OPT_UNIX_MODE,
 };
 
 static const struct option echo_longopts[] = {
@@ -176,6 +214,8 @@ static const struct option echo_longopts[] = {
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
         {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY_CLIENT},
+        {"unix-mode", required_argument, NULL, OPT_UNIX_MODE},
+        ADMIT_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -188,21 +228,30 @@ const char *echo_mode_name(enum echo_mode m)
 	return m == ECHO_MODE_FORK ? "fork" : "event";
 }
 
+/*
+ * The UDP and admission counters go last, and only when served or given,
+ * so that the line of a daemon without them is what it always was.
+ */
 void echo_stats_log(const struct echo_stats *s)
 {
-	if (s->udp) {
-		log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
-		          " refused=%" PRIu64 " bytes_in=%" PRIu64
-		          " bytes_out=%" PRIu64 " udp_in=%" PRIu64
-		          " udp_out=%" PRIu64 " udp_dropped=%" PRIu64,
-		          s->open, s->accepted, s->refused, s->bytes_in,
-		          s->bytes_out, s->udp_in, s->udp_out, s->udp_dropped);
-		return;
-	}
+	char udp[96] = "", admit[160] = "";
+	size_t n = 0;
+
+	if (s->udp)
+		snprintf(udp, sizeof udp,
+		         " udp_in=%" PRIu64 " udp_out=%" PRIu64
+		         " udp_dropped=%" PRIu64,
+		         s->udp_in, s->udp_out, s->udp_dropped);
+	for (int i = ADMIT_OK + 1; s->admit && i < ADMIT_NWHY; i++)
+		n += (size_t)snprintf(admit + n, sizeof admit - n,
+		                      " %s=%" PRIu64,
+		                      admit_why_name((enum admit_why)i),
+		                      s->admit_refused[i]);
 	log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
 	          " refused=%" PRIu64 " bytes_in=%" PRIu64
-	          " bytes_out=%" PRIu64,
-	          s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out);
+	          " bytes_out=%" PRIu64 "%s%s",
+	          s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out,
+	          udp, admit);
 }
 
 const int echo_ignored_signals[ECHO_NIGNORED_SIGNALS] = {
@@ -289,7 +338,20 @@ void echo_pause_note(struct echo_pause *p, const char *what, int err)
 	p->on = 1;
 	p->since = echo_now();
 	p->waits = 1;
-	log_error("%s: %s; pausing accepts", what, strerror(err));
+	p->logged = p->last == 0 ||
+	            p->since - p->last >= ECHO_PAUSE_LOG_INTERVAL;
+	if (!p->logged) {
+		p->held++;
+		return;
+	}
+	p->last = p->since;
+	if (p->held == 0)
+		log_error("%s: %s; pausing accepts", what, strerror(err));
+	else
+		log_error("%s: %s; pausing accepts (%" PRIu64
+		          " more not logged)",
+		          what, strerror(err), p->held);
+	p->held = 0;
 }
 
 void echo_pause_over(struct echo_pause *p)
@@ -297,6 +359,8 @@ void echo_pause_over(struct echo_pause *p)
 	if (!p->on)
 		return;
 	p->on = 0;
+	if (!p->logged)
+		return;
 	log_error("accepting again after %.1f s; %" PRIu64
 	          " attempts waited",
 	          echo_now() - p->since, p->waits);
@@ -322,6 +386,7 @@ static void echo_opts_defaults(struct echo_opts *o)
 	o->udp_rate = UDP_DEFAULT_RATE;
 	o->threads = 1;
 	o->tls_handshake = ECHO_DEFAULT_TLS_HANDSHAKE;
+	o->admit = admit_new();
 }
 
 /* The options only TCP connections use, by getopt_long's value. */
@@ -348,6 +413,17 @@ static const char *echo_tcp_option(int c)
 		return "--tls-handshake-timeout";
 	case OPT_TLS_VERIFY_CLIENT:
 		return "--tls-verify-client";
+	/* Per-source limits count connections; access lists take both. */
+	case ADMIT_OPT_PER_SOURCE:
+		return "--max-conns-per-source";
+	case ADMIT_OPT_RATE:
+		return "--accept-rate";
+	case ADMIT_OPT_BURST:
+		return "--accept-burst";
+	case ADMIT_OPT_TABLE:
+		return "--source-table";
+	case ADMIT_OPT_PREFIX6:
+		return "--source-prefix6";
 	}
 	return NULL;
 }
@@ -413,6 +489,38 @@ static const char *echo_udp_conflict(const struct echo_opts *o, int udp_both,
 }
 
 /*
+ * What Unix listeners leave undone: --udp-only (datagrams are not served on
+ * them), --udp with no IP listener to serve it beside, --unix-mode (mode,
+ * -1 if not given) without a unix:/PATH listener or with an abstract name,
+ * which has no file, --allow-uid with no Unix socket to apply to. Gives
+ * every Unix listener the mode. NULL if nothing.
+ */
+static const char *echo_unix_conflict(struct echo_opts *o, int mode)
+{
+	size_t i, nunix = 0, nfile = 0, nplain = 0;
+
+	for (i = 0; i < o->nlisten; i++) {
+		nunix += o->listen[i].is_unix ? 1 : 0;
+		nfile += o->listen[i].is_unix && !addr_is_abstract(&o->listen[i]);
+		nplain += !o->listen[i].is_unix && !o->listen[i].tls;
+		o->listen[i].unix_mode = mode;
+	}
+	if (nunix > 0 && o->udp == ECHO_UDP_ONLY)
+		return "unix: listeners are stream sockets: not with --udp-only";
+	if (nunix > 0 && o->udp == ECHO_UDP_ON && nplain == 0)
+		return "--udp is served beside plain IP listeners only, and "
+		       "there is none";
+	if (mode >= 0 && nfile < nunix)
+		return "--unix-mode is for socket files: unix:@NAME has none";
+	if (mode >= 0 && nfile == 0)
+		return "--unix-mode needs a unix:/PATH --listen";
+	/* Socket activation may pass Unix sockets, whatever --listen says. */
+	if (admit_has_uids(o->admit) && nunix == 0 && !echo_activated())
+		return "--allow-uid is for unix: listeners, and there is none";
+	return NULL;
+}
+
+/*
  * What the TLS options leave undone: a tls:// listener without both files,
  * a file (certificate, key, CA) or --tls-handshake-timeout (handshake_given)
  * without a tls:// listener, tls:// with --udp-only, --udp with no plain
@@ -439,8 +547,10 @@ static const char *echo_tls_conflict(struct echo_opts *o, int handshake_given)
 	return NULL;
 }
 
-enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
-                                 FILE *out, FILE *errout)
+/* echo_opts_parse, leaving o->admit to it. */
+static enum opts_result echo_opts_read(int argc, char **argv,
+                                       struct echo_opts *o, FILE *out,
+                                       FILE *errout)
 {
 	const char *prog = log_progname();
 	const char *why;
@@ -448,10 +558,13 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	uint64_t ka;
 	char opt[3];
 	const char *tcp_opt = NULL, *udp_why;
+	int unix_mode = -1;
 	int udp_seen = 0, rate_given = 0, threads_given = 0, tls_given = 0;
-	char udp_buf[128];
+	char udp_buf[128], err[512];
 
 	echo_opts_defaults(o);
+	if (o->admit == NULL)
+		return echo_bad(errout, prog, "%s", strerror(ENOMEM));
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:l:vqhV", echo_longopts,
@@ -475,7 +588,8 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 				                "too many --listen (at most "
 				                "%s)",
 				                "16");
-			if (addr_parse(optarg, ADDR_LISTEN | ADDR_TLS,
+			if (addr_parse(optarg,
+			               ADDR_LISTEN | ADDR_TLS | ADDR_UNIX,
 			               &o->listen[o->nlisten],
 			               &why) < 0) {
 				fprintf(errout, "%s: bad --listen '%s': %s\n",
@@ -558,6 +672,13 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 		case OPT_CPU_AFFINITY:
 			o->cpu_affinity = 1;
 			break;
+		case OPT_UNIX_MODE:
+			if (addr_unix_mode_parse(optarg, &unix_mode) < 0)
+				return echo_bad(errout, prog,
+				                "bad --unix-mode '%s' (octal "
+				                "permissions, 0 to 0777)",
+				                optarg);
+			break;
 		case OPT_TLS_CERT:
 			o->tls_cert = optarg;
 			break;
@@ -587,6 +708,9 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			fprintf(out, echo_usage_text, prog);
 			fputc('\n', out);
 			fputs(echo_help_text, out);
+			fputs(echo_help_unix, out);
+			fputs(echo_help_admit, out);
+			fputs(admit_help_text, out);
 			return OPTS_EXIT;
 		case 'V':
 			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
@@ -596,6 +720,13 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 			                "option '%s' needs a value",
 			                argv[optind - 1]);
 		default:
+			if (c >= ADMIT_OPT_BASE) {
+				if (admit_option(o->admit, c, optarg, err,
+				                 sizeof err) < 0)
+					return echo_bad(errout, prog, "%s",
+					                err);
+				break;
+			}
 			return echo_bad(errout, prog, "unknown option '%s'",
 			                opts_refused(argv, opt));
 		}
@@ -615,6 +746,9 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 	                            udp_buf, sizeof udp_buf);
 	if (udp_why != NULL)
 		return echo_bad(errout, prog, "%s", udp_why);
+	why = echo_unix_conflict(o, unix_mode);
+	if (why != NULL)
+		return echo_bad(errout, prog, "%s", why);
 	/* Fork mode is one process per connection, on every CPU already. */
 	if (o->mode == ECHO_MODE_FORK && threads_given)
 		return echo_bad(errout, prog, "%s",
@@ -631,5 +765,26 @@ enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
 		o->nlisten = 1;
 	}
 	addr_dual_stack(o->listen, o->nlisten);
+	err[0] = '\0';
+	if (admit_finish(o->admit, err, sizeof err) < 0)
+		return echo_bad(errout, prog, "%s",
+		                err[0] != '\0' ? err : strerror(ENOMEM));
 	return OPTS_OK;
+}
+
+enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
+                                 FILE *out, FILE *errout)
+{
+	enum opts_result r = echo_opts_read(argc, argv, o, out, errout);
+
+	/* Only a run keeps what parsing allocated. */
+	if (r != OPTS_OK)
+		echo_opts_free(o);
+	return r;
+}
+
+void echo_opts_free(struct echo_opts *o)
+{
+	admit_free(o->admit);
+	o->admit = NULL;
 }

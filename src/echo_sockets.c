@@ -105,6 +105,17 @@ static int sockets_bind_udp_beside(struct echo_sockets *ss, int tcpfd)
 	return sockets_bind(ss, &a, SOCK_DGRAM);
 }
 
+/* The address family of the socket fd (SO_DOMAIN), or AF_UNSPEC. */
+static int socket_family(int fd)
+{
+	int family = AF_UNSPEC;
+	socklen_t len = sizeof family;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) < 0)
+		return AF_UNSPEC;
+	return family;
+}
+
 static int sockets_inherit(struct echo_sockets *ss, const struct activation *a)
 {
 	for (size_t i = 0; i < a->n; i++) {
@@ -143,9 +154,13 @@ static int sockets_open(const struct echo_opts *o, struct echo_sockets *ss)
 		if (sockets_bind(ss, &o->listen[i], SOCK_STREAM) < 0)
 			goto fail;
 	ntcp = ss->n;
-	/* UDP has no TLS (that would be DTLS): beside plain listeners only. */
+	/*
+	 * UDP has no TLS (that would be DTLS) and is not served on Unix
+	 * sockets: beside plain IP listeners only.
+	 */
 	for (i = 0; o->udp == ECHO_UDP_ON && i < ntcp; i++)
 		if (!ss->s[i].tls &&
+		    socket_family(ss->s[i].fd) != AF_UNIX &&
 		    sockets_bind_udp_beside(ss, ss->s[i].fd) < 0)
 			goto fail;
 	for (i = 0; o->udp == ECHO_UDP_ONLY && i < o->nlisten; i++)
@@ -193,8 +208,11 @@ int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
 	return 0;
 }
 
-int echo_conn_setup(const struct echo_opts *o, int fd)
+int echo_conn_setup(const struct echo_opts *o, int fd, int family)
 {
+	/* TCP options mean nothing on a Unix socket and would fail there. */
+	if (family == AF_UNIX)
+		return 0;
 	if (sock_nodelay(fd) < 0)
 		return -1;
 	if (o->keepalive != 0 && sock_keepalive(fd, o->keepalive) < 0)

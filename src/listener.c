@@ -5,15 +5,38 @@
  * Done by hand rather than with evconnlistener_new_bind so that one name can
  * give several sockets, each error names the address that failed, and the
  * backlog is ours (LISTENER_BACKLOG) rather than libevent's 128.
+ *
+ * Unix sockets (unix(7)) are bound here too: a stale socket file is
+ * replaced, a live one refused, and the files made are removed at exit.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "forkloop/admit.h"
 #include "forkloop/listener.h"
+
+/*
+ * The socket files this process bound, to remove at exit: the path, and
+ * the file's identity, so that a file another daemon put there since (after
+ * finding this one stale) is left alone. Only the process that bound them
+ * removes them: a forked child's exit must not.
+ */
+#define LISTENER_MAX_FILES 64
+struct listener_file {
+	char path[ADDR_UNIXLEN];
+	dev_t dev;
+	ino_t ino;
+};
+static struct listener_file listener_files[LISTENER_MAX_FILES];
+static size_t listener_nfiles;
+static pid_t listener_files_pid;
 
 static int listener_is_v6any(const struct sockaddr *sa)
 {
@@ -267,12 +290,150 @@ static int listener_bind_any(const struct addrinfo *res, const struct addr *a,
 	return 1;
 }
 
+void listener_remove_files(void)
+{
+	struct stat st;
+
+	if (listener_files_pid != getpid())
+		return;
+	for (size_t i = 0; i < listener_nfiles; i++) {
+		const struct listener_file *f = &listener_files[i];
+
+		if (lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+		    st.st_dev == f->dev && st.st_ino == f->ino)
+			unlink(f->path);
+	}
+	listener_nfiles = 0;
+}
+
+/* Remember the file a just bound, for listener_remove_files. */
+static void listener_file_add(const struct addr *a)
+{
+	struct listener_file *f;
+	struct stat st;
+
+	if (listener_nfiles == LISTENER_MAX_FILES || lstat(a->path, &st) < 0)
+		return;
+	if (listener_files_pid != getpid()) {
+		if (listener_files_pid == 0)
+			atexit(listener_remove_files);
+		listener_files_pid = getpid();
+		listener_nfiles = 0;
+	}
+	f = &listener_files[listener_nfiles++];
+	memcpy(f->path, a->path, strlen(a->path) + 1);
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+}
+
+/*
+ * A file at a's path before bind(2): nothing (0), a stale socket removed
+ * (0), or -1 with err set: a live socket (a connect succeeded, or its
+ * backlog is full), not a socket, or an error.
+ */
+static int listener_unix_stale(const struct addr *a,
+                               const struct sockaddr_un *su, socklen_t len,
+                               char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, r, saved;
+
+	if (lstat(a->path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
+		         strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "cannot listen on unix:%s: the path "
+		         "exists and is not a socket (left alone)", a->path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
+		         strerror(errno));
+		return -1;
+	}
+	r = connect(fd, (const struct sockaddr *)su, len);
+	saved = errno;
+	close(fd);
+	if (r == 0 || saved == EAGAIN) {
+		snprintf(err, errlen, "cannot listen on unix:%s: address in use",
+		         a->path);
+		return -1;
+	}
+	/* Refused: nothing listens; anything else (EACCES) is not ours. */
+	if (saved != ECONNREFUSED) {
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
+		         strerror(saved));
+		return -1;
+	}
+	if (unlink(a->path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove the stale socket unix:%s: "
+		         "%s", a->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int listener_bind_unix(const struct addr *a, int socktype, int *fds,
+                              size_t max, char *err, size_t errlen)
+{
+	struct sockaddr_un su;
+	socklen_t len = addr_unix_sockaddr(a, &su);
+	int fd, saved, abstract = addr_is_abstract(a);
+
+	if (max == 0) {
+		snprintf(err, errlen, "cannot listen on unix:%s: no more "
+		         "sockets can be served here", a->path);
+		return LISTENER_TOO_MANY;
+	}
+	if (!abstract && listener_unix_stale(a, &su, len, err, errlen) < 0)
+		return -1;
+	fd = socket(AF_UNIX, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&su, len) < 0) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		goto fail;
+	}
+	/* Before listen(2): no client can connect in between. */
+	if ((!abstract && a->unix_mode >= 0 &&
+	     chmod(a->path, (mode_t)a->unix_mode) < 0) ||
+	    (socktype == SOCK_STREAM && listen(fd, LISTENER_BACKLOG) < 0)) {
+		saved = errno;
+		close(fd);
+		if (!abstract)
+			unlink(a->path);
+		errno = saved;
+		goto fail;
+	}
+	if (!abstract)
+		listener_file_add(a);
+	fds[0] = fd;
+	return 1;
+fail:
+	if (errno == EADDRINUSE)
+		snprintf(err, errlen, "cannot listen on unix:%s: address in use",
+		         a->path);
+	else
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
+		         strerror(errno));
+	return -1;
+}
+
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
                   char *err, size_t errlen)
 {
 	struct addrinfo *res;
 	int gai_err, n;
 
+	if (a->is_unix)
+		return listener_bind_unix(a, socktype, fds, max, err, errlen);
 	res = addr_resolve(a, socktype, 1, &gai_err);
 	if (res == NULL) {
 		snprintf(err, errlen, "cannot resolve %s: %s",
@@ -284,7 +445,7 @@ int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
 		n = listener_bind_any(res, a, socktype, fds, max, err, errlen);
 	else
 		n = listener_bind_list(res, a, socktype, fds, max, err, errlen);
-	freeaddrinfo(res);
+	addr_free(res);
 	return n;
 }
 
@@ -300,3 +461,24 @@ char *listener_local_name(int fd, char *buf, size_t buflen)
 	return addr_format((struct sockaddr *)&ss, len, buf, buflen);
 }
 
+
+char *listener_peer_name(int fd, const struct sockaddr *sa, socklen_t len,
+                         char *buf, size_t buflen)
+{
+	char name[ADDR_STRLEN];
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+
+	if (sa->sa_family != AF_UNIX)
+		return addr_format(sa, len, buf, buflen);
+	addr_format(sa, len, name, sizeof name);
+	if (strcmp(name, ADDR_UNIX_PREFIX) == 0)
+		listener_local_name(fd, name, sizeof name);
+	if (admit_peercred(fd, &uid, &gid, &pid) < 0)
+		snprintf(buf, buflen, "%s", name);
+	else
+		snprintf(buf, buflen, "%s (uid %lu pid %ld)", name,
+		         (unsigned long)uid, (long)pid);
+	return buf;
+}

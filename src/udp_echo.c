@@ -10,6 +10,7 @@
  * Echo over UDP is a reflector: a forged source address turns it against a
  * third party, or against another service that answers any datagram, or
  * against the daemon itself, in a loop that never ends. So, in this order:
+ * - the access lists (--allow, --deny): no reply to a source they refuse;
  * - udp_guard: no reply to the system ports (below 1024), where echo,
  *   chargen and their kind live, nor to an address that is not unicast;
  * - udp_echo_serves: no reply to any address and port the daemon itself
@@ -125,6 +126,7 @@ struct udp_self {
 struct udp_echo {
 	struct event_base *base;
 	struct udp_rate *rate;
+	const struct echo_opts *opts; /* its access lists; NULL: none */
 	struct udp_sock socks[UDP_MAX_SOCKS];
 	size_t nsocks;
 	struct udp_self self;
@@ -589,6 +591,22 @@ static const char *udp_check(struct udp_sock *us, struct msghdr *h,
 	return NULL;
 }
 
+/* Do the access lists refuse h's source? If so, count and log it. */
+static int udp_refused(struct udp_echo *u, const struct msghdr *h)
+{
+	struct admit *a = u->opts->admit;
+	struct admit_ticket t;
+
+	if (admit_check_addr(a, h->msg_name, h->msg_namelen) == ADMIT_OK)
+		return 0;
+	u->dropped++;
+	admit_count(a, ADMIT_DENIED);
+	admit_source(a, h->msg_name, h->msg_namelen, &t);
+	echo_admit_refused(u->opts, -1, h->msg_name, h->msg_namelen, &t,
+	                   ADMIT_DENIED, admit_now());
+	return 1;
+}
+
 static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 {
 	struct udp_echo *u = us->u;
@@ -600,6 +618,8 @@ static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 	const char *why;
 
 	u->in++;
+	if (u->opts != NULL && udp_refused(u, h))
+		return;
 	memset(&dst, 0, sizeof dst);
 	ctllen = udp_pktinfo(h, &dst, &ctl);
 	why = udp_check(us, h, (struct sockaddr *)&dst, now);
@@ -783,6 +803,12 @@ int udp_echo_serve(struct udp_echo **up, struct event_base *base, uint64_t rate,
 		return -1;
 	}
 	return 0;
+}
+
+void udp_echo_admit(struct udp_echo *u, const struct echo_opts *o)
+{
+	if (u != NULL)
+		u->opts = admit_active(o->admit) ? o : NULL;
 }
 
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s)

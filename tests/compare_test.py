@@ -1003,6 +1003,48 @@ class TlsTest(unittest.TestCase):
         self.assertNotIn("The yardstick is", md)
 
 
+class UnixCellTest(unittest.TestCase):
+    def test_every_design_listens_on_a_unix_socket_too(self):
+        exe = {"echo": "/x/forkloop-echo", "yardstick": "/x/epoll_echo"}
+        one = cmp.DEFAULT_LAYOUT
+        self.assertEqual(cmp.server_argv("yardstick", exe, one, unix="/d/y"),
+                         ([0], ["/x/epoll_echo", "--unix", "/d/y", "0",
+                                "127.0.0.1"]))
+        for kind in ("event", "fork"):
+            _, argv = cmp.server_argv(kind, exe, one, unix="/d/e")
+            self.assertEqual(argv[1:5], ["--mode", kind, "--listen",
+                                         "127.0.0.1:0"])
+            self.assertEqual(argv[5:7], ["--listen", "unix:/d/e"])
+        _, argv = cmp.server_argv("event", exe, one)
+        self.assertNotIn("unix:", " ".join(argv))
+
+    def test_cell_name_and_target(self):
+        self.assertEqual(cmp.cell_name(cmp.UNIX_CELL), "unix 100c 64B")
+        self.assertEqual(cmp.cell_name(dict(cmp.UNIX_CELL, unix=False)),
+                         "100c 64B")
+        exe = {"bench": "/x/forkloop-bench"}
+        argv = cmp.bench_argv(exe, "unix:/d/e.sock", cmp.UNIX_CELL, 2, 0)
+        self.assertEqual(argv[-1], "unix:/d/e.sock")
+        self.assertNotIn("--tls", argv)
+
+    def test_report_gives_tcp_share(self):
+        tcp = dict(cmp.UNIX_CELL, unix=False)
+        ent = {}
+        for s, t, u in (("event", 100000.0, 160000.0),
+                        ("fork", 90000.0, 150000.0)):
+            for cell, rate, upm in ((tcp, t, 8.0), (cmp.UNIX_CELL, u, 5.0)):
+                e = tls_entry(s, cell, [rate] * 3, [upm] * 3)
+                ent[(s, cmp.cell_name(cell))] = e
+        text = "\n".join(cmp.unix_lines(ent, ["yardstick", "event", "fork"],
+                                        ""))
+        self.assertIn("## Unix socket against TCP, 100c 64B", text)
+        self.assertIn("| event | 100.0k | 160.0k | 1.60 | 8.00 | 5.00 | "
+                      "38% |", text)
+        self.assertIn("| fork | 90.0k | 150.0k | 1.67 |", text)
+        self.assertNotIn("yardstick", text)
+        self.assertEqual(cmp.unix_lines({}, ["event"], ""), [])
+
+
 class OptionsTest(unittest.TestCase):
     def test_threads_cpu_defaults_are_short(self):
         c = cmp.config(cmp.parse_args(["--threads-cpu"]))

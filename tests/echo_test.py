@@ -9,6 +9,7 @@ import ctypes
 import os
 import random
 import re
+import resource
 import select
 import selectors
 import signal
@@ -1208,6 +1209,48 @@ class EchoTest(fltest.ProcTestCase):
         self.assertGreaterEqual(float(m.group(1)), 1.4)
         self.assertGreaterEqual(int(m.group(2)), 10)
         self.assertServes(srv)
+
+    def test_pause_at_the_descriptor_limit_logged_once(self):
+        # At its descriptor limit with connects queued, every connection
+        # that closes lets one queued connect in and makes the next accept
+        # fail: a pause and a resume per close. They are logged once in
+        # 10 s, not per close. (Event mode: a fork mode parent holds no
+        # descriptor per connection.)
+        srv = self.server()
+        self.assertServes(srv, 1024)
+        time.sleep(0.2)
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % srv.pid)}
+        free = [fd for fd in range(len(used) + 3) if fd not in used]
+        soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
+        # Room for two connections: the second free descriptor + 1.
+        resource.prlimit(srv.pid, resource.RLIMIT_NOFILE,
+                         (free[1] + 1, hard))
+        try:
+            open_ = [self.connect(srv), self.connect(srv)]
+            for s in open_:
+                self.roundtrip(s, b"held")
+            queued = [self.connect(srv) for _ in range(5)]
+            for q in queued:
+                q.sendall(b"queued")
+            srv.wait_line(r"accept: Too many open files; pausing accepts$",
+                          timeout=10)
+            for q in queued[:4]:
+                open_.pop(0).close()
+                self.assertEqual(recv_exactly(q, 6, timeout=20), b"queued")
+                open_.append(q)
+            time.sleep(0.3)
+            self.assertEqual(len(self.lines(srv, "pausing accepts")), 1,
+                             srv.stderr_text())
+            self.assertLessEqual(len(self.lines(srv, "accepting again")), 1,
+                                 srv.stderr_text())
+        finally:
+            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        self.assertEqual(recv_exactly(queued[4], 6, timeout=20), b"queued")
+        self.assertServes(srv)
+
+    def lines(self, srv, needle):
+        with srv.cond:
+            return [l for l in srv.lines if l is not None and needle in l]
 
 
 if __name__ == "__main__":

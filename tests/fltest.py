@@ -124,11 +124,12 @@ class Proc:
     """A program started in its own process group, with stderr collected."""
 
     def __init__(self, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 env=None):
+                 env=None, pass_fds=()):
         self.argv = argv
         self.p = subprocess.Popen(argv, stdin=stdin, stdout=stdout,
                                   stderr=subprocess.PIPE,
-                                  start_new_session=True, env=env)
+                                  start_new_session=True, env=env,
+                                  pass_fds=pass_fds)
         self.pid = self.p.pid
         self.pgid = self.p.pid
         self.lines = []

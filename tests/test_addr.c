@@ -1,6 +1,6 @@
 /*
  * test_addr.c - addr_parse, addr_set, addr_port_valid, the dual-stack rule,
- * the formatters, and listener_bind on several addresses.
+ * the formatters, Unix addresses, and listener_bind on several addresses.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -527,6 +528,151 @@ static void test_bind_list_covered(void **state)
 	close(fds[1]);
 }
 
+/* unix:/PATH and unix:@NAME, under ADDR_UNIX only; "unix:" any case. */
+static void test_parse_unix(void **state)
+{
+	const int fl = ADDR_LISTEN | ADDR_TLS | ADDR_UNIX;
+	struct addr a;
+	const char *why = NULL;
+
+	(void)state;
+	memset(&a, 0x5a, sizeof a);
+	assert_int_equal(addr_parse("unix:/run/x.sock", fl, &a, &why), 0);
+	assert_true(a.is_unix);
+	assert_false(a.tls);
+	assert_string_equal(a.path, "/run/x.sock");
+	assert_string_equal(a.host, "");
+	assert_int_equal(a.unix_mode, -1);
+	assert_false(addr_is_abstract(&a));
+	assert_int_equal(addr_parse("UNIX:@name", ADDR_CONNECT | ADDR_UNIX,
+	                            &a, &why),
+	                 0);
+	assert_string_equal(a.path, "@name");
+	assert_true(addr_is_abstract(&a));
+	/* TCP forms are untouched by the flag. */
+	assert_parses("127.0.0.1:80", fl, "127.0.0.1", "80");
+	assert_parses("unix.:80", fl, "unix.", "80");
+	/* Without ADDR_UNIX, "unix:80" stays a host named unix. */
+	assert_parses("unix:80", ADDR_CONNECT, "unix", "80");
+	assert_rejects_why("unix:/x", ADDR_CONNECT, "not taken here");
+	assert_rejects_why("unix:80", fl, "unix:/PATH or unix:@NAME");
+	assert_rejects_why("unix:rel/x.sock", fl, "absolute path");
+	assert_rejects_why("unix:", fl, "unix:/PATH");
+	assert_rejects_why("unix:@", fl, "empty abstract name");
+	assert_rejects_why("tls://unix:/x", fl, "not spoken over Unix");
+}
+
+/* sun_path holds 108 bytes: a path of 107 and its NUL, a NUL and a name
+ * of 107. */
+static void test_parse_unix_length(void **state)
+{
+	char spec[160];
+	struct addr a;
+	const char *why = NULL;
+
+	(void)state;
+	memcpy(spec, "unix:/", 6);
+	memset(spec + 6, 'p', 106);
+	spec[112] = '\0';
+	assert_int_equal(addr_parse(spec, ADDR_LISTEN | ADDR_UNIX, &a, &why),
+	                 0);
+	assert_int_equal(strlen(a.path), 107);
+	spec[112] = 'p';
+	spec[113] = '\0';
+	assert_rejects_why(spec, ADDR_LISTEN | ADDR_UNIX,
+	                   "path longer than 107 bytes");
+	spec[5] = '@';
+	assert_int_equal(addr_parse(spec, ADDR_LISTEN | ADDR_UNIX, &a, &why),
+	                 0);
+	spec[113] = 'p';
+	spec[114] = '\0';
+	assert_rejects_why(spec, ADDR_LISTEN | ADDR_UNIX,
+	                   "name longer than 107 bytes");
+}
+
+/* Socket addresses both ways, and the spec printed as typed. */
+static void test_format_unix(void **state)
+{
+	struct sockaddr_un su;
+	struct addr a;
+	const char *why;
+	char buf[ADDR_STRLEN];
+	socklen_t len;
+
+	(void)state;
+	assert_int_equal(addr_parse("unix:/tmp/e.sock", ADDR_UNIX, &a, &why),
+	                 0);
+	len = addr_unix_sockaddr(&a, &su);
+	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + 12);
+	assert_string_equal(addr_format((struct sockaddr *)&su, len, buf,
+	                                sizeof buf),
+	                    "unix:/tmp/e.sock");
+	assert_string_equal(addr_spec_format(&a, buf, sizeof buf),
+	                    "unix:/tmp/e.sock");
+	assert_int_equal(addr_parse("unix:@ab\x01", ADDR_UNIX, &a, &why), 0);
+	len = addr_unix_sockaddr(&a, &su);
+	/* No NUL counted after an abstract name: its bytes are the name. */
+	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + 4);
+	assert_int_equal(su.sun_path[0], '\0');
+	assert_memory_equal(su.sun_path + 1, "ab\x01", 3);
+	assert_string_equal(addr_format((struct sockaddr *)&su, len, buf,
+	                                sizeof buf),
+	                    "unix:@ab?");
+	assert_string_equal(addr_spec_format(&a, buf, sizeof buf),
+	                    "unix:@ab\x01");
+	/* An unnamed peer: the family alone. */
+	len = sizeof(sa_family_t);
+	assert_string_equal(addr_format((struct sockaddr *)&su, len, buf,
+	                                sizeof buf),
+	                    "unix:");
+	assert_string_equal(addr_format((struct sockaddr *)&su,
+	                                (socklen_t)sizeof su, buf, 8),
+	                    "unix:@a");
+}
+
+static void test_unix_mode_parse(void **state)
+{
+	int m = -1;
+
+	(void)state;
+	assert_int_equal(addr_unix_mode_parse("0660", &m), 0);
+	assert_int_equal(m, 0660);
+	assert_int_equal(addr_unix_mode_parse("600", &m), 0);
+	assert_int_equal(m, 0600);
+	assert_int_equal(addr_unix_mode_parse("0", &m), 0);
+	assert_int_equal(m, 0);
+	assert_int_equal(addr_unix_mode_parse("0777", &m), 0);
+	assert_int_equal(addr_unix_mode_parse("1777", &m), -1);
+	assert_int_equal(addr_unix_mode_parse("0668", &m), -1);
+	assert_int_equal(addr_unix_mode_parse("", &m), -1);
+	assert_int_equal(addr_unix_mode_parse("rw", &m), -1);
+	assert_int_equal(addr_unix_mode_parse("00660", &m), -1);
+}
+
+/* addr_resolve gives one AF_UNIX entry, freed by addr_free. */
+static void test_resolve_unix(void **state)
+{
+	struct addrinfo *res;
+	struct addr a;
+	const char *why;
+	char buf[ADDR_STRLEN];
+	int gai_err = 0;
+
+	(void)state;
+	assert_int_equal(addr_parse("unix:@fl-resolve", ADDR_UNIX, &a, &why),
+	                 0);
+	res = addr_resolve(&a, SOCK_STREAM, 0, &gai_err);
+	assert_non_null(res);
+	assert_int_equal(res->ai_family, AF_UNIX);
+	assert_int_equal(res->ai_socktype, SOCK_STREAM);
+	assert_null(res->ai_next);
+	assert_string_equal(addr_format(res->ai_addr, res->ai_addrlen, buf,
+	                                sizeof buf),
+	                    "unix:@fl-resolve");
+	addr_free(res);
+	addr_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -551,6 +697,11 @@ int main(void)
 	        cmocka_unit_test(test_bind_list_port_taken),
 	        cmocka_unit_test(test_bind_list_covered),
 	        cmocka_unit_test(test_resolve_numeric),
+	        cmocka_unit_test(test_parse_unix),
+	        cmocka_unit_test(test_parse_unix_length),
+	        cmocka_unit_test(test_format_unix),
+	        cmocka_unit_test(test_unix_mode_parse),
+	        cmocka_unit_test(test_resolve_unix),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

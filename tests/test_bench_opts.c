@@ -424,6 +424,28 @@ static void test_threads_split_exactly(void **state)
 	assert_int_equal(s.messages, 201);
 }
 
+/* A unix: target, as given; no TLS over it. */
+static void test_unix_target(void **state)
+{
+	char *path[] = {"b", "-c", "3", "unix:/tmp/e.sock", NULL};
+	char *name[] = {"b", "unix:@echo", NULL};
+	char *tls[] = {"b", "--tls", "unix:/tmp/e.sock", NULL};
+	char *tls2[] = {"b", "tls://unix:/tmp/e.sock", NULL};
+	char *rel[] = {"b", "unix:e.sock", NULL};
+	struct bench_opts o;
+
+	(void)state;
+	assert_int_equal(parse(ARGC(path), path, &o), OPTS_OK);
+	assert_true(o.target.is_unix);
+	assert_string_equal(o.target.path, "/tmp/e.sock");
+	assert_false(o.tls);
+	assert_int_equal(parse(ARGC(name), name, &o), OPTS_OK);
+	assert_string_equal(o.target.path, "@echo");
+	assert_refused(tls, ARGC(tls), "TLS is not spoken over Unix sockets");
+	assert_refused(tls2, ARGC(tls2), "TLS is not spoken over Unix sockets");
+	assert_refused(rel, ARGC(rel), "absolute path");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -440,6 +462,7 @@ int main(void)
 	        cmocka_unit_test(test_threads_values),
 	        cmocka_unit_test(test_threads_auto_is_the_affinity_mask),
 	        cmocka_unit_test(test_threads_split_exactly),
+	        cmocka_unit_test(test_unix_target),
 	};
 	int rc;
 

@@ -12,6 +12,9 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "forkloop/chat.h"
 #include "forkloop/log.h"
 
@@ -57,6 +60,7 @@ static void parse(struct run *r, ...)
 
 static void run_free(struct run *r)
 {
+	chat_opts_free(&r->o);
 	free(r->out);
 	free(r->err);
 }
@@ -419,6 +423,150 @@ static void test_broker_help(void **state)
 	run_free(&r);
 }
 
+/* A peer at addr (IPv4 or IPv6 text), as accept(2) gives it. */
+static enum admit_why check_peer(struct admit *a, const char *addr)
+{
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+
+	memset(&s4, 0, sizeof s4);
+	memset(&s6, 0, sizeof s6);
+	if (inet_pton(AF_INET, addr, &s4.sin_addr) == 1) {
+		s4.sin_family = AF_INET;
+		return admit_check_addr(a, (struct sockaddr *)&s4, sizeof s4);
+	}
+	assert_int_equal(inet_pton(AF_INET6, addr, &s6.sin6_addr), 1);
+	s6.sin6_family = AF_INET6;
+	return admit_check_addr(a, (struct sockaddr *)&s6, sizeof s6);
+}
+
+static void test_admission_options(void **state)
+{
+	struct run r;
+
+	(void)state;
+	/* No rule: a run still has its (empty) admission, letting anyone in. */
+	parse(&r, "-l", "0", NULL);
+	assert_ok(&r);
+	assert_non_null(r.o.admit);
+	assert_int_equal(admit_active(r.o.admit), 0);
+	assert_int_equal(r.o.max_clients, 0);
+	run_free(&r);
+	parse(&r, "-l", "0", "-k", "--deny", "127.0.0.2", "--allow",
+	      "127.0.0.0/8", NULL);
+	assert_ok(&r);
+	assert_int_equal(admit_active(r.o.admit), 1);
+	assert_int_equal(check_peer(r.o.admit, "127.0.0.1"), ADMIT_OK);
+	assert_int_equal(check_peer(r.o.admit, "127.0.0.2"), ADMIT_DENIED);
+	assert_int_equal(check_peer(r.o.admit, "10.0.0.1"), ADMIT_DENIED);
+	assert_int_equal(check_peer(r.o.admit, "::ffff:127.0.0.2"),
+	                 ADMIT_DENIED);
+	assert_int_equal(check_peer(r.o.admit, "::ffff:127.0.0.3"), ADMIT_OK);
+	run_free(&r);
+	parse(&r, "--broker", "-l", "0", "--max-clients", "3",
+	      "--max-conns-per-source=2", "--accept-rate", "5/s",
+	      "--accept-burst", "2", "--source-table", "100",
+	      "--source-prefix6", "48", "-m", "fork", "--mode", "event", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.max_clients, 3);
+	assert_int_equal(admit_active(r.o.admit), 1);
+	run_free(&r);
+	parse(&r, "--broker", "-l", "0", "--max-clients", "4294967295", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.max_clients, 4294967295u);
+	run_free(&r);
+}
+
+static void test_admission_bad_usage(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-l", "0", "--allow", "10.0.0.0/33", NULL);
+	assert_usage(&r, "--allow 10.0.0.0/33");
+	parse(&r, "--broker", "-l", "0", "--deny", "10.1.0.0/8", NULL);
+	assert_usage(&r, "host bits set");
+	parse(&r, "-l", "0", "--max-conns-per-source", "0", NULL);
+	assert_usage(&r, "--max-conns-per-source");
+	parse(&r, "-l", "0", "--accept-burst", "3", NULL);
+	assert_usage(&r, "--accept-burst");
+	parse(&r, "--broker", "-l", "0", "--max-clients", "0", NULL);
+	assert_usage(&r, "bad --max-clients '0'");
+	parse(&r, "--broker", "-l", "0", "--max-clients", "4294967296", NULL);
+	assert_usage(&r, "bad --max-clients '4294967296'");
+	parse(&r, "--broker", "-l", "0", "--max-clients", "x", NULL);
+	assert_usage(&r, "bad --max-clients 'x'");
+	parse(&r, "--broker", "-l", "0", "--max-clients", NULL);
+	assert_usage(&r, "option '--max-clients' needs a value");
+	/* The endpoint serves one peer: no room to limit. */
+	parse(&r, "-l", "0", "--max-clients", "2", NULL);
+	assert_usage(&r, "--max-clients needs --broker");
+	/* Connecting, nobody is admitted: the first rule given is named. */
+	parse(&r, "localhost", "6666", "--allow", "127.0.0.1", "--deny",
+	      "10.0.0.0/8", NULL);
+	assert_usage(&r, "--allow needs --listen");
+	parse(&r, "--accept-rate", "5", "localhost", "6666", NULL);
+	assert_usage(&r, "--accept-rate needs --listen");
+	parse(&r, "--max-conns-per-source", "1", "localhost:6666", NULL);
+	assert_usage(&r, "--max-conns-per-source needs --listen");
+	parse(&r, "--deny=", "-l", "0", NULL);
+	assert_usage(&r, "--deny");
+}
+
+static void test_admission_help(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--help", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	/* In the synopsis, and a row each in the help. */
+	assert_non_null(strstr(r.out, "[--max-clients N]"));
+	assert_non_null(strstr(r.out, "[--allow CIDR]..."));
+	assert_non_null(strstr(r.out, "      --max-clients N "));
+	assert_non_null(strstr(r.out, "      --allow CIDR "));
+	assert_non_null(strstr(r.out, "      --deny CIDR "));
+	assert_non_null(strstr(r.out, "--max-conns-per-source N\n"));
+	assert_non_null(strstr(r.out, "      --accept-rate "));
+	/* The general options and notes still follow. */
+	assert_non_null(strstr(r.out, "  -V, --version"));
+	assert_non_null(strstr(r.out, "SIGHUP reloads the certificate"));
+	run_free(&r);
+	parse(&r, "--bogus", NULL);
+	assert_usage(&r, "[--allow CIDR]...");
+}
+
+/* unix: to connect to or listen on, the relay too, and --unix-mode. */
+static void test_unix_addresses(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "unix:/tmp/c.sock", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.listen, 0);
+	assert_true(r.o.addr.is_unix);
+	assert_string_equal(r.o.addr.path, "/tmp/c.sock");
+	run_free(&r);
+	parse(&r, "-l", "unix:/tmp/c.sock", "--unix-mode", "0600", NULL);
+	assert_ok(&r);
+	assert_int_equal(r.o.listen, 1);
+	assert_int_equal(r.o.addr.unix_mode, 0600);
+	run_free(&r);
+	parse(&r, "--broker", "-l", "unix:@relay", NULL);
+	assert_ok(&r);
+	assert_string_equal(r.o.addr.path, "@relay");
+	run_free(&r);
+	parse(&r, "--tls", "unix:/tmp/c.sock", NULL);
+	assert_usage(&r, "TLS is not spoken over Unix sockets");
+	parse(&r, "--unix-mode", "0600", "unix:/tmp/c.sock", NULL);
+	assert_usage(&r, "--unix-mode needs a unix:/PATH --listen");
+	parse(&r, "-l", "unix:@x", "--unix-mode", "0600", NULL);
+	assert_usage(&r, "unix:@NAME has none");
+	parse(&r, "-l", "unix:/x", "--unix-mode", "8", NULL);
+	assert_usage(&r, "bad --unix-mode '8'");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -434,6 +582,10 @@ int main(void)
 	        cmocka_unit_test(test_broker_names),
 	        cmocka_unit_test(test_broker_help),
 	        cmocka_unit_test(test_keepalive),
+	        cmocka_unit_test(test_admission_options),
+	        cmocka_unit_test(test_admission_bad_usage),
+	        cmocka_unit_test(test_admission_help),
+	        cmocka_unit_test(test_unix_addresses),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -13,6 +13,10 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+
 #include "forkloop/echo.h"
 #include "forkloop/udp.h"
 #include "forkloop/log.h"
@@ -59,6 +63,7 @@ static void parse(struct run *r, ...)
 
 static void run_free(struct run *r)
 {
+	echo_opts_free(&r->o);
 	free(r->out);
 	free(r->err);
 }
@@ -226,6 +231,7 @@ static void test_listen_limit(void **state)
 			assert_int_equal(o.nlisten, ECHO_MAX_LISTEN);
 			assert_string_equal(o.listen[ECHO_MAX_LISTEN - 1].port,
 			                    "7015");
+			echo_opts_free(&o);
 		} else {
 			assert_int_equal(
 			        echo_opts_parse(argc, argv, &o, out, errout),
@@ -830,6 +836,251 @@ static void test_loglimit(void **state)
 	assert_true(held == 0);
 }
 
+/* What f(arg) writes on standard error, into buf (NUL-terminated). */
+static void capture_stderr(void (*f)(void *), void *arg, char *buf,
+                           size_t len)
+{
+	FILE *tmp = tmpfile();
+	ssize_t n;
+	int saved;
+
+	assert_non_null(tmp);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	f(arg);
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	n = pread(fileno(tmp), buf, len - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	fclose(tmp);
+}
+
+static void stats_log(void *arg)
+{
+	echo_stats_log(arg);
+}
+
+/* The refusal counters come last, after the UDP ones, named as admit.h. */
+static void test_stats_log_admit(void **state)
+{
+	struct echo_stats s = {.open = 1, .accepted = 2, .refused = 3,
+	                       .bytes_in = 4, .bytes_out = 5, .admit = 1};
+	char buf[512];
+
+	(void)state;
+	for (int i = ADMIT_DENIED; i < ADMIT_NWHY; i++)
+		s.admit_refused[i] = (uint64_t)(10 + i);
+	capture_stderr(stats_log, &s, buf, sizeof buf);
+	assert_string_equal(buf, "forkloop-echo: stats: open=1 accepted=2 "
+	                         "refused=3 bytes_in=4 bytes_out=5 "
+	                         "denied=11 per_source=12 rate=13 "
+	                         "table_full=14 uid=15\n");
+	s.udp = 1;
+	s.udp_in = 6;
+	s.udp_out = 7;
+	s.udp_dropped = 8;
+	capture_stderr(stats_log, &s, buf, sizeof buf);
+	assert_string_equal(buf, "forkloop-echo: stats: open=1 accepted=2 "
+	                         "refused=3 bytes_in=4 bytes_out=5 udp_in=6 "
+	                         "udp_out=7 udp_dropped=8 denied=11 "
+	                         "per_source=12 rate=13 table_full=14 "
+	                         "uid=15\n");
+}
+
+static struct sockaddr *sin4(struct sockaddr_in *sin, const char *ip)
+{
+	memset(sin, 0, sizeof *sin);
+	sin->sin_family = AF_INET;
+	assert_int_equal(inet_pton(AF_INET, ip, &sin->sin_addr), 1);
+	return (struct sockaddr *)sin;
+}
+
+static void test_admit(void **state)
+{
+	struct sockaddr_in sin;
+	struct run r;
+
+	(void)state;
+	/* No rule: everyone gets in, and the stats line stays as it was. */
+	parse(&r, NULL);
+	assert_ok(&r);
+	assert_non_null(r.o.admit);
+	assert_false(admit_active(r.o.admit));
+	assert_int_equal(admit_per_source(r.o.admit), 0);
+	run_free(&r);
+	parse(&r, "--allow", "10.0.0.0/8", "--deny", "10.9.0.0/16",
+	      "--max-conns-per-source", "8", "--accept-rate", "20/s",
+	      "--accept-burst", "5", "--source-prefix6", "48",
+	      "--source-table", "1024", NULL);
+	assert_ok(&r);
+	assert_true(admit_active(r.o.admit));
+	assert_int_equal(admit_per_source(r.o.admit), 8);
+	assert_int_equal(admit_check_addr(r.o.admit, sin4(&sin, "10.1.2.3"),
+	                                  sizeof sin),
+	                 ADMIT_OK);
+	assert_int_equal(admit_check_addr(r.o.admit, sin4(&sin, "10.9.1.1"),
+	                                  sizeof sin),
+	                 ADMIT_DENIED);
+	assert_int_equal(admit_check_addr(r.o.admit, sin4(&sin, "192.0.2.1"),
+	                                  sizeof sin),
+	                 ADMIT_DENIED);
+	run_free(&r);
+	/* The access lists apply to datagrams too. */
+	parse(&r, "--udp-only", "--deny", "192.0.2.0/24", "-l", "127.0.0.1:0",
+	      NULL);
+	assert_ok(&r);
+	assert_true(admit_active(r.o.admit));
+	run_free(&r);
+	parse(&r, "--udp", "--allow", "127.0.0.1", "-l", "127.0.0.1:0", NULL);
+	assert_ok(&r);
+	run_free(&r);
+}
+
+static void test_admit_bad(void **state)
+{
+	static const char *const tcp_only[][2] = {
+	        {"--max-conns-per-source", "2"},
+	        {"--accept-rate", "10"},
+	        {"--accept-burst", "3"},
+	        {"--source-table", "100"},
+	        {"--source-prefix6", "56"},
+	};
+	char path[] = "/tmp/test_echo_opts_XXXXXX", want[64];
+	struct run r;
+	FILE *f;
+	int fd;
+
+	(void)state;
+	parse(&r, "--allow", "10.0.0.0/33", NULL);
+	assert_usage(&r, "10.0.0.0/33");
+	run_free(&r);
+	parse(&r, "--allow", "nonsense", NULL);
+	assert_usage(&r, "nonsense");
+	run_free(&r);
+	parse(&r, "--deny", "10.1.0.0/8", NULL);
+	assert_usage(&r, "10.1.0.0/8");
+	run_free(&r);
+	parse(&r, "--max-conns-per-source", "0", NULL);
+	assert_usage(&r, "--max-conns-per-source");
+	run_free(&r);
+	parse(&r, "--accept-rate", "0", NULL);
+	assert_usage(&r, "--accept-rate");
+	run_free(&r);
+	/* What goes together is checked after the last option. */
+	parse(&r, "--accept-burst", "5", NULL);
+	assert_usage(&r, "--accept-burst");
+	run_free(&r);
+	parse(&r, "--allow", NULL);
+	assert_usage(&r, "--allow");
+	run_free(&r);
+	for (size_t i = 0; i < sizeof tcp_only / sizeof tcp_only[0]; i++) {
+		parse(&r, "--udp-only", tcp_only[i][0], tcp_only[i][1], NULL);
+		assert_usage(&r, "applies to TCP connections: not with "
+		                 "--udp-only");
+		assert_non_null(strstr(r.err, tcp_only[i][0]));
+		run_free(&r);
+	}
+	/* A file: its bad line is named by file and line. */
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs("# comment\n10.0.0.0/8\n\n2001:db8::/32\nnot-a-prefix\n", f);
+	fclose(f);
+	parse(&r, "--deny-file", path, NULL);
+	snprintf(want, sizeof want, "%s:5", path);
+	assert_usage(&r, want);
+	run_free(&r);
+	parse(&r, "--allow-file", path, NULL);
+	assert_usage(&r, want);
+	run_free(&r);
+	unlink(path);
+	parse(&r, "--deny-file", path, NULL);
+	assert_usage(&r, path);
+	run_free(&r);
+}
+
+static void test_admit_help(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "--help", NULL);
+	assert_int_equal(r.res, OPTS_EXIT);
+	assert_non_null(strstr(r.out, "[--max-conns-per-source N]"));
+	assert_non_null(strstr(r.out, "[--allow CIDR]..."));
+	assert_non_null(strstr(r.out, "--accept-rate R[/s]"));
+	assert_non_null(strstr(r.out, "Who may connect"));
+	assert_non_null(strstr(r.out, admit_help_text));
+	run_free(&r);
+	parse(&r, "--bogus", NULL);
+	assert_non_null(strstr(r.err, "[--deny-file FILE]"));
+	run_free(&r);
+}
+
+struct pause_run {
+	struct echo_pause *p;
+	int notes;
+	int over;
+};
+
+static void pause_runs(void *arg)
+{
+	struct pause_run *pr = arg;
+
+	for (int i = 0; i < pr->notes; i++)
+		echo_pause_note(pr->p, "accept", EMFILE);
+	if (pr->over)
+		echo_pause_over(pr->p);
+}
+
+static int count_lines(const char *buf, const char *needle)
+{
+	int n = 0;
+
+	for (const char *q = buf; (q = strstr(q, needle)) != NULL; q++)
+		n++;
+	return n;
+}
+
+/*
+ * A daemon at its descriptor limit pauses and resumes as connections
+ * close: one run's lines at most every ECHO_PAUSE_LOG_INTERVAL seconds,
+ * then a count of the runs not logged.
+ */
+static void test_pause_logged_once_per_interval(void **state)
+{
+	struct echo_pause p;
+	struct pause_run pr = {&p, 5, 1};
+	char buf[4096];
+
+	(void)state;
+	memset(&p, 0, sizeof p);
+	capture_stderr(pause_runs, &pr, buf, sizeof buf);
+	assert_int_equal(count_lines(buf, "pausing accepts\n"), 1);
+	assert_int_equal(count_lines(buf, "; 5 attempts waited\n"), 1);
+	/* Twenty more runs at once: nothing. */
+	for (int i = 0; i < 20; i++) {
+		capture_stderr(pause_runs, &pr, buf, sizeof buf);
+		assert_string_equal(buf, "");
+	}
+	/* Once the interval has passed, a run is logged with the count. */
+	p.last -= ECHO_PAUSE_LOG_INTERVAL;
+	capture_stderr(pause_runs, &pr, buf, sizeof buf);
+	assert_int_equal(count_lines(buf, "forkloop-echo: accept: Too many "
+	                                  "open files; pausing accepts (20 "
+	                                  "more not logged)\n"),
+	                 1);
+	assert_int_equal(count_lines(buf, "accepting again after"), 1);
+	pr.over = 0;
+	p.last -= ECHO_PAUSE_LOG_INTERVAL;
+	capture_stderr(pause_runs, &pr, buf, sizeof buf);
+	assert_int_equal(count_lines(buf, "pausing accepts\n"), 1);
+}
+
 /* No one-second window holds more than ECHO_LOG_PER_SEC lines, even one
  * that spans two calendar seconds: a line every 10 ms for 3 s. */
 static void test_loglimit_any_window(void **state)
@@ -855,6 +1106,48 @@ static void test_loglimit_any_window(void **state)
 	}
 	/* and it does not starve: 10 a second over 3 s */
 	assert_true(n >= 3 * ECHO_LOG_PER_SEC);
+}
+
+/* unix: listeners, --unix-mode, and what does not go with them. */
+static void test_unix_listeners(void **state)
+{
+	struct run r;
+
+	(void)state;
+	parse(&r, "-l", "unix:/run/e.sock", "-l", "127.0.0.1:0",
+	      "--unix-mode", "0660", "--udp", NULL);
+	assert_int_equal(r.res, OPTS_OK);
+	assert_int_equal(r.o.nlisten, 2);
+	assert_true(r.o.listen[0].is_unix);
+	assert_string_equal(r.o.listen[0].path, "/run/e.sock");
+	assert_int_equal(r.o.listen[0].unix_mode, 0660);
+	assert_false(r.o.listen[1].is_unix);
+	run_free(&r);
+	parse(&r, "-l", "unix:@name", NULL);
+	assert_int_equal(r.res, OPTS_OK);
+	assert_int_equal(r.o.listen[0].unix_mode, -1);
+	run_free(&r);
+	parse(&r, "-l", "unix:@name", "--unix-mode", "600", NULL);
+	assert_usage(&r, "unix:@NAME has none");
+	run_free(&r);
+	parse(&r, "--unix-mode", "0660", NULL);
+	assert_usage(&r, "--unix-mode needs a unix:/PATH --listen");
+	run_free(&r);
+	parse(&r, "-l", "unix:/x", "--unix-mode", "u+rw", NULL);
+	assert_usage(&r, "bad --unix-mode 'u+rw'");
+	run_free(&r);
+	parse(&r, "-l", "unix:/x", "--udp-only", NULL);
+	assert_usage(&r, "not with --udp-only");
+	run_free(&r);
+	parse(&r, "-l", "unix:/x", "--udp", NULL);
+	assert_usage(&r, "--udp is served beside plain IP listeners only");
+	run_free(&r);
+	parse(&r, "-l", "tls://unix:/x", NULL);
+	assert_usage(&r, "TLS is not spoken over Unix sockets");
+	run_free(&r);
+	parse(&r, "-l", "unix:relative.sock", NULL);
+	assert_usage(&r, "absolute path");
+	run_free(&r);
 }
 
 int main(void)
@@ -892,6 +1185,12 @@ int main(void)
 	        cmocka_unit_test(test_limits_named),
 	        cmocka_unit_test(test_loglimit),
 	        cmocka_unit_test(test_loglimit_any_window),
+	        cmocka_unit_test(test_stats_log_admit),
+	        cmocka_unit_test(test_admit),
+	        cmocka_unit_test(test_admit_bad),
+	        cmocka_unit_test(test_admit_help),
+	        cmocka_unit_test(test_pause_logged_once_per_interval),
+	        cmocka_unit_test(test_unix_listeners),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

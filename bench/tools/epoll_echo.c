@@ -6,12 +6,15 @@
  * so a peer that does not read is not read either. Built and run by
  * bench/compare only; not part of forkloop.
  *
- * usage: epoll_echo [--reuseport] PORT [ADDR]
+ * usage: epoll_echo [--reuseport] [--unix PATH] PORT [ADDR]
  *   ADDR is an IPv4 address, 127.0.0.1 by default; PORT 0 lets the kernel pick.
  *   --reuseport sets SO_REUSEPORT on the listening socket, so that several
  *   independent instances (one thread each) can listen on one port and the
  *   kernel spreads the connections among them: bench/compare --cores N
  *   starts the first with PORT 0 and the others on the port it printed.
+ *   --unix PATH also listens on a Unix stream socket at PATH (a file left
+ *   there is removed first), served by the same loop: bench/compare's
+ *   Unix socket cell.
  * prints: "epoll_echo: listening on port N" on standard error, then serves
  * until killed.
  */
@@ -28,6 +31,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct conn {
@@ -86,8 +90,11 @@ static int conn_writecb(int ep, int fd, struct conn *c)
 	return watch(ep, EPOLL_CTL_MOD, fd, EPOLLIN);
 }
 
-/* Out of descriptors (EMFILE, ENFILE): stop, the rest wait in the backlog. */
-static void accept_all(int ep, int lfd, size_t nconns)
+/*
+ * Out of descriptors (EMFILE, ENFILE): stop, the rest wait in the backlog.
+ * tcp: set TCP_NODELAY (not on a Unix socket).
+ */
+static void accept_all(int ep, int lfd, size_t nconns, int tcp)
 {
 	int fd, one = 1;
 
@@ -97,7 +104,9 @@ static void accept_all(int ep, int lfd, size_t nconns)
 			continue;
 		if (fd < 0)
 			return;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		if (tcp)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			           sizeof one);
 		if ((size_t)fd >= nconns ||
 		    watch(ep, EPOLL_CTL_ADD, fd, EPOLLIN))
 			close(fd);
@@ -122,28 +131,53 @@ static int listen_on(struct sockaddr_in *sa, int reuseport)
 	return fd;
 }
 
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof su.sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(su.sun_path, path, strlen(path) + 1);
+	unlink(path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&su, sizeof su) < 0 ||
+	    listen(fd, 4096) < 0)
+		return -1;
+	return fd;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: epoll_echo [--reuseport] PORT [ADDR]\n");
+	fprintf(stderr,
+	        "usage: epoll_echo [--reuseport] [--unix PATH] PORT [ADDR]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	const char *addr;
+	const char *addr, *unix_path = NULL;
 	struct epoll_event evs[512];
 	struct rlimit rl;
 	struct conn *conns;
 	size_t nconns;
 	char *end;
 	long port;
-	int ep, lfd, n, k, rc, reuseport = 0;
+	int ep, lfd, ufd = -1, n, k, rc, reuseport = 0;
 
 	if (argc > 1 && strcmp(argv[1], "--reuseport") == 0) {
 		reuseport = 1;
 		argc--;
 		argv++;
+	}
+	if (argc > 2 && strcmp(argv[1], "--unix") == 0) {
+		unix_path = argv[2];
+		argc -= 2;
+		argv += 2;
 	}
 	if (argc < 2 || argc > 3)
 		usage();
@@ -163,8 +197,11 @@ int main(int argc, char **argv)
 		err(1, "calloc");
 	if ((lfd = listen_on(&sa, reuseport)) < 0)
 		err(1, "cannot listen on %s:%s", addr, argv[1]);
+	if (unix_path != NULL && (ufd = listen_unix(unix_path)) < 0)
+		err(1, "cannot listen on unix:%s", unix_path);
 	if ((ep = epoll_create1(0)) < 0 ||
-	    watch(ep, EPOLL_CTL_ADD, lfd, EPOLLIN))
+	    watch(ep, EPOLL_CTL_ADD, lfd, EPOLLIN) ||
+	    (ufd >= 0 && watch(ep, EPOLL_CTL_ADD, ufd, EPOLLIN)))
 		err(1, "epoll");
 	fprintf(stderr, "epoll_echo: listening on port %d\n",
 	        ntohs(sa.sin_port));
@@ -176,8 +213,8 @@ int main(int argc, char **argv)
 		for (k = 0; k < n; k++) {
 			int fd = evs[k].data.fd;
 
-			if (fd == lfd) {
-				accept_all(ep, lfd, nconns);
+			if (fd == lfd || fd == ufd) {
+				accept_all(ep, fd, nconns, fd == lfd);
 				continue;
 			}
 			if (evs[k].events & (EPOLLHUP | EPOLLERR))

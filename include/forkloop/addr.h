@@ -10,6 +10,12 @@
  * forkloop-chat also takes HOST PORT as two arguments (addr_set).
  * With ADDR_TLS, an address may start with "tls://": the same forms,
  * spoken over TLS (a listener, or a target to connect to).
+ * With ADDR_UNIX, a Unix domain stream socket (unix(7)):
+ *   unix:/PATH     a socket file, PATH absolute
+ *   unix:@NAME     a Linux abstract name: no file, gone with its socket
+ * "unix:" is a scheme, and like "tls://" case-insensitive (RFC 3986
+ * section 3.1); with ADDR_UNIX a host named "unix" is written "unix.:PORT".
+ * TLS is not spoken over Unix sockets: "tls://unix:..." is refused.
  */
 #ifndef FORKLOOP_ADDR_H
 #define FORKLOOP_ADDR_H
@@ -17,13 +23,20 @@
 #include <netdb.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/util.h>
 
 #define ADDR_HOSTLEN 256
 #define ADDR_PORTLEN 6
-/* Longest "[v6%scope]:65535". */
+/* Longest "[v6%scope]:65535", and "unix:/PATH (uid U pid P)". */
 #define ADDR_STRLEN (ADDR_HOSTLEN + 10)
+/*
+ * sun_path's size (108 on Linux, unix(7)): a path or an abstract name of
+ * up to ADDR_UNIXLEN - 1 bytes, the path with its NUL, the name after its
+ * leading NUL.
+ */
+#define ADDR_UNIXLEN sizeof(((struct sockaddr_un *)0)->sun_path)
 
 /* The forms, as error messages and usage texts name them. */
 #define ADDR_FORMS_LISTEN  "PORT, HOST:PORT or [IPV6]:PORT"
@@ -38,23 +51,49 @@ struct addr {
 	 */
 	int v6only;
 	int tls; /* "tls://" was given (ADDR_TLS) */
+	int is_unix; /* "unix:" was given (ADDR_UNIX): path, not host and port */
+	/* "/PATH" or "@NAME", as written after "unix:" ("" if not is_unix) */
+	char path[ADDR_UNIXLEN + 1];
+	/* --unix-mode: a listener's socket file's permissions; -1: the umask's */
+	int unix_mode;
 };
 
 /* addr_parse flags. */
 #define ADDR_LISTEN  0x1 /* a PORT alone means every address */
 #define ADDR_CONNECT 0x2 /* a host and a port other than 0 are needed */
 #define ADDR_TLS     0x4 /* a "tls://" prefix is taken and sets tls */
+#define ADDR_UNIX    0x8 /* "unix:/PATH" and "unix:@NAME" are taken */
 
-#define ADDR_TLS_PREFIX "tls://"
+#define ADDR_TLS_PREFIX  "tls://"
+#define ADDR_UNIX_PREFIX "unix:"
+#define ADDR_FORMS_UNIX  "unix:/PATH or unix:@NAME"
 
 /*
  * Parse spec, one of the forms above, into out. A host made of digits and
  * dots is an IPv4 address (RFC 1123 section 2.1: no host name looks like
  * one) and must be one getaddrinfo(3) takes with AI_NUMERICHOST, as must an
  * IPv6 address in brackets. Returns 0, or -1 with *why set to a static
- * explanation that names the forms accepted.
+ * explanation that names the forms accepted. With ADDR_UNIX, a path or name
+ * longer than ADDR_UNIXLEN - 1 (107) bytes is refused ("path longer than
+ * 107 bytes"), as is an empty or relative one. out->unix_mode is -1.
  */
 int addr_parse(const char *spec, int flags, struct addr *out, const char **why);
+
+/* Is a an abstract Unix name (unix:@NAME)? 1 or 0. */
+int addr_is_abstract(const struct addr *a);
+
+/*
+ * The socket address of the Unix address a (is_unix) into su; returns its
+ * length for bind(2) and connect(2): an abstract name's length counts only
+ * its bytes, not sun_path's size (unix(7)).
+ */
+socklen_t addr_unix_sockaddr(const struct addr *a, struct sockaddr_un *su);
+
+/*
+ * Parse a --unix-mode argument: octal permission bits, 0 to 0777 ("0660",
+ * "660"). Returns 0 with *mode set, or -1.
+ */
+int addr_unix_mode_parse(const char *s, int *mode);
 
 /*
  * Fill out from a separate host ("" for every address) and port, with the
@@ -77,12 +116,16 @@ void addr_dual_stack(struct addr *list, size_t n);
 /*
  * Resolve a for socktype (SOCK_STREAM or SOCK_DGRAM) with getaddrinfo(3),
  * passive (for bind) or not. A PORT alone, passive, gives the wildcard
- * addresses of both families. Returns a list to free with freeaddrinfo(3),
- * or NULL with *gai_err set to getaddrinfo's EAI_ code (errno is set too
- * for EAI_SYSTEM): print it with addr_strerror.
+ * addresses of both families. A Unix address gives one AF_UNIX entry (no
+ * resolver asked). Returns a list to free with addr_free, or NULL with
+ * *gai_err set to getaddrinfo's EAI_ code (errno is set too for
+ * EAI_SYSTEM): print it with addr_strerror.
  */
 struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
                               int *gai_err);
+
+/* Free what addr_resolve returned; NULL is fine. */
+void addr_free(struct addrinfo *res);
 
 /*
  * The system resolver's message for a getaddrinfo(3) error: gai_strerror(3),
@@ -90,11 +133,19 @@ struct addrinfo *addr_resolve(const struct addr *a, int socktype, int passive,
  */
 const char *addr_strerror(int gai_err);
 
-/* "127.0.0.1:40123" or "[::1]:40123" into buf; returns buf. */
+/*
+ * "127.0.0.1:40123", "[::1]:40123", "unix:/run/x.sock" or "unix:@name"
+ * into buf; an unnamed Unix socket (a client that did not bind) is
+ * "unix:". Bytes of an abstract name that do not print are '?'. Returns
+ * buf.
+ */
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                   size_t buflen);
 
-/* "host:port", "[host]:port" or "*:port" for a struct addr; returns buf. */
+/*
+ * "host:port", "[host]:port", "*:port" or "unix:/PATH" for a struct addr;
+ * returns buf.
+ */
 char *addr_spec_format(const struct addr *a, char *buf, size_t buflen);
 
 #endif

@@ -2,8 +2,9 @@
  * chat.h - the point-to-point chat endpoint and the relay. One idea per
  * file: options (chat_opts.c), signal flags (chat_sig.c), standard I/O
  * flags (chat_stdio.c), connection set-up and delivery check
- * (chat_conn.c), the session that dispatches to a design (chat_run.c), the
- * designs (chat_event.c, chat_fork.c), and the relay (chat_broker.c).
+ * (chat_conn.c), who may connect (chat_admit.c), the session that
+ * dispatches to a design (chat_run.c), the designs (chat_event.c,
+ * chat_fork.c), and the relay (chat_broker.c).
  * Options parse without the designs; the designs use the shared parts and
  * never chat_run.c.
  */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 
 #include "forkloop/addr.h"
+#include "forkloop/admit.h"
 #include "forkloop/log.h"
 #include "forkloop/opts.h"
 #include "forkloop/tls.h"
@@ -78,6 +80,13 @@ struct chat_opts {
 	const char *tls_verify_client; /* --tls-verify-client CAFILE, or NULL */
 	int tls_insecure;              /* --tls-insecure (client) */
 	double tls_handshake;          /* --tls-handshake-timeout, seconds */
+	/*
+	 * Who may connect to a listener or the relay (admit.h: --allow,
+	 * --deny, per-source limits), checked at accept; never NULL once
+	 * parsed, and everyone gets in when no rule was given.
+	 */
+	struct admit *admit;
+	uint64_t max_clients; /* broker: clients open at once, 0 = no limit */
 };
 
 /* --tls-handshake-timeout's default, seconds. */
@@ -89,6 +98,10 @@ struct chat_opts {
  */
 enum opts_result chat_opts_parse(int argc, char **argv, struct chat_opts *o,
                                  FILE *out, FILE *errout);
+
+/* Free what chat_opts_parse allocated for a run (o->admit); o may be
+ * zeroed, or what a parse that did not return OPTS_OK left. */
+void chat_opts_free(struct chat_opts *o);
 
 const char *chat_mode_name(enum chat_mode m);
 
@@ -162,13 +175,26 @@ void chat_listen_close(struct chat_listeners *l);
 
 /*
  * Wait for one peer on any socket of l (ppoll(2) with SIGINT and SIGTERM
- * blocked until the wait, so a signal caught before it is not missed).
- * Returns the connected socket (blocking, close-on-exec), or -1: after
- * reporting an error, or because a signal was caught. Says "connected to
- * ADDR:PORT" unless tls (chat_tls_handshake says it once the handshake is
- * done).
+ * blocked until the wait, so a signal caught before it is not missed) that
+ * the rules of a let in (chat_admit): a refused peer is closed at once,
+ * before a byte is read or sent, and the wait goes on. Returns the
+ * connected socket (blocking, close-on-exec) with its admission in t, for
+ * admit_release once it is closed; or -1: after reporting an error, or
+ * because a signal was caught. Says "connected to ADDR:PORT" unless tls
+ * (chat_tls_handshake says it once the handshake is done).
  */
-int chat_accept(const struct chat_listeners *l, int tls);
+int chat_accept(const struct chat_listeners *l, int tls, struct admit *a,
+                struct admit_ticket *t);
+
+/*
+ * The peer fd, just accepted from sa, against the rules of a (admit_conn):
+ * returns ADMIT_OK with t filled, to be given to admit_release once fd is
+ * closed, or why it was refused, after logging it (admit_log_refused:
+ * "refused 127.0.0.2:40000: denied by --allow/--deny"). Never reads or
+ * closes fd.
+ */
+enum admit_why chat_admit(struct admit *a, int fd, const struct sockaddr *sa,
+                          socklen_t len, struct admit_ticket *t);
 
 /*
  * Connect to o->addr, trying every address it resolves to. Returns the
@@ -190,7 +216,8 @@ int chat_connect(const struct chat_opts *o);
  * acknowledged and there was no reset; 128 + signal if one was caught;
  * otherwise reports on standard error ("peer reset the connection", how many
  * bytes were not delivered) and returns CHAT_UNDELIVERED, or 1 if TCP_INFO
- * failed.
+ * failed. On a Unix socket, the peer got the bytes once it has read them
+ * all (SIOCOUTQ down to 0, unix(7)); closing with some unread resets.
  */
 int chat_deliver(int fd, uint64_t sent, uint64_t unsent, int reset);
 

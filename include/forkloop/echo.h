@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "forkloop/addr.h"
+#include "forkloop/admit.h"
 #include "forkloop/log.h"
 #include "forkloop/opts.h"
 
@@ -48,6 +49,8 @@ struct echo_opts {
 	const char *tls_verify_client; /* --tls-verify-client: CA file, or
 	                                * NULL to ask for no certificate */
 	double tls_handshake; /* --tls-handshake-timeout, seconds, > 0 */
+	struct admit *admit;  /* --allow, --deny, ... (admit.h); never NULL
+	                       * once parsed: echo_opts_free frees it */
 };
 
 /*
@@ -66,7 +69,9 @@ struct echo_stats {
 	int udp;              /* UDP served: print the udp_ counters */
 	uint64_t udp_in;      /* datagrams received */
 	uint64_t udp_out;     /* datagrams echoed */
-	uint64_t udp_dropped; /* guards, rate cap, send errors */
+	uint64_t udp_dropped; /* guards, access lists, rate cap, send errors */
+	int admit;            /* admission rules given: print the counters */
+	uint64_t admit_refused[ADMIT_NWHY]; /* admit_counts */
 };
 
 /*
@@ -75,6 +80,8 @@ struct echo_stats {
  */
 enum opts_result echo_opts_parse(int argc, char **argv, struct echo_opts *o,
                                  FILE *out, FILE *errout);
+/* Free what echo_opts_parse allocated in o (OPTS_OK); NULL fields are fine. */
+void echo_opts_free(struct echo_opts *o);
 
 const char *echo_mode_name(enum echo_mode m);
 
@@ -152,17 +159,43 @@ void echo_refused_log(struct echo_loglimit *l, const char *peer,
                       uint64_t open, uint64_t max);
 
 /*
+ * Log that the admission rules refused a peer at sa: the connection fd
+ * (not yet closed) admit_conn refused for why, with t as it filled it, or
+ * (fd -1) a datagram the access lists refused, t from admit_source.
+ * Unless -q, at most once per source in ADMIT_LOG_INTERVAL seconds and
+ * ADMIT_LOG_PER_SEC lines a second in all (admit_log_pass), now being
+ * admit_now(): "refused 127.0.0.2:40000: denied by --allow/--deny (3 more
+ * from 127.0.0.2 not logged)" (admit_log_refused). Any thread.
+ */
+void echo_admit_refused(const struct echo_opts *o, int fd,
+                        const struct sockaddr *sa, socklen_t len,
+                        const struct admit_ticket *t, enum admit_why why,
+                        double now);
+
+/* With any admission rule given, add its refusals (admit_counts) to s. */
+void echo_admit_stats(const struct echo_opts *o, struct echo_stats *s);
+
+/*
  * Accepting paused because accept(2) or fork(2) failed for want of
  * descriptors, memory or processes (EMFILE, ENFILE, ENOBUFS, ENOMEM,
  * EAGAIN). echo_pause_note logs the first failure of a run of them
  * ("accept: Too many open files; pausing accepts") and counts the rest;
  * echo_pause_over, called on the next accept that works, logs how long
- * the pause lasted and how many attempts waited, once.
+ * the pause lasted and how many attempts waited, once. A daemon at its
+ * descriptor limit pauses and resumes as often as connections close, so
+ * a run is logged at most once in ECHO_PAUSE_LOG_INTERVAL seconds: the
+ * runs in between are counted, not logged, nor is their end, and the
+ * next line logged says how many ("... pausing accepts (12 more not
+ * logged)"). A zeroed struct is ready for use.
  */
+#define ECHO_PAUSE_LOG_INTERVAL 10.0
 struct echo_pause {
 	int on;
+	int logged;     /* this run's first failure was logged */
 	double since;   /* CLOCK_MONOTONIC seconds at the first failure */
 	uint64_t waits; /* failed attempts since */
+	double last;    /* when a run was last logged; 0: never */
+	uint64_t held;  /* runs not logged since */
 };
 void echo_pause_note(struct echo_pause *p, const char *what, int err);
 void echo_pause_over(struct echo_pause *p);
@@ -196,9 +229,11 @@ int echo_sockets_serve(const struct echo_opts *o, echo_serve_fn *serve,
  * Options every accepted connection gets, in both designs: TCP_NODELAY, and
  * with --keepalive TCP keepalive (sock_keepalive: the first probe after
  * that many idle seconds, then SOCK_KEEPALIVE_PROBES probes a third of it
- * apart; tcp(7)). Returns 0, or -1 with errno set.
+ * apart; tcp(7)); none on a Unix socket: family is the peer address's, as
+ * accept(2) gave it (AF_UNIX, AF_INET, AF_INET6), so no system call asks.
+ * Returns 0, or -1 with errno set.
  */
-int echo_conn_setup(const struct echo_opts *o, int fd);
+int echo_conn_setup(const struct echo_opts *o, int fd, int family);
 
 /*
  * --idle-timeout is checked ECHO_IDLE_TICKS times per period: a connection

@@ -30,6 +30,15 @@
  * needs more than max sockets ("cannot listen on NAME:PORT: it resolves to
  * 17 addresses, and only 16 more can be served here (give one address, or
  * a port alone for every address)").
+ *
+ * A Unix address (unix(7)) gives one socket. A socket file already at its
+ * path is tried first: if a connect to it is refused, its daemon is gone
+ * and the file is replaced; if one succeeds, it fails with "cannot listen
+ * on unix:/PATH: address in use" and the file is left to its daemon; a path
+ * that is not a socket is never removed ("... exists and is not a
+ * socket"). a->unix_mode, if 0 or more, is given to the file (chmod(2))
+ * before listen(2), so no client connects while the umask's permissions
+ * hold. The files bound are removed at exit (listener_remove_files).
  */
 #define LISTENER_TOO_MANY (-2)
 int listener_bind(const struct addr *a, int socktype, int *fds, size_t max,
@@ -45,5 +54,24 @@ int listener_bind_list(const struct addrinfo *res, const struct addr *a,
 
 /* The local address of fd, formatted by addr_format, into buf; returns buf. */
 char *listener_local_name(int fd, char *buf, size_t buflen);
+
+/*
+ * The peer of the accepted socket fd, whose address accept(2) gave as sa
+ * and len, for logs, into buf (ADDR_STRLEN bytes suffice); returns buf.
+ * An IP peer is addr_format's "127.0.0.1:40000". A Unix peer is named by
+ * its own address, or by the listener's if it has none (clients rarely
+ * bind), with its credentials where SO_PEERCRED gives them (unix(7)):
+ * "unix:/run/x.sock (uid 1000 pid 4242)".
+ */
+char *listener_peer_name(int fd, const struct sockaddr *sa, socklen_t len,
+                         char *buf, size_t buflen);
+
+/*
+ * Remove the socket files listener_bind created in this process, unless
+ * another file has since taken the path: the daemon's clean exit. Called
+ * at exit (atexit(3)) too, and then only in the process that bound them,
+ * never in a child forked since. Safe to call more than once.
+ */
+void listener_remove_files(void);
 
 #endif

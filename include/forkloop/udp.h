@@ -68,6 +68,14 @@ int udp_echo_add(struct udp_echo *u, int fd, char *err, size_t errlen);
 int udp_echo_serve(struct udp_echo **up, struct event_base *base, uint64_t rate,
                    int fd);
 
+/*
+ * Apply o's access lists (--allow, --deny; admit_check_addr) to u's
+ * datagrams: one from a refused source gets no reply, is counted in
+ * udp_dropped and as ADMIT_DENIED, and is logged (echo_admit_refused).
+ * Checked before any other rule. o must outlive u; u may be NULL.
+ */
+void udp_echo_admit(struct udp_echo *u, const struct echo_opts *o);
+
 /* Add the UDP counters to s and mark them for printing; u may be NULL. */
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s);
 
