@@ -152,6 +152,7 @@ struct broker {
 	struct event *sigint_ev;
 	struct event *sigterm_ev;
 	struct event *sighup_ev;
+	struct event *sigusr1_ev;
 	struct event *resume_ev; /* re-enables accepting after a burst or
 	                            after EMFILE */
 	unsigned burst;          /* accepts since the loop last had a turn */
@@ -162,6 +163,8 @@ struct broker {
 	size_t nclients;
 	size_t nleaving; /* clients marked but not yet reaped */
 	size_t nopen;    /* clients not yet freed, for --max-clients */
+	unsigned long long accepted; /* connections admitted */
+	unsigned long long refused;  /* refused by --max-clients */
 	unsigned long long next_id;
 	char *line; /* room for a prefix, --max-line bytes and a newline */
 	size_t in_max; /* longest line read whole: --max-line, or a command */
@@ -1619,6 +1622,7 @@ static int broker_admit(struct broker *b, evutil_socket_t fd,
 		return 0;
 	if (b->o->max_clients == 0 || b->nopen < b->o->max_clients)
 		return 1;
+	b->refused++;
 	admit_release(b->o->admit, t);
 	snprintf(why, sizeof why, "--max-clients %llu reached",
 	         (unsigned long long)b->o->max_clients);
@@ -1662,6 +1666,8 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 	               &ticket);
 	if (c == NULL)
 		log_error("cannot set up a client: out of memory");
+	else
+		b->accepted++;
 	broker_reap(b);
 	broker_accept_yield(b);
 }
@@ -1749,6 +1755,34 @@ static void broker_hupcb(evutil_socket_t sig, short what, void *arg)
 		         "the command line); still relaying");
 }
 
+/*
+ * SIGUSR1: one statistics line, at any log level, as forkloop-echo logs
+ * its own: "stats: clients=2 open=3 accepted=9 refused=1", clients being
+ * those in the room, open every connection not yet closed (handshaking and
+ * leaving ones too), refused those --max-clients turned away; with
+ * admission rules, their refusals by reason follow (admit_counts).
+ */
+static void broker_usr1cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct broker *b = arg;
+	uint64_t n[ADMIT_NWHY];
+	char more[256] = "";
+	size_t len = 0;
+
+	(void)sig;
+	(void)what;
+	if (admit_active(b->o->admit)) {
+		admit_counts(b->o->admit, n);
+		for (int w = ADMIT_OK + 1; w < ADMIT_NWHY; w++)
+			len += (size_t)snprintf(more + len, sizeof more - len,
+			                        " %s=%llu",
+			                        admit_why_name((enum admit_why)w),
+			                        (unsigned long long)n[w]);
+	}
+	log_error("stats: clients=%zu open=%zu accepted=%llu refused=%llu%s",
+	          b->nclients, b->nopen, b->accepted, b->refused, more);
+}
+
 /* One evconnlistener per listening socket of the --listen address. */
 static int broker_listen(struct broker *b)
 {
@@ -1784,12 +1818,14 @@ static int broker_setup(struct broker *b)
 	b->sigint_ev = evsignal_new(b->base, SIGINT, broker_sigcb, b);
 	b->sigterm_ev = evsignal_new(b->base, SIGTERM, broker_sigcb, b);
 	b->sighup_ev = evsignal_new(b->base, SIGHUP, broker_hupcb, b);
+	b->sigusr1_ev = evsignal_new(b->base, SIGUSR1, broker_usr1cb, b);
 	b->resume_ev = evtimer_new(b->base, broker_resumecb, b);
 	if (b->sigint_ev == NULL || b->sigterm_ev == NULL ||
-	    b->sighup_ev == NULL || b->resume_ev == NULL ||
-	    evsignal_add(b->sigint_ev, NULL) < 0 ||
+	    b->sighup_ev == NULL || b->sigusr1_ev == NULL ||
+	    b->resume_ev == NULL || evsignal_add(b->sigint_ev, NULL) < 0 ||
 	    evsignal_add(b->sigterm_ev, NULL) < 0 ||
-	    evsignal_add(b->sighup_ev, NULL) < 0)
+	    evsignal_add(b->sighup_ev, NULL) < 0 ||
+	    evsignal_add(b->sigusr1_ev, NULL) < 0)
 		return -1;
 	if (b->tls != NULL) {
 		double t = b->o->tls_handshake;
@@ -1827,6 +1863,8 @@ static void broker_free_signals(struct broker *b)
 		event_free(b->sigterm_ev);
 	if (b->sighup_ev != NULL)
 		event_free(b->sighup_ev);
+	if (b->sigusr1_ev != NULL)
+		event_free(b->sigusr1_ev);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -184,6 +184,9 @@ class ChatAdmitTest(fltest.ProcTestCase):
         self.assertEqual(self.refusals(srv, r"refused 127\.0\.0\.2:\d+: "
                                             r"denied by --allow/--deny$"), 1)
         self.assertEqual(self.refusals(srv, r"refused "), 2)
+        srv.signal(signal.SIGUSR1)
+        srv.wait_line(r"stats: clients=2 open=2 accepted=2 refused=0 "
+                      r"denied=31 per_source=0 rate=0 table_full=0 uid=0$")
         self.stop(srv)
 
     def test_relay_allow_only_listed_source(self):
@@ -229,6 +232,9 @@ class ChatAdmitTest(fltest.ProcTestCase):
         self.assertRefused(srv, "127.0.0.2")
         srv.wait_line(r"refused 127\.0\.0\.1:\d+: --max-clients 3 "
                       r"reached$")
+        # SIGUSR1 counts them, and the relay goes on.
+        srv.signal(signal.SIGUSR1)
+        srv.wait_line(r"stats: clients=3 open=3 accepted=3 refused=2$")
         cs[1].close()
         cs[0].wait_line(b"* " + cs[1].name + b" left")
         d = self.assertJoins(srv, "127.0.0.2")
