@@ -479,6 +479,12 @@ static int admit_add_uid(struct admit *a, const char *arg, const char **why)
 
 	if (num_parse_u64(arg, 0, (uid_t)-2, &v) == 0) {
 		uid = (uid_t)v;
+	} else if (arg[strspn(arg, "+-0123456789")] == '\0' && *arg != '\0') {
+		/* A number out of range, not a name (POSIX names do not
+		 * start with '-', and no sane one is all digits). */
+		*why = "not a user id: a number from 0 to 4294967294, or a "
+		       "user name";
+		return -1;
 	} else {
 		errno = 0;
 		if (*arg == '\0' || (pw = getpwnam(arg)) == NULL) {

@@ -27,7 +27,8 @@ static const char chat_usage_text[] =
         "ADMISSION OPTIONS:\n" ADMIT_USAGE;
 
 static const char chat_help_text[] =
-        "Send standard input to one peer over TCP and print what it sends.\n"
+        "Send standard input to one peer over TCP (or TLS, or a Unix socket)\n"
+        "and print what it sends.\n"
         "\n"
         "  -m, --mode MODE          event: one process, one libevent loop "
         "(default);\n"

@@ -176,7 +176,7 @@ static const char echo_help_admit[] =
         "is read;\n"
         "--allow and --deny also apply to UDP, whose refused datagrams get "
         "no reply;\n"
-        "the limits are for TCP):\n"
+        "the limits are for connections, TCP or Unix):\n"
         "\n";
 
 enum {

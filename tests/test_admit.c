@@ -252,6 +252,13 @@ static void test_allow_uid_values(void **state)
 	                    "--allow-uid no-such-user-x9: no such user");
 	assert_string_equal(refused(ADMIT_OPT_ALLOW_UID, ""),
 	                    "--allow-uid : no such user");
+	/* (uid_t)-1 means "no user" (chown(2)): never a peer's id. */
+	assert_string_equal(refused(ADMIT_OPT_ALLOW_UID, "4294967295"),
+	                    "--allow-uid 4294967295: not a user id: a number "
+	                    "from 0 to 4294967294, or a user name");
+	assert_string_equal(refused(ADMIT_OPT_ALLOW_UID, "-1"),
+	                    "--allow-uid -1: not a user id: a number "
+	                    "from 0 to 4294967294, or a user name");
 	assert_non_null(a);
 	assert_int_equal(admit_has_uids(a), 0);
 	for (int i = 0; i < ADMIT_MAX_UIDS; i++) {
