@@ -326,17 +326,33 @@ static void listener_file_add(const struct addr *a)
 	f->ino = st.st_ino;
 }
 
+/* connect(2) to su on a fresh socket of type: 0, or the errno it got. */
+static int listener_unix_probe(const struct sockaddr_un *su, socklen_t len,
+                               int type)
+{
+	int fd, r, saved;
+
+	fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	r = connect(fd, (const struct sockaddr *)su, len);
+	saved = errno;
+	close(fd);
+	return r == 0 ? 0 : saved;
+}
+
 /*
  * A file at a's path before bind(2): nothing (0), a stale socket removed
- * (0), or -1 with err set: a live socket (a connect succeeded, or its
- * backlog is full), not a socket, or an error.
+ * (0), or -1 with err set: a live socket (a connect succeeded, its backlog
+ * is full, or a socket is bound there that does not listen yet or is of
+ * another type), not a socket, or an error.
  */
 static int listener_unix_stale(const struct addr *a,
                                const struct sockaddr_un *su, socklen_t len,
                                char *err, size_t errlen)
 {
-	struct stat st;
-	int fd, r, saved;
+	struct stat st, now;
+	int saved;
 
 	if (lstat(a->path, &st) < 0) {
 		if (errno == ENOENT)
@@ -350,24 +366,35 @@ static int listener_unix_stale(const struct addr *a,
 		         "exists and is not a socket (left alone)", a->path);
 		return -1;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
-		         strerror(errno));
-		return -1;
-	}
-	r = connect(fd, (const struct sockaddr *)su, len);
-	saved = errno;
-	close(fd);
-	if (r == 0 || saved == EAGAIN) {
+	saved = listener_unix_probe(su, len, SOCK_STREAM);
+	/*
+	 * A stream socket bound there but not listening yet (another daemon
+	 * between its bind(2) and listen(2)) refuses too; a datagram probe
+	 * tells it from a file no socket holds: EPROTOTYPE where a socket of
+	 * another type is bound, ECONNREFUSED where none is (unix(7)).
+	 */
+	if (saved == ECONNREFUSED)
+		saved = listener_unix_probe(su, len, SOCK_DGRAM);
+	if (saved == 0 || saved == EAGAIN || saved == EPROTOTYPE) {
 		snprintf(err, errlen, "cannot listen on unix:%s: address in use",
 		         a->path);
 		return -1;
 	}
+	/* Gone meanwhile (removed as stale by another): bind(2) decides. */
+	if (saved == ENOENT)
+		return 0;
 	/* Refused: nothing listens; anything else (EACCES) is not ours. */
 	if (saved != ECONNREFUSED) {
 		snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
 		         strerror(saved));
+		return -1;
+	}
+	/* Another daemon may have replaced the stale file since the lstat. */
+	if (lstat(a->path, &now) < 0)
+		return 0;
+	if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+		snprintf(err, errlen, "cannot listen on unix:%s: address in use",
+		         a->path);
 		return -1;
 	}
 	if (unlink(a->path) < 0 && errno != ENOENT) {

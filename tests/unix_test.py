@@ -159,6 +159,23 @@ class UnixTest(fltest.ProcTestCase):
         self.assertEchoes(self.path)
         self.stop(first)
 
+    def test_bound_not_listening_is_in_use(self):
+        """A socket bound at the path that does not listen yet (another
+        daemon between bind and listen), or one of another type, refuses
+        a stream connect like a stale file does, but holds the address:
+        it is in use, and its file stays."""
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            held = socket.socket(socket.AF_UNIX, kind)
+            held.bind(self.path)
+            ino = os.lstat(self.path).st_ino
+            status, err = self.run_echo("--listen", "unix:" + self.path)
+            self.assertEqual(status, 1, err)
+            self.assertIn("cannot listen on unix:%s: address in use" %
+                          self.path, err)
+            self.assertEqual(os.lstat(self.path).st_ino, ino)
+            held.close()
+            os.unlink(self.path)
+
     def test_non_socket_file_left_alone(self):
         with open(self.path, "w") as f:
             f.write("precious\n")
