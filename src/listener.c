@@ -410,7 +410,9 @@ static int listener_bind_unix(const struct addr *a, int socktype, int *fds,
 {
 	struct sockaddr_un su;
 	socklen_t len = addr_unix_sockaddr(a, &su);
-	int fd, saved, abstract = addr_is_abstract(a);
+	int fd, r, saved, abstract = addr_is_abstract(a);
+	int moded = !abstract && a->unix_mode >= 0;
+	mode_t old = 0;
 
 	if (max == 0) {
 		snprintf(err, errlen, "cannot listen on unix:%s: no more "
@@ -422,16 +424,26 @@ static int listener_bind_unix(const struct addr *a, int socktype, int *fds,
 	fd = socket(AF_UNIX, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
-	if (bind(fd, (struct sockaddr *)&su, len) < 0) {
-		saved = errno;
+	/*
+	 * bind(2) makes the file with mode 0777 less the umask (unix(7)): a
+	 * umask of the mode's complement gives it --unix-mode from the
+	 * start, with no chmod(2) by path that a file swapped in meanwhile
+	 * could redirect. The umask is the process's: nothing else creates
+ * files while the daemons bind (forkloop-echo's worker loops, if started,
+ * have no connection yet).
+	 */
+	if (moded)
+		old = umask(~(mode_t)a->unix_mode & 0777);
+	r = bind(fd, (struct sockaddr *)&su, len);
+	saved = errno;
+	if (moded)
+		umask(old);
+	if (r < 0) {
 		close(fd);
 		errno = saved;
 		goto fail;
 	}
-	/* Before listen(2): no client can connect in between. */
-	if ((!abstract && a->unix_mode >= 0 &&
-	     chmod(a->path, (mode_t)a->unix_mode) < 0) ||
-	    (socktype == SOCK_STREAM && listen(fd, LISTENER_BACKLOG) < 0)) {
+	if (socktype == SOCK_STREAM && listen(fd, LISTENER_BACKLOG) < 0) {
 		saved = errno;
 		close(fd);
 		if (!abstract)
