@@ -269,30 +269,20 @@ static int trie_match(const struct admit_trie *t, const uint8_t *addr,
 
 /* -- options ----------------------------------------------------------- */
 
-static const char *admit_opt_name(int opt)
+/*
+ * The option opt as typed, "--allow", into buf, from the table getopt_long
+ * reads (ADMIT_LONGOPTS), so a name cannot differ from what it parses;
+ * NULL if opt is none of them.
+ */
+static const char *admit_opt_name(int opt, char *buf, size_t len)
 {
-	switch (opt) {
-	case ADMIT_OPT_ALLOW:
-		return "--allow";
-	case ADMIT_OPT_DENY:
-		return "--deny";
-	case ADMIT_OPT_ALLOW_FILE:
-		return "--allow-file";
-	case ADMIT_OPT_DENY_FILE:
-		return "--deny-file";
-	case ADMIT_OPT_PER_SOURCE:
-		return "--max-conns-per-source";
-	case ADMIT_OPT_PREFIX6:
-		return "--source-prefix6";
-	case ADMIT_OPT_RATE:
-		return "--accept-rate";
-	case ADMIT_OPT_BURST:
-		return "--accept-burst";
-	case ADMIT_OPT_TABLE:
-		return "--source-table";
-	case ADMIT_OPT_ALLOW_UID:
-		return "--allow-uid";
-	}
+	static const struct option opts[] = {ADMIT_LONGOPTS};
+
+	for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+		if (opts[i].val == opt) {
+			snprintf(buf, len, "--%s", opts[i].name);
+			return buf;
+		}
 	return NULL;
 }
 
@@ -422,11 +412,10 @@ static long admit_read_line(FILE *f, char *buf)
  * The rules of the file path, one a line. Errors name the option, then
  * the file, and the line if one is bad: "--deny-file deny.txt:12: ...".
  */
-static int admit_add_file(struct admit *a, int deny, const char *path,
-                          char *err, size_t errlen)
+static int admit_add_file(struct admit *a, int deny, const char *name,
+                          const char *path, char *err, size_t errlen)
 {
 	static const char bom[] = "\xef\xbb\xbf";
-	const char *name = deny ? "--deny-file" : "--allow-file";
 	char why[128], line[ADMIT_LINE_MAX], *s;
 	size_t lineno = 0;
 	long n;
@@ -522,8 +511,9 @@ static int admit_parse_rate(const char *arg, double *out)
 int admit_option(struct admit *a, int opt, const char *arg, char *err,
                  size_t errlen)
 {
-	const char *name = admit_opt_name(opt), *why = NULL;
-	char whybuf[128];
+	char namebuf[32], whybuf[128];
+	const char *name = admit_opt_name(opt, namebuf, sizeof namebuf);
+	const char *why = NULL;
 	uint64_t v;
 
 	if (name == NULL)
@@ -541,8 +531,8 @@ int admit_option(struct admit *a, int opt, const char *arg, char *err,
 		break;
 	case ADMIT_OPT_ALLOW_FILE:
 	case ADMIT_OPT_DENY_FILE:
-		if (admit_add_file(a, opt == ADMIT_OPT_DENY_FILE, arg, err,
-		                   errlen) < 0)
+		if (admit_add_file(a, opt == ADMIT_OPT_DENY_FILE, name, arg,
+		                   err, errlen) < 0)
 			return -1;
 		break;
 	case ADMIT_OPT_PER_SOURCE:
