@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "forkloop/admit.h"
 #include "forkloop/echo.h"
@@ -27,6 +28,21 @@ void echo_admit_refused(const struct echo_opts *o, int fd,
 	else
 		listener_peer_name(fd, sa, len, peer, sizeof peer);
 	admit_log_refused(o->admit, t, peer, why, NULL, now);
+}
+
+int echo_admit_conn(const struct echo_opts *o, int fd,
+                    const struct sockaddr *sa, socklen_t len,
+                    struct admit_ticket *t)
+{
+	double now = admit_now();
+	enum admit_why why;
+
+	why = admit_conn(o->admit, fd, sa, len, now, t);
+	if (why == ADMIT_OK)
+		return 0;
+	echo_admit_refused(o, fd, sa, len, t, why, now);
+	close(fd);
+	return -1;
 }
 
 void echo_admit_stats(const struct echo_opts *o, struct echo_stats *s)

@@ -910,25 +910,6 @@ static void loop_ask(struct echo_loop *loop, unsigned want)
 	efd_wake(loop->efd);
 }
 
-/*
- * The admission rules, before anything is set up for fd: 0 if admitted
- * (t filled, to be released), or -1 with fd logged and closed.
- */
-static int server_admit(struct echo_server *srv, evutil_socket_t fd,
-                        const struct sockaddr *sa, int salen,
-                        struct admit_ticket *t)
-{
-	double now = admit_now();
-	enum admit_why why;
-
-	why = admit_conn(srv->admit, fd, sa, (socklen_t)salen, now, t);
-	if (why == ADMIT_OK)
-		return 0;
-	echo_admit_refused(srv->opts, fd, sa, (socklen_t)salen, t, why, now);
-	evutil_closesocket(fd);
-	return -1;
-}
-
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
                             struct sockaddr *sa, int salen, void *arg)
 {
@@ -944,7 +925,8 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 			tls = srv->lev_tls[i];
 	echo_pause_over(&srv->pause);
 	server_accept_yield(srv);
-	if (srv->admit != NULL && server_admit(srv, fd, sa, salen, &t) < 0)
+	if (srv->admit != NULL &&
+	    echo_admit_conn(srv->opts, fd, sa, (socklen_t)salen, &t) < 0)
 		return;
 	/* Only this thread counts in: the check cannot be overtaken. */
 	open = atomic_load_explicit(&srv->open, memory_order_relaxed);

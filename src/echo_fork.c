@@ -671,26 +671,17 @@ static int server_full(struct server *srv)
 }
 
 /*
- * The admission rules, before anything is set up for fd: 0 if admitted
- * (t filled, to be released), or -1 with fd logged and closed. A child
- * that has exited holds no connection: reap first, so its source's count
+ * The admission rules (echo_admit_conn), before anything is set up for
+ * fd: 0 if admitted, or -1 with fd logged and closed. A child that has
+ * exited holds no connection: reap first, so its source's count
  * is exact even before SIGCHLD's turn in the loop comes.
  */
 static int server_admit(struct server *srv, int fd, const struct sockaddr *sa,
                         int salen, struct admit_ticket *t)
 {
-	enum admit_why why;
-	double now;
-
 	if (admit_per_source(srv->admit) > 0)
 		server_reap(srv);
-	now = admit_now();
-	why = admit_conn(srv->admit, fd, sa, (socklen_t)salen, now, t);
-	if (why == ADMIT_OK)
-		return 0;
-	echo_admit_refused(srv->o, fd, sa, (socklen_t)salen, t, why, now);
-	close(fd);
-	return -1;
+	return echo_admit_conn(srv->o, fd, sa, (socklen_t)salen, t);
 }
 
 static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,

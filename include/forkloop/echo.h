@@ -172,6 +172,16 @@ void echo_admit_refused(const struct echo_opts *o, int fd,
                         const struct admit_ticket *t, enum admit_why why,
                         double now);
 
+/*
+ * Put the connection fd, just accepted from sa, to o->admit's rules
+ * (admit_conn) before anything is set up for it: 0 if admitted, t filled
+ * (admit_release it once fd is closed), or -1 if refused: logged
+ * (echo_admit_refused) and fd closed. Both designs' accept paths.
+ */
+int echo_admit_conn(const struct echo_opts *o, int fd,
+                    const struct sockaddr *sa, socklen_t len,
+                    struct admit_ticket *t);
+
 /* With any admission rule given, add its refusals (admit_counts) to s. */
 void echo_admit_stats(const struct echo_opts *o, struct echo_stats *s);
 
