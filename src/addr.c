@@ -452,3 +452,173 @@ char *addr_spec_format(const struct addr *a, char *buf, size_t buflen)
 		snprintf(buf, buflen, "%s:%s", host, a->port);
 	return buf;
 }
+
+/* One end of a range: "ADDR" or "[IPV6]", len bytes of s. */
+static int addr_range_end(const char *s, size_t len, int *family,
+                          unsigned char *a, const char **why)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+
+	if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
+		s++;
+		len -= 2;
+		if (memchr(s, ':', len) == NULL) {
+			*why = "brackets hold an IPv6 address";
+			return -1;
+		}
+	}
+	if (len == 0) {
+		*why = "empty address";
+		return -1;
+	}
+	if (len >= sizeof buf) {
+		*why = "not an IPv4 or IPv6 address";
+		return -1;
+	}
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (inet_pton(AF_INET, buf, a) == 1) {
+		*family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, buf, a) == 1) {
+		*family = AF_INET6;
+		return 0;
+	}
+	if (strchr(buf, '%') != NULL)
+		*why = "an IPv6 address with a %scope is not taken";
+	else if (buf[strspn(buf, "0123456789.")] == '\0')
+		*why = "not a valid IPv4 address (four numbers from 0 to 255, "
+		       "no leading zeros)";
+	else
+		*why = "not an IPv4 or IPv6 address";
+	return -1;
+}
+
+static size_t addr_family_len(int family)
+{
+	return family == AF_INET ? 4 : 16;
+}
+
+int addr_range_parse(const char *s, struct addr_range *out, const char **why)
+{
+	const char *dash = strchr(s, '-');
+	unsigned char last[16], diff[16];
+	int lfamily, borrow = 0;
+	uint32_t span;
+	size_t n, i;
+
+	memset(out, 0, sizeof *out);
+	if (addr_range_end(s, dash != NULL ? (size_t)(dash - s) : strlen(s),
+	                   &out->family, out->first, why) < 0)
+		return -1;
+	out->count = 1;
+	if (dash == NULL)
+		return 0;
+	if (addr_range_end(dash + 1, strlen(dash + 1), &lfamily, last, why) < 0)
+		return -1;
+	if (lfamily != out->family) {
+		*why = "the range's ends are of different families (IPv4 and "
+		       "IPv6)";
+		return -1;
+	}
+	n = addr_family_len(out->family);
+	if (memcmp(out->first, last, n) > 0) {
+		*why = "the range's first address is after its last";
+		return -1;
+	}
+	/* last - first, big-endian, byte by byte. */
+	for (i = n; i-- > 0;) {
+		int d = last[i] - out->first[i] - borrow;
+
+		borrow = d < 0;
+		diff[i] = (unsigned char)(d + (borrow ? 256 : 0));
+	}
+	for (i = 0; i + 3 < n; i++)
+		if (diff[i] != 0)
+			goto too_many;
+	span = (uint32_t)diff[n - 3] << 16 | (uint32_t)diff[n - 2] << 8 |
+	       diff[n - 1];
+	if (span >= ADDR_RANGE_MAX)
+		goto too_many;
+	out->count = span + 1;
+	return 0;
+too_many:
+	*why = "a range holds at most 65536 addresses";
+	return -1;
+}
+
+/* a = r->first + k, big-endian, in r's family's length. */
+static void addr_range_add(const struct addr_range *r, uint64_t k,
+                           unsigned char *a)
+{
+	size_t i = addr_family_len(r->family);
+
+	memcpy(a, r->first, i);
+	while (i-- > 0 && k > 0) {
+		k += a[i];
+		a[i] = (unsigned char)(k & 0xff);
+		k >>= 8;
+	}
+}
+
+socklen_t addr_range_nth(const struct addr_range *r, uint32_t k,
+                         struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof *ss);
+	if (r->family == AF_INET) {
+		sin->sin_family = AF_INET;
+		addr_range_add(r, k, (unsigned char *)&sin->sin_addr);
+		return sizeof *sin;
+	}
+	sin6->sin6_family = AF_INET6;
+	addr_range_add(r, k, sin6->sin6_addr.s6_addr);
+	return sizeof *sin6;
+}
+
+int addr_range_overlap(const struct addr_range *a, const struct addr_range *b)
+{
+	unsigned char alast[16], blast[16];
+	size_t n = addr_family_len(a->family);
+
+	if (a->family != b->family)
+		return 0;
+	addr_range_add(a, a->count - 1, alast);
+	addr_range_add(b, b->count - 1, blast);
+	return memcmp(a->first, blast, n) <= 0 &&
+	       memcmp(b->first, alast, n) <= 0;
+}
+
+char *addr_range_format(const struct addr_range *r, char *buf, size_t buflen)
+{
+	char first[INET6_ADDRSTRLEN], last[INET6_ADDRSTRLEN];
+	unsigned char a[16];
+
+	inet_ntop(r->family, r->first, first, sizeof first);
+	if (r->count <= 1) {
+		snprintf(buf, buflen, "%s", first);
+		return buf;
+	}
+	addr_range_add(r, r->count - 1, a);
+	inet_ntop(r->family, a, last, sizeof last);
+	snprintf(buf, buflen, "%s-%s", first, last);
+	return buf;
+}
+
+void addr_keep_family(struct addrinfo **res, int family)
+{
+	struct addrinfo **p = res, *ai;
+
+	while ((ai = *p) != NULL) {
+		if (ai->ai_family == family) {
+			p = &ai->ai_next;
+			continue;
+		}
+		*p = ai->ai_next;
+		ai->ai_next = NULL;
+		freeaddrinfo(ai);
+	}
+}

@@ -1,6 +1,7 @@
 /*
  * test_addr.c - addr_parse, addr_set, addr_port_valid, the dual-stack rule,
- * the formatters, Unix addresses, and listener_bind on several addresses.
+ * the formatters, Unix addresses, listener_bind on several addresses, and
+ * the address ranges of --source.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -673,6 +674,132 @@ static void test_resolve_unix(void **state)
 	addr_free(NULL);
 }
 
+/* One --source item: its family, first address, count and text. */
+static void assert_range(const char *s, int family, const char *text,
+                         uint32_t count)
+{
+	struct addr_range r;
+	const char *why = NULL;
+	char buf[ADDR_RANGE_STRLEN];
+
+	if (addr_range_parse(s, &r, &why) != 0)
+		fail_msg("'%s' rejected: %s", s, why != NULL ? why : "?");
+	assert_int_equal(r.family, family);
+	assert_int_equal(r.count, count);
+	assert_string_equal(addr_range_format(&r, buf, sizeof buf), text);
+}
+
+static void assert_range_bad(const char *s, const char *why_part)
+{
+	struct addr_range r;
+	const char *why = NULL;
+
+	if (addr_range_parse(s, &r, &why) == 0)
+		fail_msg("'%s' accepted", s);
+	if (strstr(why, why_part) == NULL)
+		fail_msg("'%s': '%s' does not say '%s'", s, why, why_part);
+}
+
+static void test_range_parse(void **state)
+{
+	(void)state;
+	assert_range("127.0.0.2", AF_INET, "127.0.0.2", 1);
+	assert_range("127.0.0.2-127.0.0.200", AF_INET, "127.0.0.2-127.0.0.200",
+	             199);
+	assert_range("10.0.0.255-10.0.1.0", AF_INET, "10.0.0.255-10.0.1.0", 2);
+	assert_range("10.0.0.0-10.0.255.255", AF_INET, "10.0.0.0-10.0.255.255",
+	             65536);
+	assert_range("127.0.0.5-127.0.0.5", AF_INET, "127.0.0.5", 1);
+	assert_range("::1", AF_INET6, "::1", 1);
+	assert_range("[::1]", AF_INET6, "::1", 1);
+	assert_range("fd00::1-fd00::20", AF_INET6, "fd00::1-fd00::20", 32);
+	assert_range("[fd00::ffff]-[fd00::1:0]", AF_INET6,
+	             "fd00::ffff-fd00::1:0", 2);
+	assert_range("fd00::-fd00::ffff", AF_INET6, "fd00::-fd00::ffff", 65536);
+	assert_range_bad("300.1.1.1", "not a valid IPv4 address");
+	assert_range_bad("127.1", "not a valid IPv4 address");
+	assert_range_bad("127.0.0.9-127.0.0.2", "first address is after");
+	assert_range_bad("fd00::2-fd00::1", "first address is after");
+	assert_range_bad("127.0.0.1-::1", "different families");
+	assert_range_bad("10.0.0.0-10.1.0.0", "at most 65536");
+	assert_range_bad("fd00::-fd00::1:0", "at most 65536");
+	assert_range_bad("::-ffff::", "at most 65536");
+	assert_range_bad("", "empty address");
+	assert_range_bad("127.0.0.1-", "empty address");
+	assert_range_bad("-127.0.0.1", "empty address");
+	assert_range_bad("fe80::1%lo", "%scope");
+	assert_range_bad("[127.0.0.1]", "brackets hold an IPv6");
+	assert_range_bad("localhost", "not an IPv4 or IPv6 address");
+}
+
+/* Address k of a range, across byte carries, as bind(2) takes it. */
+static void test_range_nth_and_overlap(void **state)
+{
+	struct addr_range a, b;
+	struct sockaddr_storage ss;
+	const char *why;
+	char buf[ADDR_STRLEN];
+	socklen_t len;
+
+	(void)state;
+	assert_int_equal(addr_range_parse("10.0.0.250-10.0.1.10", &a, &why), 0);
+	len = addr_range_nth(&a, 6, &ss);
+	assert_int_equal(len, sizeof(struct sockaddr_in));
+	assert_string_equal(
+	        addr_format((struct sockaddr *)&ss, len, buf, sizeof buf),
+	        "10.0.1.0:0");
+	assert_int_equal(addr_range_parse("fd00::fffe-fd00::1:1", &b, &why), 0);
+	assert_int_equal(b.count, 4);
+	len = addr_range_nth(&b, 3, &ss);
+	assert_int_equal(len, sizeof(struct sockaddr_in6));
+	assert_string_equal(
+	        addr_format((struct sockaddr *)&ss, len, buf, sizeof buf),
+	        "[fd00::1:1]:0");
+	assert_int_equal(addr_range_overlap(&a, &b), 0);
+	assert_int_equal(addr_range_parse("10.0.1.10", &b, &why), 0);
+	assert_int_equal(addr_range_overlap(&a, &b), 1);
+	assert_int_equal(addr_range_parse("10.0.1.11-10.0.1.20", &b, &why), 0);
+	assert_int_equal(addr_range_overlap(&a, &b), 0);
+	assert_int_equal(addr_range_parse("10.0.0.0-10.0.0.250", &b, &why), 0);
+	assert_int_equal(addr_range_overlap(&a, &b), 1);
+	assert_int_equal(addr_range_overlap(&b, &a), 1);
+}
+
+static struct addrinfo *numeric_ai(const char *host)
+{
+	struct addrinfo hints, *res = NULL;
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_flags = AI_NUMERICHOST;
+	hints.ai_socktype = SOCK_STREAM;
+	assert_int_equal(getaddrinfo(host, "7", &hints, &res), 0);
+	assert_null(res->ai_next);
+	return res;
+}
+
+/*
+ * addr_keep_family drops the other family's entries, first, last or all.
+ * The lists are two of getaddrinfo's joined, which glibc frees entry by
+ * entry as POSIX's sublist rule needs.
+ */
+static void test_keep_family(void **state)
+{
+	struct addrinfo *res, *v4;
+
+	(void)state;
+	res = numeric_ai("::1");
+	v4 = res->ai_next = numeric_ai("127.0.0.1");
+	addr_keep_family(&res, AF_INET);
+	assert_ptr_equal(res, v4);
+	assert_null(res->ai_next);
+	res->ai_next = numeric_ai("::1");
+	addr_keep_family(&res, AF_INET);
+	assert_ptr_equal(res, v4);
+	assert_null(res->ai_next);
+	addr_keep_family(&res, AF_INET6);
+	assert_null(res);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -702,6 +829,9 @@ int main(void)
 	        cmocka_unit_test(test_format_unix),
 	        cmocka_unit_test(test_unix_mode_parse),
 	        cmocka_unit_test(test_resolve_unix),
+	        cmocka_unit_test(test_range_parse),
+	        cmocka_unit_test(test_range_nth_and_overlap),
+	        cmocka_unit_test(test_keep_family),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

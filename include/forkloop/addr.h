@@ -21,7 +21,9 @@
 #define FORKLOOP_ADDR_H
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -147,5 +149,51 @@ char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
  * returns buf.
  */
 char *addr_spec_format(const struct addr *a, char *buf, size_t buflen);
+
+/*
+ * Consecutive IP addresses, as forkloop-bench --source takes them: one
+ * address, "127.0.0.2" or "::1", or an inclusive range of one family,
+ * "127.0.0.2-127.0.0.200", "fd00::1-fd00::20" (an IPv6 end may be written
+ * in brackets, "[fd00::1]-[fd00::20]").
+ */
+#define ADDR_RANGE_MAX 65536 /* addresses in one range at most */
+/* Longest "FIRST-LAST" addr_range_format writes, with its NUL. */
+#define ADDR_RANGE_STRLEN (2 * INET6_ADDRSTRLEN + 2)
+
+struct addr_range {
+	int family;              /* AF_INET or AF_INET6 */
+	unsigned char first[16]; /* network byte order; AF_INET uses 4 bytes */
+	uint32_t count;          /* 1 to ADDR_RANGE_MAX */
+};
+
+/*
+ * Parse s, one address or "FIRST-LAST", into out. The addresses are
+ * numeric, as inet_pton(3) takes them: an IPv4 one in dotted-decimal form,
+ * an IPv6 one without a %scope. Returns 0, or -1 with *why set to a static
+ * explanation: not an address, ends of different families, the first end
+ * after the last, more than ADDR_RANGE_MAX addresses.
+ */
+int addr_range_parse(const char *s, struct addr_range *out, const char **why);
+
+/*
+ * Address k of r (k < r->count) into ss as a socket address of r's family,
+ * port 0, ready for bind(2). Returns its length.
+ */
+socklen_t addr_range_nth(const struct addr_range *r, uint32_t k,
+                         struct sockaddr_storage *ss);
+
+/* Do a and b have an address in common? 1 or 0. */
+int addr_range_overlap(const struct addr_range *a, const struct addr_range *b);
+
+/* "127.0.0.2", or "127.0.0.2-127.0.0.9" for more than one, into buf;
+ * returns buf. */
+char *addr_range_format(const struct addr_range *r, char *buf, size_t buflen);
+
+/*
+ * Drop from the list *res, which getaddrinfo(3) made, every entry not of
+ * family, freeing each (POSIX lets freeaddrinfo free any sublist). *res
+ * becomes the first entry left, or NULL if none was of family.
+ */
+void addr_keep_family(struct addrinfo **res, int family);
 
 #endif
