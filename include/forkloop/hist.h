@@ -7,6 +7,7 @@
 #define FORKLOOP_HIST_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #define HIST_SUB_BITS 6
 #define HIST_SUB      (1u << HIST_SUB_BITS) /* buckets per power of two */
@@ -53,5 +54,42 @@ uint64_t hist_bucket_high(unsigned b);
  */
 uint64_t hist_quantile(const struct hist *h, double p);
 double hist_mean(const struct hist *h);
+
+/* Rows per halving of the distance to 100% in hist_write_hgrm. */
+#define HIST_HGRM_TICKS    5
+/* Decimals of a value in hist_write_hgrm: 1 ns in milliseconds. */
+#define HIST_HGRM_DECIMALS 6
+
+/*
+ * Write h to f as HdrHistogram's percentile distribution text, the ".hgrm"
+ * layout of its outputPercentileDistribution (AbstractHistogram.java, the
+ * same as wrk2's detailed percentile spectrum), which HdrHistogram's plotter
+ * (plotFiles.html) reads:
+ *
+ *          Value     Percentile TotalCount 1/(1-Percentile)
+ *
+ *       0.052000 0.000000000000          1           1.00
+ *       ...
+ *       4.288000 1.000000000000      10000
+ *   #[Mean    =     0.101452, StdDeviation   =     0.204220]
+ *   #[Max     =     4.288000, Total count    =        10000]
+ *   #[Buckets =           58, SubBuckets     =          128]
+ *
+ * The percentiles are those HdrHistogram's PercentileIterator steps through
+ * with HIST_HGRM_TICKS ticks per half-distance (0, 10%, ... 50%, 55%, ...
+ * 75%, 77.5%, ...), each row at the first bucket whose cumulative count
+ * reaches it; the last row is 100%, without the 1/(1-Percentile) column.
+ * A row's value is what hist_quantile gives for its bucket (the bucket's
+ * middle, within min and max): h->min at 0%, h->max at 100%. Values and the
+ * mean, standard deviation (of each value taken as its bucket's) and max of
+ * the footer are h's units divided by scale (> 0; 1e6 turns nanoseconds into
+ * milliseconds), with HIST_HGRM_DECIMALS decimals. Buckets and SubBuckets are
+ * this layout in HdrHistogram's terms: 128 exact values, then 64 per power
+ * of two. An empty h writes the header and the footer, no rows.
+ *
+ * Returns 0, or -1 when a write to f failed (ferror(f) is set, errno says
+ * why); f stays open either way.
+ */
+int hist_write_hgrm(FILE *f, const struct hist *h, double scale);
 
 #endif
