@@ -11,7 +11,9 @@
  * Nothing that was due is left out: a message is queued when it falls due,
  * on a connection that may not be up or writable yet, and whatever is still
  * queued or unanswered when the run ends is counted and enters the latency
- * histograms with its age (bench.h says why).
+ * histograms with its age (bench.h says why); with -i, what is unanswered
+ * at an interval's end enters that interval's histograms likewise, and
+ * nothing else (bench_interval.c cuts the intervals).
  *
  * Every connection's byte stream is the pattern table started at an offset
  * of its own, so each echoed byte is checked with memcmp and another
@@ -28,6 +30,8 @@
  * each one, so a send is counted as soon as its record is out.
  */
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +99,8 @@ struct conn {
 	struct stamp ts_small[4];
 	struct event rev, wev;
 	uint64_t t_connect;               /* when connect(2) was called */
+	uint64_t id; /* the run's index of the slot's connection, index +
+	                k x threads: its stream and --source address */
 	const struct evutil_addrinfo *ai; /* the address it dialled */
 	SSL *ssl;       /* --tls: from the TCP connect on, else NULL */
 	uint32_t gen;   /* counts the slot's connections: a callback that
@@ -149,9 +155,14 @@ struct bench {
 	struct hist *late_sent; /* from the send, if sent */
 	SSL_CTX *tls;       /* --tls: shared by every worker, read only */
 	SSL_SESSION *sess;  /* --tls-resume: what the next connection resumes */
+	struct bench_ival_mark *ivm; /* -i: the figures at the last boundary */
+	struct bench_ival *ival_out; /* the interval being noted */
+	struct event *ival_ev;       /* the next boundary */
+	uint64_t ival_k;             /* intervals noted */
 };
 
 static void conn_open(struct conn *c);
+static void conn_dial(struct conn *c);
 static void conn_flush(struct conn *c, uint64_t now);
 static void bench_stop(struct bench *b);
 static void conn_hs_failed(struct conn *c, const char *why);
@@ -202,9 +213,15 @@ int bench_nofile(uint64_t conns, uint64_t threads)
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
 		return 0;
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-		log_error("%llu connections need %llu file descriptors but the "
-		          "limit is %llu: run 'ulimit -n %llu' first",
+		log_error("%llu connections need %llu file descriptors, but "
+		          "RLIMIT_NOFILE (ulimit -n) is %llu, hard limit %llu: "
+		          "raise the hard limit (as root: ulimit -n %llu, or "
+		          "LimitNOFILE= in a systemd unit, or nofile in "
+		          "/etc/security/limits.conf), or split the load over "
+		          "several forkloop-bench processes and merge their "
+		          "results (bench/multi, forkloop-bench merge)",
 		          (unsigned long long)conns, (unsigned long long)need,
+		          (unsigned long long)rl.rlim_cur,
 		          (unsigned long long)rl.rlim_max,
 		          (unsigned long long)need);
 		return -1;
@@ -216,6 +233,41 @@ int bench_nofile(uint64_t conns, uint64_t threads)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * net.ipv4.ip_local_port_range, which IPv6 connections use too. A range
+ * that cannot be read (no /proc) means no check: connect(2) then says
+ * EADDRNOTAVAIL when the ports run out.
+ */
+int bench_ports(const struct bench_opts *o)
+{
+	uint64_t sources = o->nsources > 0 ? o->source_addrs : 1, ports;
+	unsigned long lo, hi;
+	FILE *f;
+	int n;
+
+	if (o->target.is_unix)
+		return 0;
+	if ((f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re")) == NULL)
+		return 0;
+	n = fscanf(f, "%lu %lu", &lo, &hi);
+	fclose(f);
+	if (n != 2 || hi < lo)
+		return 0;
+	ports = hi - lo + 1;
+	if (o->conns <= sources * ports)
+		return 0;
+	log_error("%llu connections need %llu local ports, but %llu source "
+	          "address%s x %llu ports (net.ipv4.ip_local_port_range "
+	          "%lu-%lu) allow %llu: add addresses with --source, or "
+	          "widen the range (sysctl -w "
+	          "net.ipv4.ip_local_port_range=\"1024 65535\")",
+	          (unsigned long long)o->conns, (unsigned long long)o->conns,
+	          (unsigned long long)sources, sources == 1 ? "" : "es",
+	          (unsigned long long)ports, lo, hi,
+	          (unsigned long long)(sources * ports));
+	return -1;
 }
 
 static void ts_push(struct conn *c, uint64_t due)
@@ -804,7 +856,7 @@ static void conn_retry(struct conn *c, int err)
 		b->cur = b->cur->ai_next;
 	}
 	conn_close(c);
-	conn_open(c);
+	conn_dial(c);
 }
 
 /* A connect that failed, or a socket that could not be made. */
@@ -960,19 +1012,78 @@ static void conn_connectcb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Open the slot's next connection. Messages already queued on the slot
- * (due while it connected, before a retry) start its new byte stream; a
- * --churn connection's one message is due from connect(2).
+ * --source: bind to the connection's source address, port 0, before
+ * connect(2). IP_BIND_ADDRESS_NO_PORT (ip(7)) leaves the port to connect,
+ * which picks one unique for the 4-tuple, so every source has the whole
+ * port range for every target address; a kernel without it (before 4.2)
+ * still binds, each socket's port then taken for that source alone. An
+ * address bind refuses ends the run: every connection from it would fail
+ * alike.
+ */
+static int conn_bind(struct conn *c, int fd)
+{
+	struct bench *b = c->b;
+	const struct bench_opts *o = b->o;
+	uint64_t k = c->id % o->source_addrs;
+	struct sockaddr_storage ss;
+	char host[NI_MAXHOST];
+	socklen_t len;
+	size_t i;
+	int on = 1, err;
+
+	for (i = 0; k >= o->sources[i].count; i++)
+		k -= o->sources[i].count;
+	len = addr_range_nth(&o->sources[i], (uint32_t)k, &ss);
+	(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on,
+	                 sizeof on);
+	if (bind(fd, (struct sockaddr *)&ss, len) == 0)
+		return 0;
+	err = errno;
+	if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, NULL, 0,
+	                NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof host, "?");
+	if (err == EADDRNOTAVAIL)
+		bench_fatal(b,
+		            "cannot bind to source address %s: %s: it is not "
+		            "an address of this host; add it to an interface "
+		            "(ip address add %s/%d dev IFACE, an address the "
+		            "server can route back to) or leave it out of "
+		            "--source",
+		            host, strerror(err), host,
+		            ss.ss_family == AF_INET ? 32 : 128);
+	else
+		bench_fatal(b, "cannot bind to source address %s: %s", host,
+		            strerror(err));
+	return -1;
+}
+
+/*
+ * Open the slot's next connection: the run's next id for it, its byte
+ * stream and its --source address.
  */
 static void conn_open(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	c->id = b->next_id;
+	b->next_id += b->id_step;
+	conn_dial(c);
+}
+
+/*
+ * Connect c, as connection c->id (a retry on the target's next address
+ * keeps it). Messages already queued on the slot (due while it connected,
+ * before a retry) start its new byte stream; a --churn connection's one
+ * message is due from connect(2).
+ */
+static void conn_dial(struct conn *c)
 {
 	struct bench *b = c->b;
 	const struct evutil_addrinfo *ai = b->cur;
 	int fd;
 
 	c->gen++;
-	c->soff = c->roff = (uint32_t)(b->next_id * 7919u % PAT_LEN);
-	b->next_id += b->id_step;
+	c->soff = c->roff = (uint32_t)(c->id * 7919u % PAT_LEN);
 	c->queued = (uint64_t)c->tlen * b->o->size;
 	c->sent = c->rcvd = c->done = 0;
 	c->tsent = 0;
@@ -993,6 +1104,10 @@ static void conn_open(struct conn *c)
 	/* TCP options mean nothing on a Unix socket. */
 	if (ai->ai_family != AF_UNIX)
 		sock_nodelay(fd);
+	if (b->o->nsources > 0 && conn_bind(c, fd) < 0) {
+		close(fd);
+		return;
+	}
 	c->fd = fd;
 	c->state = CONN_CONNECTING;
 	b->connecting++;
@@ -1185,6 +1300,7 @@ void bench_progress(const struct bench *b, struct bench_progress *p)
 	p->measuring = b->measuring;
 	p->stalled = b->r->stalled;
 	p->fatal = b->fatal;
+	p->ival = b->ival_out;
 }
 
 static int bench_timer(struct bench *b, struct event **ev, event_callback_fn cb,
@@ -1208,6 +1324,131 @@ static int bench_timer_from(struct bench *b, struct event **ev,
 
 	return bench_timer(b, ev, cb, at > now ? (double)(at - now) / 1e9 : 0,
 	                   0);
+}
+
+/*
+ * Open loop: how many messages fell due by t (not counting the last
+ * RATE_SLACK_NS, which may just be waiting for their timer) and were never
+ * issued, because the client could not keep up with --rate; not those past
+ * -n. *youngest is the youngest one's age at t.
+ */
+static uint64_t rate_unissued(const struct bench *b, uint64_t t,
+                              uint64_t *youngest)
+{
+	uint64_t due_end;
+	double per = 1e9 / b->o->rate;
+
+	if (t < b->t_first + RATE_SLACK_NS)
+		return 0;
+	if (b->o->messages > 0 &&
+	    b->r->messages + b->inflight >= b->o->messages)
+		return 0;
+	due_end = (uint64_t)((double)(t - RATE_SLACK_NS - b->t_first) / per) +
+	          1;
+	while (due_end > 0 && rate_due(b, due_end - 1) > t - RATE_SLACK_NS)
+		due_end--;
+	if (due_end <= b->rate_next)
+		return 0;
+	*youngest = t - rate_due(b, due_end - 1);
+	return due_end - b->rate_next;
+}
+
+/*
+ * -i: what bench_unanswered and bench_unissued record at the end, at an
+ * interval's end instead, into the interval's histograms only: the age of
+ * every message due and unanswered, a lower bound of its latency.
+ */
+static void bench_ival_owed(struct bench *b, struct bench_ival *iv,
+                            uint64_t now)
+{
+	uint64_t i, n, youngest;
+	uint32_t k;
+
+	for (i = 0; b->measuring && i < b->o->conns; i++) {
+		struct conn *c = &b->conns[i];
+
+		for (k = 0; k < c->tlen; k++) {
+			struct stamp *s = &c->ts[(c->thead + k) & c->tmask];
+
+			hist_record(&iv->latency, since(s->due, now));
+			if (k < c->tsent)
+				hist_record(&iv->latency_uncorrected,
+				            since(s->sent, now));
+		}
+	}
+	if (b->o->rate > 0 && b->measuring &&
+	    (n = rate_unissued(b, now, &youngest)) > 0)
+		hist_record_series(&iv->latency, youngest, 1e9 / b->o->rate,
+		                   n);
+}
+
+/*
+ * Cut the interval that ends now off the worker's figures and hand it to
+ * the run. The last one, after bench_finish, runs to the worker's end, and
+ * the ages of what is owed then are in the result already.
+ */
+static void bench_ival_note(struct bench *b, int last)
+{
+	struct bench_result *r = b->r;
+	struct bench_ival *iv;
+	uint64_t i, now = now_ns();
+
+	if (last)
+		iv = bench_ival_take(b->ivm, r, &r->latency, NULL,
+		                     &r->latency_uncorrected, NULL);
+	else
+		iv = bench_ival_take(b->ivm, r, &r->latency, b->late_due,
+		                     &r->latency, b->late_sent);
+	if (iv == NULL) {
+		log_error("out of memory");
+		abort();
+	}
+	if (!last)
+		bench_ival_owed(b, iv, now);
+	for (i = 0; i < b->o->conns; i++)
+		if (b->conns[i].state == CONN_OPEN)
+			iv->conns_open++;
+	iv->index = b->ival_k++;
+	iv->last = last;
+	iv->t0 = b->started ? bench_ival_start(b->o, b->t_start) : 0;
+	iv->t_end = b->t_end;
+	b->ival_out = iv;
+	b->note(b, BENCH_NOTE_INTERVAL, b->note_arg);
+	b->ival_out = NULL;
+}
+
+static void bench_ivalcb(evutil_socket_t fd, short what, void *arg);
+
+/* The timer for the end of interval ival_k, unless it runs to the end. */
+static int bench_ival_arm(struct bench *b)
+{
+	uint64_t at = bench_ival_boundary(b->o, b->t_start, b->ival_k), now;
+	struct timeval tv;
+
+	if (at == 0)
+		return 0;
+	if (b->ival_ev == NULL &&
+	    (b->ival_ev = evtimer_new(b->base, bench_ivalcb, b)) == NULL) {
+		bench_fatal(b, "cannot create a timer");
+		return -1;
+	}
+	event_base_update_cache_time(b->base);
+	now = now_ns();
+	tv = ns_tv(at > now ? at - now : 0);
+	evtimer_add(b->ival_ev, &tv);
+	return 0;
+}
+
+static void bench_ivalcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)fd;
+	(void)what;
+	if (b->stopping)
+		return;
+	bench_ival_note(b, 0);
+	bench_ival_arm(b);
 }
 
 /*
@@ -1243,6 +1484,8 @@ void bench_start(struct bench *b, uint64_t t_start)
 	if (o->duration > 0 &&
 	    bench_timer_from(b, &b->stop_ev, bench_stopcb, t_start,
 	                     o->warmup + o->duration) < 0)
+		return;
+	if (b->ivm != NULL && bench_ival_arm(b) < 0)
 		return;
 	if (b->dead == o->conns) {
 		bench_stop(b);
@@ -1321,6 +1564,10 @@ static int bench_init(struct bench *b)
 	memset(b->conns, 0, b->o->conns * sizeof *b->conns);
 	hist_init(b->late_due);
 	hist_init(b->late_sent);
+	if (b->o->interval > 0 && (b->ivm = bench_ival_mark_new()) == NULL) {
+		log_error("out of memory");
+		return -1;
+	}
 	for (i = 0; i < b->o->conns; i++) {
 		struct conn *c = &b->conns[i];
 
@@ -1397,7 +1644,7 @@ const char *bench_why(const struct bench *b)
 void bench_free(struct bench *b)
 {
 	struct event *evs[] = {b->connect_ev, b->warm_ev, b->stop_ev,
-	                       b->rate_ev, b->watch_ev};
+	                       b->rate_ev, b->watch_ev, b->ival_ev};
 	uint64_t i;
 
 	for (i = 0; b->conns != NULL && i < b->o->conns; i++) {
@@ -1415,41 +1662,27 @@ void bench_free(struct bench *b)
 	free(b->rbuf);
 	free(b->late_due);
 	free(b->late_sent);
+	bench_ival_mark_free(b->ivm);
 	free(b->r);
 	free(b);
 }
 
 /*
- * Open loop: the messages that fell due by the end and were never issued,
- * because the client could not keep up with --rate (not those past -n, and
- * not one due in the last RATE_SLACK_NS, which may just be waiting for its
- * timer). They are unsent, and their ages, a series from the youngest one's
- * up by 1 / rate, are recorded at once.
+ * Open loop: the messages that fell due by the end and were never issued
+ * (rate_unissued). They are unsent, and their ages, a series from the
+ * youngest one's up by 1 / rate, are recorded at once.
  */
 static void bench_unissued(struct bench *b)
 {
-	struct bench_result *r = b->r;
-	uint64_t due_end, n, youngest;
-	double per;
+	uint64_t n, youngest;
 
-	if (b->o->rate <= 0 || !b->started || !b->measuring ||
-	    b->t_end < b->t_first + RATE_SLACK_NS)
+	if (b->o->rate <= 0 || !b->started || !b->measuring)
 		return;
-	if (b->o->messages > 0 &&
-	    r->messages + b->inflight >= b->o->messages)
+	n = rate_unissued(b, b->t_end, &youngest);
+	if (n == 0)
 		return;
-	per = 1e9 / b->o->rate;
-	due_end = (uint64_t)((double)(b->t_end - RATE_SLACK_NS - b->t_first) /
-	                     per) + 1;
-	while (due_end > 0 &&
-	       rate_due(b, due_end - 1) > b->t_end - RATE_SLACK_NS)
-		due_end--;
-	if (due_end <= b->rate_next)
-		return;
-	n = due_end - b->rate_next;
-	youngest = b->t_end - rate_due(b, due_end - 1);
-	r->unsent += n;
-	hist_record_series(b->late_due, youngest, per, n);
+	b->r->unsent += n;
+	hist_record_series(b->late_due, youngest, 1e9 / b->o->rate, n);
 }
 
 /*
@@ -1511,4 +1744,6 @@ void bench_work(struct bench *b)
 		event_base_dispatch(b->base);
 	b->note(b, BENCH_NOTE_DONE, b->note_arg);
 	bench_finish(b);
+	if (b->ivm != NULL)
+		bench_ival_note(b, 1);
 }

@@ -4,8 +4,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "forkloop/bench.h"
+#include "forkloop/bench_merge.h"
 #include "forkloop/log.h"
 #include "forkloop/stdfds.h"
 
@@ -18,6 +20,8 @@ int main(int argc, char **argv)
 
 	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
+	if (argc > 1 && strcmp(argv[1], "merge") == 0)
+		return bench_merge_main(argc - 1, argv + 1);
 	switch (bench_opts_parse(argc, argv, &o, stdout, stderr)) {
 	case OPTS_EXIT:
 		return 0;
@@ -27,7 +31,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (bench_nofile(o.conns, o.threads) < 0)
+	if (bench_nofile(o.conns, o.threads) < 0 || bench_ports(&o) < 0)
 		return 1;
 	if ((r = malloc(sizeof *r)) == NULL) {
 		log_error("out of memory");
@@ -37,12 +41,15 @@ int main(int argc, char **argv)
 		free(r);
 		return 1;
 	}
-	if (o.json)
+	/* --json-stream's last line is --json's object. */
+	if (o.json || o.json_stream)
 		bench_report_json(stdout, &o, r);
 	else
 		bench_report_text(stdout, &o, r);
 	fflush(stdout);
 	status = r->errors > 0 ? 1 : 0;
+	if (o.hist != NULL && bench_hist_save(o.hist, &r->latency) < 0)
+		status = 1;
 	if (status != 0)
 		log_error("%llu errors", (unsigned long long)r->errors);
 	if (r->stalled)

@@ -1,6 +1,7 @@
 /*
  * bench_opts.c - forkloop-bench's command line.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <sched.h>
@@ -16,7 +17,8 @@ static const char bench_usage_text[] =
         "       [-p K] [--warmup SECONDS] [--connect-rate N] [--rate R]\n"
         "       [--churn] [--connect-timeout SECONDS] [--setup-timeout "
         "SECONDS]\n"
-        "       [--threads N|auto] [--strict] [--json]\n"
+        "       [--threads N|auto] [--source LIST] [--strict] [--json]\n"
+        "       [-i SECONDS] [--json-stream] [--hist FILE]\n"
         "       [--tls [--tls-verify [--tls-ca FILE]] [--tls-cert FILE "
         "--tls-key FILE]\n"
         "       [--tls-resume]] [tls://]HOST:PORT | unix:/PATH | "
@@ -67,12 +69,38 @@ static const char bench_help_text[] =
         "latency\n"
         "                           histograms merged exactly into one "
         "report\n"
+        "      --source LIST        bind connection i to address i mod N of "
+        "LIST, N\n"
+        "                           addresses of one family, before it "
+        "connects:\n"
+        "                           127.0.0.2,127.0.0.5-127.0.0.9 or "
+        "fd00::1-fd00::20;\n"
+        "                           each address has its own local ports, "
+        "so more\n"
+        "                           connections than one address's ports "
+        "allow;\n"
+        "                           repeated, the lists add up\n"
         "      --strict             exit 1 when the answered rate falls more "
         "than 1%\n"
         "                           short of --rate, a connection was late, "
         "or a\n"
         "                           message due was never sent\n"
-        "      --json               print one JSON object on standard output\n"
+        "      --json               print one JSON object on standard output,\n"
+        "                           each latency histogram's buckets in it\n"
+        "      --hist FILE          write the latency histogram to FILE as\n"
+        "                           HdrHistogram's percentile distribution "
+        "text\n"
+        "                           (.hgrm, values in milliseconds)\n"
+        "  -i, --interval SECONDS   also print a line for each SECONDS "
+        "(0.01 to\n"
+        "                           3600) of the measured window as the run "
+        "goes,\n"
+        "                           then the report; not with --json\n"
+        "      --json-stream        JSON lines: an object for each interval "
+        "(-i,\n"
+        "                           default 1 s) as the run goes, then "
+        "--json's\n"
+        "                           object; not with --json\n"
         "      --tls                speak TLS (1.2 or 1.3) on every "
         "connection; the\n"
         "                           same as writing the target "
@@ -94,18 +122,38 @@ static const char bench_help_text[] =
         "                           --churn measures resumed handshakes, "
         "not full ones\n"
         "  -h, --help               show this help and exit\n"
-        "  -V, --version            show the version and exit\n"
+        "  -V, --version            show the version and exit\n";
+
+/* After the options; a second string, as ISO C limits one to 4095 bytes. */
+static const char bench_help_notes[] =
         "\n"
         "Latency counts from when each message was due, and a message still\n"
         "unanswered at the end counts with its age then (a lower bound); the\n"
         "uncorrected figure counts from the actual send.\n"
         "\n"
+        "Before it connects, it checks two limits and says how to get past "
+        "each: a\n"
+        "local port per connection and source address "
+        "(net.ipv4.ip_local_port_range),\n"
+        "and a descriptor per connection (RLIMIT_NOFILE: the soft limit is "
+        "raised\n"
+        "to the hard one). Past those, use --source, or several processes "
+        "and merge.\n"
+        "\n"
+        "forkloop-bench merge [--json] [--hist FILE] FILE... adds up results "
+        "that\n"
+        "--json wrote, from processes run at the same time against one "
+        "server, into\n"
+        "one report: counts summed, histograms added bucket by bucket (see\n"
+        "forkloop-bench merge --help).\n"
+        "\n"
         "Exit status: 0 if every echo came back intact, 1 on any error "
         "(mismatch,\n"
         "reset, short echo, failed connect), if no echo came back, if the "
         "run\n"
-        "could not start, or with --strict on a warning; 2 on bad usage. With "
-        "--tls,\n"
+        "could not start, if --hist FILE could not be written, or with "
+        "--strict on\n"
+        "a warning; 2 on bad usage. With --tls,\n"
         "a failed handshake and a stream cut without close_notify are errors "
         "too;\n"
         "each connection ends with a close_notify. Stopped by SIGINT or "
@@ -137,6 +185,9 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS_RESUME,
+	OPT_SOURCE,
+	OPT_HIST,
+	OPT_JSON_STREAM,
 };
 
 static const struct option bench_longopts[] = {
@@ -160,6 +211,10 @@ static const struct option bench_longopts[] = {
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-resume", no_argument, NULL, OPT_TLS_RESUME},
+        {"source", required_argument, NULL, OPT_SOURCE},
+        {"hist", required_argument, NULL, OPT_HIST},
+        {"interval", required_argument, NULL, 'i'},
+        {"json-stream", no_argument, NULL, OPT_JSON_STREAM},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -217,6 +272,122 @@ static uint64_t bench_cpus(void)
 	return 1;
 }
 
+/*
+ * One --source item: a bad one, one of another family than those before
+ * it, or one that overlaps an earlier one is refused (each address once,
+ * so that the port arithmetic of bench_ports holds).
+ */
+static enum opts_result bench_source_item(const char *item,
+                                          struct bench_opts *o, FILE *errout)
+{
+	char why[2 * ADDR_RANGE_STRLEN + 200], prev[ADDR_RANGE_STRLEN];
+	struct addr_range r;
+	const char *bad;
+	size_t i;
+
+	if (addr_range_parse(item, &r, &bad) < 0) {
+		snprintf(why, sizeof why, "bad --source '%s': %s", item, bad);
+		return bench_bad(errout, "%s", why);
+	}
+	if (o->nsources == BENCH_MAX_SOURCE_ITEMS) {
+		snprintf(why, sizeof why,
+		         "bad --source '%s': more than %d items in all "
+		         "(write consecutive addresses as one range)",
+		         item, BENCH_MAX_SOURCE_ITEMS);
+		return bench_bad(errout, "%s", why);
+	}
+	for (i = 0; i < o->nsources; i++) {
+		addr_range_format(&o->sources[i], prev, sizeof prev);
+		if (o->sources[i].family != r.family) {
+			snprintf(why, sizeof why,
+			         "bad --source '%s': it is %s, but '%s' "
+			         "before it is not; connections go to one "
+			         "address of the target, so give sources of "
+			         "its family",
+			         item, r.family == AF_INET ? "IPv4" : "IPv6",
+			         prev);
+			return bench_bad(errout, "%s", why);
+		}
+		if (addr_range_overlap(&o->sources[i], &r)) {
+			snprintf(why, sizeof why,
+			         "bad --source '%s': it overlaps '%s' given "
+			         "before it; give each address once",
+			         item, prev);
+			return bench_bad(errout, "%s", why);
+		}
+	}
+	o->sources[o->nsources++] = r;
+	o->source_addrs += r.count;
+	return OPTS_OK;
+}
+
+/* --source LIST: comma-separated items, added to those before. */
+static enum opts_result bench_source_list(const char *list,
+                                          struct bench_opts *o, FILE *errout)
+{
+	char item[ADDR_RANGE_STRLEN + 8], why[200];
+	const char *p = list, *comma;
+	enum opts_result r;
+	size_t len;
+
+	for (;;) {
+		comma = strchr(p, ',');
+		len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		if (len == 0) {
+			snprintf(why, sizeof why,
+			         "bad --source '%.100s': an empty item (a "
+			         "comma at an end, or two in a row)",
+			         list);
+			return bench_bad(errout, "%s", why);
+		}
+		if (len >= sizeof item) {
+			snprintf(why, sizeof why,
+			         "bad --source '%.*s': not an IPv4 or IPv6 "
+			         "address or range",
+			         (int)(len > 100 ? 100 : len), p);
+			return bench_bad(errout, "%s", why);
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if ((r = bench_source_item(item, o, errout)) != OPTS_OK)
+			return r;
+		if (comma == NULL)
+			return OPTS_OK;
+		p = comma + 1;
+	}
+}
+
+/*
+ * --source binds IP sockets, all of the sources' family: a unix: target
+ * has no use for them, and a literal target of the other family could
+ * never be reached from them (a name is checked once it is resolved).
+ */
+static enum opts_result bench_source_check(const struct bench_opts *o,
+                                           FILE *errout)
+{
+	char why[ADDR_HOSTLEN + 160];
+	unsigned char a[16];
+	int fam, other;
+
+	if (o->nsources == 0)
+		return OPTS_OK;
+	if (o->target.is_unix)
+		return bench_bad(errout, "%s",
+		                 "--source binds TCP connections to local "
+		                 "addresses; a unix: target has none: drop "
+		                 "--source");
+	fam = o->sources[0].family;
+	other = fam == AF_INET ? AF_INET6 : AF_INET;
+	if (inet_pton(other, o->target.host, a) != 1)
+		return OPTS_OK;
+	snprintf(why, sizeof why,
+	         "the --source addresses are %s, but the target %s is %s: "
+	         "give sources of its family",
+	         fam == AF_INET ? "IPv4" : "IPv6", o->target.host,
+	         other == AF_INET ? "IPv4" : "IPv6");
+	return bench_bad(errout, "%s", why);
+}
+
 /* One option with a value; returns OPTS_OK or reports the bad value. */
 static enum opts_result bench_opt_value(int c, const char *arg,
                                         struct bench_opts *o, int *have_d,
@@ -253,6 +424,14 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 		if (num_parse_u64(arg, 1, BENCH_MAX_PIPELINE, &o->pipeline) < 0)
 			return bench_bad(
 			        errout, "bad --pipeline '%s' (1 to 4096)", arg);
+		break;
+	case 'i':
+		if (num_parse_seconds(arg, BENCH_MIN_INTERVAL,
+		                      BENCH_MAX_INTERVAL, &o->interval) < 0)
+			return bench_bad(errout,
+			                 "bad --interval '%s' (seconds, 0.01 "
+			                 "to 3600)",
+			                 arg);
 		break;
 	case OPT_WARMUP:
 		if (num_parse_seconds(arg, 0, 1e6, &o->warmup) < 0)
@@ -298,6 +477,11 @@ static enum opts_result bench_opt_value(int c, const char *arg,
 	case OPT_TLS_KEY:
 		o->tls_key = arg;
 		break;
+	case OPT_HIST:
+		o->hist = arg;
+		break;
+	case OPT_SOURCE:
+		return bench_source_list(arg, o, errout);
 	case OPT_THREADS:
 		/* 0 stands for auto until the connections are known. */
 		if (strcmp(arg, "auto") == 0)
@@ -392,6 +576,27 @@ static enum opts_result bench_tls_check(const struct bench_opts *o,
 	return OPTS_OK;
 }
 
+/*
+ * -i lines are for people, --json's object for scripts: both on standard
+ * output would be neither. --json-stream is the two together, and ends
+ * with --json's object itself.
+ */
+static enum opts_result bench_output_check(struct bench_opts *o, FILE *errout)
+{
+	if (o->json && o->json_stream)
+		return bench_bad(errout, "%s",
+		                 "--json-stream ends with --json's object: "
+		                 "drop --json");
+	if (o->json && o->interval > 0)
+		return bench_bad(errout, "%s",
+		                 "-i prints lines for people: for intervals "
+		                 "as JSON, use --json-stream (with -i for "
+		                 "their length)");
+	if (o->json_stream && o->interval == 0)
+		o->interval = BENCH_DEFAULT_INTERVAL;
+	return OPTS_OK;
+}
+
 static enum opts_result bench_target(const char *spec, struct bench_opts *o,
                                      FILE *errout)
 {
@@ -432,7 +637,7 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 	bench_opts_defaults(o);
 	optind = 0; /* glibc: start afresh, so tests can parse repeatedly */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:s:d:n:p:hV", bench_longopts,
+	while ((c = getopt_long(argc, argv, ":c:s:d:n:p:i:hV", bench_longopts,
 	                        NULL)) != -1) {
 		switch (c) {
 		case OPT_CHURN:
@@ -440,6 +645,9 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 			break;
 		case OPT_JSON:
 			o->json = 1;
+			break;
+		case OPT_JSON_STREAM:
+			o->json_stream = 1;
 			break;
 		case OPT_STRICT:
 			o->strict = 1;
@@ -457,6 +665,7 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 			fprintf(out, bench_usage_text, prog);
 			fputc('\n', out);
 			fputs(bench_help_text, out);
+			fputs(bench_help_notes, out);
 			return OPTS_EXIT;
 		case 'V':
 			fprintf(out, "%s %s\n", prog, FORKLOOP_VERSION);
@@ -480,6 +689,10 @@ enum opts_result bench_opts_parse(int argc, char **argv, struct bench_opts *o,
 	if ((r = bench_target(argv[optind], o, errout)) != OPTS_OK)
 		return r;
 	if ((r = bench_tls_check(o, errout)) != OPTS_OK)
+		return r;
+	if ((r = bench_output_check(o, errout)) != OPTS_OK)
+		return r;
+	if ((r = bench_source_check(o, errout)) != OPTS_OK)
 		return r;
 	return bench_opts_check(o, have_d, errout);
 }

@@ -71,20 +71,28 @@ void bench_result_merge(struct bench_result *dst,
 void bench_summarize(const struct bench_opts *o, const struct bench_result *r,
                      struct bench_summary *s)
 {
-	double due;
+	double due, answered, slack;
 
 	s->msgs_per_sec = r->elapsed > 0 ? (double)r->messages / r->elapsed : 0;
 	s->mbytes_per_sec =
 	        r->elapsed > 0 ? (double)r->bytes / r->elapsed / 1e6 : 0;
+	/* A merge's inputs ran over windows of their own: their rates add
+	 * up, their messages over the common interval would not. */
+	if (r->merged > 0) {
+		s->msgs_per_sec = r->merged_msgs_per_sec;
+		s->mbytes_per_sec = r->merged_mbytes_per_sec;
+	}
+	answered = r->merged > 0 ? s->msgs_per_sec * r->elapsed
+	                         : (double)r->messages;
+	slack = r->merged > 0 ? (double)r->merged : 1;
 	s->rate_shortfall_pct = 0;
 	s->rate_short = 0;
 	s->little_ratio = 0;
 	if (o->rate > 0 && r->elapsed > 0) {
 		due = o->rate * r->elapsed;
-		if ((double)r->messages < due)
-			s->rate_shortfall_pct =
-			        100.0 * (due - (double)r->messages) / due;
-		s->rate_short = (double)r->messages + 1 <
+		if (answered < due)
+			s->rate_shortfall_pct = 100.0 * (due - answered) / due;
+		s->rate_short = answered + slack <
 		                due * (1 - BENCH_RATE_TOLERANCE / 100);
 	}
 	if (o->rate == 0 && !o->churn && r->latency.count > 0)
@@ -119,6 +127,12 @@ int bench_warnings(const struct bench_opts *o, const struct bench_result *r,
 		         "%" PRIu64 " messages were due and never sent; their "
 		         "ages are in the latency",
 		         r->unsent);
+	if (r->merged > 0 && r->merged_overlap < BENCH_MERGE_OVERLAP)
+		snprintf(w[n++], BENCH_WARNING_LEN,
+		         "the %" PRIu64 " results ran together for %.0f%% of "
+		         "the longest one's window: their rates, summed, are "
+		         "not one load",
+		         r->merged, 100.0 * r->merged_overlap);
 	return n;
 }
 
@@ -193,6 +207,8 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	fprintf(f, "%-22s %" PRIu64 "\n", "size", o->size);
 	fprintf(f, "%-22s %" PRIu64 "\n", "pipeline", o->pipeline);
 	fprintf(f, "%-22s %" PRIu64 "\n", "threads", o->threads);
+	if (r->merged > 0)
+		fprintf(f, "%-22s %" PRIu64 "\n", "merged", r->merged);
 	if (o->rate > 0)
 		fprintf(f, "%-22s %.1f (answered %.1f, %.1f%% short)\n", "rate",
 		        o->rate, s.msgs_per_sec, s.rate_shortfall_pct);
@@ -229,6 +245,30 @@ void bench_report_text(FILE *f, const struct bench_opts *o,
 	text_tls(f, o, r);
 }
 
+/*
+ * The histogram itself, every non-empty bucket as [index, count] in
+ * hist.h's layout, so that results of separate processes add up exactly
+ * (forkloop-bench merge). An empty one's min is 0.
+ */
+static void json_hist(FILE *f, const struct hist *h)
+{
+	const char *sep = "";
+	unsigned i;
+
+	fprintf(f,
+	        ", \"hist\": {\"unit\": \"ns\", \"sub_bits\": %u, \"min\": "
+	        "%" PRIu64 ", \"max\": %" PRIu64 ", \"sum\": %" PRIu64
+	        ", \"buckets\": [",
+	        HIST_SUB_BITS, h->count > 0 ? h->min : 0, h->max, h->sum);
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		if (h->buckets[i] == 0)
+			continue;
+		fprintf(f, "%s[%u, %" PRIu64 "]", sep, i, h->buckets[i]);
+		sep = ", ";
+	}
+	fprintf(f, "]}");
+}
+
 static void json_lat(FILE *f, const char *name, const struct hist *h)
 {
 	struct bench_lat x;
@@ -237,8 +277,10 @@ static void json_lat(FILE *f, const char *name, const struct hist *h)
 	fprintf(f,
 	        ", \"%s\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f"
 	        ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f, \"count\": "
-	        "%" PRIu64 "}",
+	        "%" PRIu64,
 	        name, x.p50, x.p90, x.p99, x.p999, x.max, x.mean, x.count);
+	json_hist(f, h);
+	fputc('}', f);
 }
 
 /* A JSON string from OpenSSL or the system: escaped. */
@@ -318,7 +360,8 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 
 	bench_summarize(o, r, &s);
 	fprintf(f,
-	        "{\"target\": \"%s%s\", \"load\": \"%s\", \"conns\": %" PRIu64
+	        "{\"type\": \"summary\", \"target\": \"%s%s\", \"load\": "
+	        "\"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
 	        ", \"threads\": %" PRIu64
 	        ", \"rate\": %.3f, \"warmup_s\": %.3f, \"strict\": %s",
@@ -332,6 +375,10 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
 	        ", \"msgs_per_sec\": %.1f, \"mbytes_per_sec\": %.3f",
 	        r->elapsed, r->messages, r->bytes, s.msgs_per_sec,
 	        s.mbytes_per_sec);
+	fprintf(f, ", \"start_unix_s\": %.6f, \"end_unix_s\": %.6f",
+	        r->start_unix_s, r->end_unix_s);
+	if (r->merged > 0)
+		fprintf(f, ", \"merged\": %" PRIu64, r->merged);
 	if (o->rate > 0)
 		fprintf(f,
 		        ", \"rate_achieved\": %.1f, \"rate_shortfall_pct\": "

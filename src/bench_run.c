@@ -12,7 +12,9 @@
  * started, every connection up, its loop ended) to one pipe that the main
  * thread's base watches, and the main thread writes its commands (start at
  * t, stop) to a pipe of each worker's. Everything a message carries is
- * copied through the pipe; what a worker counts stays in its own
+ * copied through the pipe, but for an interval of -i: a worker's own
+ * allocation, whose pointer goes through and which is the main thread's
+ * from then on (bench_interval.c). What a worker counts stays in its own
  * allocation until its thread is joined, so a message's path has no
  * atomics and no locks.
  *
@@ -22,7 +24,8 @@
  *
  * The instants of the run are taken once, here: t_open, from which setup
  * and load start are counted, and t_start, from which every worker counts
- * its warmup, its end (-d) and its open-loop schedule. The measured window
+ * its warmup, its end (-d), its open-loop schedule and the boundaries of
+ * its intervals (-i). The measured window
  * runs from the first worker's start of measuring to the last one's end,
  * so every echo counted is inside it.
  *
@@ -89,6 +92,7 @@ struct run {
 	struct addrinfo *ai;
 	unsigned char *pat;
 	SSL_CTX *tls; /* --tls: one client context for every worker */
+	struct bench_ivals *ivals; /* -i: the workers' intervals */
 	int note[2]; /* workers -> run */
 	struct event *note_ev, *sigint_ev, *sigterm_ev, *setup_ev, *tick_ev;
 	uint64_t t_open, t_start; /* set before the workers start, and
@@ -271,6 +275,10 @@ static void run_note(struct run *run, const struct run_msg *m)
 		break;
 	case BENCH_NOTE_DONE:
 		run_done(run, s);
+		break;
+	case BENCH_NOTE_INTERVAL:
+		s->last.ival = NULL;
+		bench_ivals_put(run->ivals, s->index, m->p.ival);
 		break;
 	default:
 		break;
@@ -460,6 +468,29 @@ static int run_channels(struct run *run)
 	return 0;
 }
 
+/*
+ * --source: a connection bound to an address of one family can only reach
+ * the target's addresses of that family; the others are dropped, and a
+ * target with none is an error.
+ */
+static int run_source_family(struct run *run)
+{
+	const struct bench_opts *o = run->o;
+	int fam;
+
+	if (o->nsources == 0)
+		return 0;
+	fam = o->sources[0].family;
+	addr_keep_family(&run->ai, fam);
+	if (run->ai != NULL)
+		return 0;
+	log_error("the --source addresses are %s, but %s has no %s address: "
+	          "give sources of the target's family",
+	          fam == AF_INET ? "IPv4" : "IPv6", o->target.host,
+	          fam == AF_INET ? "IPv4" : "IPv6");
+	return -1;
+}
+
 static int run_init(struct run *run, const struct bench_opts *o)
 {
 	uint64_t i;
@@ -469,7 +500,8 @@ static int run_init(struct run *run, const struct bench_opts *o)
 	run->n = o->threads;
 	run->note[0] = run->note[1] = -1;
 	run->fatal_slot = NO_SLOT;
-	run->progress = isatty(STDERR_FILENO);
+	/* The interval lines say what the progress line would. */
+	run->progress = isatty(STDERR_FILENO) && o->interval == 0;
 	run->ai = addr_resolve(&o->target, SOCK_STREAM, 0, &gai_err);
 	if (run->ai == NULL) {
 		log_error("cannot resolve %s: %s",
@@ -477,6 +509,8 @@ static int run_init(struct run *run, const struct bench_opts *o)
 		          addr_strerror(gai_err));
 		return -1;
 	}
+	if (run_source_family(run) < 0)
+		return -1;
 	if (o->tls) {
 		struct tls_client_conf conf = {o->tls_ca, o->tls_cert,
 		                               o->tls_key, o->tls_verify};
@@ -486,7 +520,10 @@ static int run_init(struct run *run, const struct bench_opts *o)
 	}
 	run->pat = bench_pattern_new();
 	run->slots = calloc(run->n, sizeof *run->slots);
-	if (run->pat == NULL || run->slots == NULL) {
+	if (o->interval > 0)
+		run->ivals = bench_ivals_new(o, run->n, stdout);
+	if (run->pat == NULL || run->slots == NULL ||
+	    (o->interval > 0 && run->ivals == NULL)) {
 		log_error("out of memory");
 		return -1;
 	}
@@ -542,6 +579,7 @@ static void run_free(struct run *run)
 		addr_free(run->ai);
 	free(run->slots);
 	free(run->pat);
+	bench_ivals_free(run->ivals);
 	SSL_CTX_free(run->tls);
 }
 
@@ -611,6 +649,9 @@ static void run_threads(struct run *run)
 	for (i = 0; i < run->n; i++)
 		if (run->slots[i].running)
 			pthread_join(run->slots[i].thread, NULL);
+	/* The workers' last intervals, noted after they were done. */
+	if (run->ivals != NULL)
+		run_notecb(run->note[0], EV_READ, run);
 }
 
 /*
@@ -618,6 +659,27 @@ static void run_threads(struct run *run)
  * the window from the first worker's start of measuring to the last
  * one's end, which holds every echo counted.
  */
+/*
+ * The measured window [t0, t1] (CLOCK_MONOTONIC) on the wall clock, through
+ * one reading of both clocks now: the window keeps its length even if the
+ * wall clock was stepped during the run. Never measured: an empty window
+ * now.
+ */
+static void run_wall_window(struct bench_result *r, uint64_t t0, uint64_t t1)
+{
+	struct timespec wall;
+	uint64_t mono;
+	double now;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	mono = now_ns();
+	now = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
+	if (t0 >= t1 || t1 > mono)
+		t0 = t1 = mono;
+	r->start_unix_s = now - (double)(mono - t0) / 1e9;
+	r->end_unix_s = now - (double)(mono - t1) / 1e9;
+}
+
 static void run_result(struct run *run, struct bench_result *r)
 {
 	uint64_t i, t0 = UINT64_MAX, t1 = 0;
@@ -653,6 +715,7 @@ static void run_result(struct run *run, struct bench_result *r)
 	if (!r->interrupted)
 		r->interrupted = run->interrupted;
 	r->elapsed = t0 < t1 ? (double)(t1 - t0) / 1e9 : 0;
+	run_wall_window(r, t0, t1);
 }
 
 int bench_run(const struct bench_opts *o, struct bench_result *r)
@@ -682,6 +745,8 @@ int bench_run(const struct bench_opts *o, struct bench_result *r)
 		log_error("%s", run.why);
 		goto out;
 	}
+	if (run.ivals != NULL)
+		bench_ivals_end(run.ivals);
 	run_result(&run, r);
 	rc = 0;
 out:

@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "forkloop/bench.h"
+#include "forkloop/bench_interval.h"
 
 /* The longest reason a worker could not run. */
 #define BENCH_WHY_LEN 512
@@ -26,6 +27,8 @@ enum bench_note {
 	BENCH_NOTE_READY,    /* every connection of its share is up or failed */
 	BENCH_NOTE_PROGRESS, /* every WATCH_S when asked for: progress line */
 	BENCH_NOTE_DONE,     /* its loop ended; it will not run again */
+	BENCH_NOTE_INTERVAL, /* -i: an interval's figures, in ival; the last
+	                        comes after DONE */
 };
 
 /* Called in the worker's thread, from its loop or from bench_work. */
@@ -39,6 +42,9 @@ struct bench_progress {
 	uint64_t t_measure; /* CLOCK_MONOTONIC ns measuring began at */
 	uint64_t t_end;     /* and ended at, once it has */
 	int started, measuring, stalled, fatal;
+	struct bench_ival *ival; /* BENCH_NOTE_INTERVAL: the interval
+	                            (bench_interval.h), now the receiver's to
+	                            free; else NULL */
 };
 
 /*
@@ -85,7 +91,8 @@ void bench_halt(struct bench *b, int interrupted);
 /*
  * Run the worker's loop until it stops (its share of -n answered, -d
  * reached, bench_halt, no connection left, a stall or a fatal error), note
- * DONE, then count what is still unanswered into its result.
+ * DONE, then count what is still unanswered into its result and, with -i,
+ * note its last interval, which runs to its end.
  */
 void bench_work(struct bench *b);
 

@@ -446,6 +446,50 @@ static void test_unix_target(void **state)
 	assert_refused(rel, ARGC(rel), "absolute path");
 }
 
+/* --source lists add up, in order; the whole list stays one family. */
+static void test_source_lists(void **state)
+{
+	char *argv[] = {"forkloop-bench",
+	                "--source",
+	                "127.0.0.2,127.0.0.5-127.0.0.9",
+	                "--source",
+	                "10.0.0.1",
+	                "127.0.0.1:6666",
+	                NULL};
+	char *none[] = {"forkloop-bench", "127.0.0.1:6666", NULL};
+	char *v6[] = {"forkloop-bench", "--source", "[fd00::1]-fd00::20",
+	              "[::1]:6666", NULL};
+	char *mixed[] = {
+	        "forkloop-bench", "--source", "127.0.0.2", "--source", "::1",
+	        "127.0.0.1:6666", NULL};
+	char *overlap[] = {"forkloop-bench",
+	                   "--source",
+	                   "127.0.0.2-127.0.0.9",
+	                   "--source",
+	                   "127.0.0.9",
+	                   "127.0.0.1:6666",
+	                   NULL};
+	char *unix_target[] = {"forkloop-bench", "--source", "127.0.0.2",
+	                       "unix:/tmp/x.sock", NULL};
+	struct bench_opts o;
+
+	(void)state;
+	assert_int_equal(parse(ARGC(none), none, &o), OPTS_OK);
+	assert_int_equal(o.nsources, 0);
+	assert_int_equal(o.source_addrs, 0);
+	assert_int_equal(parse(ARGC(argv), argv, &o), OPTS_OK);
+	assert_int_equal(o.nsources, 3);
+	assert_int_equal(o.source_addrs, 7);
+	assert_int_equal(o.sources[1].count, 5);
+	assert_int_equal(o.sources[2].family, AF_INET);
+	assert_int_equal(parse(ARGC(v6), v6, &o), OPTS_OK);
+	assert_int_equal(o.source_addrs, 32);
+	assert_int_equal(o.sources[0].family, AF_INET6);
+	assert_int_equal(parse(ARGC(mixed), mixed, &o), OPTS_USAGE);
+	assert_int_equal(parse(ARGC(overlap), overlap, &o), OPTS_USAGE);
+	assert_int_equal(parse(ARGC(unix_target), unix_target, &o), OPTS_USAGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -463,6 +507,7 @@ int main(void)
 	        cmocka_unit_test(test_threads_auto_is_the_affinity_mask),
 	        cmocka_unit_test(test_threads_split_exactly),
 	        cmocka_unit_test(test_unix_target),
+	        cmocka_unit_test(test_source_lists),
 	};
 	int rc;
 

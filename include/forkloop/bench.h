@@ -17,6 +17,10 @@
 #define BENCH_DEFAULT_DURATION 10.0
 #define BENCH_DEFAULT_SETUP_TIMEOUT 2.0
 #define BENCH_DEFAULT_CONNECT_TIMEOUT 5.0
+/* -i in seconds: --json-stream's without it, and the bounds. */
+#define BENCH_DEFAULT_INTERVAL 1.0
+#define BENCH_MIN_INTERVAL     0.01
+#define BENCH_MAX_INTERVAL     3600.0
 /* -n without -d: the run ends, as an error, after this long without an echo
  * while messages are owed. */
 #define BENCH_STALL_TIMEOUT 10.0
@@ -28,6 +32,8 @@
  * descriptors: its event base, timer and command pipe. */
 #define BENCH_MAX_THREADS 256
 #define BENCH_THREAD_FDS  4
+/* --source items (addresses or ranges) at most, over every --source. */
+#define BENCH_MAX_SOURCE_ITEMS 256
 
 struct bench_opts {
 	struct addr target;
@@ -41,6 +47,10 @@ struct bench_opts {
 	double rate;           /* open loop, messages per second; 0: closed */
 	int churn;             /* one message per connection */
 	int json;
+	double interval;       /* -i: seconds per interval line, 0.01 to
+	                          3600 (--json-stream alone: 1); 0: none */
+	int json_stream;       /* --json-stream: intervals, then the --json
+	                          object, as JSON lines */
 	int strict;            /* a shortfall, an unsent message or a late
 	                          connection makes the exit status 1 */
 	double setup_timeout;  /* seconds after the last connect(2) is
@@ -59,6 +69,16 @@ struct bench_opts {
 	const char *tls_ca;    /* --tls-ca FILE, or NULL */
 	const char *tls_cert;  /* --tls-cert FILE: client certificate, or NULL */
 	const char *tls_key;   /* --tls-key FILE, with tls_cert */
+	const char *hist;      /* --hist FILE: latency as .hgrm, or NULL */
+	/*
+	 * --source: connection i of the run is bound to address i mod
+	 * source_addrs of these ranges, in order, before its connect(2);
+	 * every address of one family. nsources 0: no bind, the kernel
+	 * picks the address.
+	 */
+	struct addr_range sources[BENCH_MAX_SOURCE_ITEMS];
+	size_t nsources;       /* items in sources */
+	uint64_t source_addrs; /* addresses in all of them */
 };
 
 /*
@@ -122,6 +142,14 @@ struct bench_tls {
  * unanswered at the end of the run enters both with its age then, a lower
  * bound of its latency, so a server that stops answering cannot shorten
  * the tail by not answering.
+ *
+ * The same holds for each interval of -i and --json-stream
+ * (bench_interval.h): an interval's histograms hold the echoes completed in
+ * it and, as lower bounds, every message due and unanswered at its end
+ * with its age then, so an interval in which the server answers nothing
+ * shows zero messages and the stall in its max. Those ages go into that
+ * interval's histograms only, never the run's; an interval's messages,
+ * bytes and errors are what completed in it, and add up to the run's.
  */
 struct bench_result {
 	uint64_t messages; /* echoes completed in the measured window */
@@ -151,6 +179,16 @@ struct bench_result {
 	                          time to when forkloop-bench queued it, its
 	                          own lateness against the schedule */
 	struct bench_tls tls;  /* --tls only */
+	/* The measured window on the wall clock (CLOCK_REALTIME, seconds
+	 * since the epoch), so that results of separate processes can be
+	 * lined up; a merge: the interval every input ran in. */
+	double start_unix_s, end_unix_s;
+	/* forkloop-bench merge (bench_merge.h): the results added up, 0 for a
+	 * run; their rates summed, which then stand for messages / elapsed;
+	 * and the share of the longest input's window they all ran in. */
+	uint64_t merged;
+	double merged_msgs_per_sec, merged_mbytes_per_sec;
+	double merged_overlap;
 };
 
 /* Derived figures for the report and the exit status. */
@@ -164,7 +202,10 @@ struct bench_summary {
 
 /* An open-loop run may fall short of --rate by this many percent. */
 #define BENCH_RATE_TOLERANCE 1.0
-#define BENCH_MAX_WARNINGS   4
+/* A merge's inputs that ran together for less than this share of the
+ * longest one's window are warned of: not one load. */
+#define BENCH_MERGE_OVERLAP  0.9
+#define BENCH_MAX_WARNINGS   5
 #define BENCH_WARNING_LEN    160
 
 /*
@@ -180,9 +221,22 @@ void bench_share(const struct bench_opts *o, uint64_t i, struct bench_share *s);
 /*
  * Make room for conns connections on threads threads: raise the soft
  * RLIMIT_NOFILE up to the hard limit if needed. Returns 0, or -1 after
- * saying what ulimit -n is needed.
+ * saying what is needed, the soft and hard limits and the ways out (a
+ * higher hard limit, or the load split over several processes).
  */
 int bench_nofile(uint64_t conns, uint64_t threads);
+
+/*
+ * Is there a local port for every connection? Each connection to one
+ * target address needs its own local port per source address (the
+ * 4-tuple is unique; with IP_BIND_ADDRESS_NO_PORT, ip(7), the port is
+ * chosen at connect time for each source), from
+ * net.ipv4.ip_local_port_range, which IPv6 uses too. So o->conns must be
+ * at most (o->source_addrs, or 1 without --source) x the ports in range.
+ * Returns 0 (also for a unix: target, or when the range cannot be read),
+ * or -1 after saying what is short and the fixes.
+ */
+int bench_ports(const struct bench_opts *o);
 
 /*
  * Run the load, on o->threads threads. Returns 0 when the run happened (r
@@ -207,14 +261,18 @@ void bench_result_merge(struct bench_result *dst,
  * BENCH_RATE_TOLERANCE percent and one message (the one a healthy run may
  * still have in flight at the end). little_ratio is Little's law's check
  * (L = lambda W, so W = connections x pipeline / throughput): near 1.0
- * when no latency was left out.
+ * when no latency was left out. For a merge (r->merged > 0) the rates are
+ * r->merged_msgs_per_sec and r->merged_mbytes_per_sec, and the answered
+ * count they imply over elapsed is what falls short, with one message of
+ * slack per input.
  */
 void bench_summarize(const struct bench_opts *o, const struct bench_result *r,
                      struct bench_summary *s);
 
 /*
  * What a person should know before trusting the numbers: a rate shortfall,
- * connections late or never up, messages due and never sent. Writes up to
+ * connections late or never up, messages due and never sent, a merge of
+ * results that did not run at the same time. Writes up to
  * BENCH_MAX_WARNINGS sentences into w and returns how many. --strict makes
  * any of them an exit status of 1.
  */

@@ -1,0 +1,105 @@
+/*
+ * bench_merge.h - forkloop-bench's results outside the process that ran
+ * them: the latency histogram as an .hgrm file (--hist), and results that
+ * --json wrote read back and added up into one (forkloop-bench merge), so
+ * that several processes loading one server report as one load.
+ */
+#ifndef FORKLOOP_BENCH_MERGE_H
+#define FORKLOOP_BENCH_MERGE_H
+
+#include <limits.h>
+#include <stddef.h>
+
+#include "forkloop/bench.h"
+
+/* The longest TLS version or cipher name kept from an input. */
+#define BENCH_INPUT_NAMELEN 64
+/* The longest message bench_input_parse and bench_input_read leave. */
+#define BENCH_INPUT_WHYLEN 256
+
+/*
+ * One result as forkloop-bench --json wrote it, read back into the options
+ * it ran with and what it measured, the histograms bucket for bucket. The
+ * pointers in o and r (o.tls_ca, r.tls.version, r.tls.cipher) point into
+ * the strings here, so an input is used where it was read, not copied; o
+ * and r hold what the JSON holds (r.conns_lost is 0: the JSON has none).
+ */
+struct bench_input {
+	struct bench_opts o;
+	struct bench_result r;
+	double msgs_per_sec, mbytes_per_sec;               /* its rates */
+	char target[ADDR_STRLEN + sizeof ADDR_TLS_PREFIX]; /* as written */
+	char load[8];                                      /* "closed" ... */
+	char tls_ca[PATH_MAX];
+	char tls_version[BENCH_INPUT_NAMELEN];
+	char tls_cipher[BENCH_INPUT_NAMELEN];
+};
+
+/*
+ * Read the result in buf (len bytes): one JSON object, or a stream of
+ * them, one after another (--json-stream), of which the one whose "type"
+ * is "summary" counts or, if none has a "type", the last. Every latency
+ * object must carry its "hist" (a forkloop-bench that wrote none is too
+ * old to merge), and every histogram must agree with itself (its count,
+ * min and max with its buckets). Returns 0 with in filled, or -1 with why
+ * (up to whylen bytes, BENCH_INPUT_WHYLEN is enough) saying what is wrong:
+ * "not JSON: ... at line 3", "latency_us has no hist".
+ */
+int bench_input_parse(const char *buf, size_t len, struct bench_input *in,
+                      char *why, size_t whylen);
+
+/*
+ * bench_input_parse on the contents of the file at path ("-" is standard
+ * input). Returns 0, or -1 with why set, also when it cannot be read
+ * ("cannot read: No such file or directory"). The path is not in why.
+ */
+int bench_input_read(const char *path, struct bench_input *in, char *why,
+                     size_t whylen);
+
+/*
+ * Whether b ran the same load as a, so that their results add up: the same
+ * target, size, pipeline and load kind. Returns NULL if so, else the first
+ * field that differs ("target", "size", "pipeline", "load") with why set to
+ * b's value and a's: "size 100, not 64".
+ */
+const char *bench_input_mismatch(const struct bench_input *a,
+                                 const struct bench_input *b, char *why,
+                                 size_t whylen);
+
+/*
+ * Add the n (>= 1) inputs into one result, exactly, as if one process had
+ * run them all (bench_result_merge): messages, bytes, errors of each kind,
+ * connects, unanswered, late and pending connections summed, the
+ * histograms added bucket by bucket, connect_ms weighted by connects;
+ * conns, threads and rate summed. The window is the inputs' common
+ * interval, the overlap of their [start_unix_s, end_unix_s] (empty if they
+ * never ran together), and elapsed its length; r->merged_msgs_per_sec and
+ * r->merged_mbytes_per_sec are the sum of the inputs' own rates, and
+ * r->merged_overlap the common interval over the longest input's window,
+ * below BENCH_MERGE_OVERLAP a warning (bench_warnings). Inputs of
+ * different loads (bench_input_mismatch) are the caller's to refuse
+ * first. o and r point into in[0]'s strings afterwards.
+ */
+void bench_merge(struct bench_input *const *in, size_t n, struct bench_opts *o,
+                 struct bench_result *r);
+
+/*
+ * --hist: write h (nanoseconds) to the file at path, created or truncated,
+ * as HdrHistogram's .hgrm text in milliseconds (hist_write_hgrm). Returns
+ * 0, or -1 after reporting why the file could not be written.
+ */
+int bench_hist_save(const char *path, const struct hist *h);
+
+/*
+ * forkloop-bench merge [--json] [--hist FILE] FILE...: argv[0] is "merge".
+ * Reads each FILE (bench_input_read), refuses inputs of different loads,
+ * merges them (bench_merge) and prints the report of a run, text or with
+ * --json the JSON with "merged": N, which can be merged again; the
+ * warnings go to standard error too. Returns the exit status: 0, 1 when
+ * the report or --hist FILE could not be written, 2 on bad usage or a FILE
+ * that is unreadable, not a result, or of another load (the message names
+ * the file and what is wrong).
+ */
+int bench_merge_main(int argc, char **argv);
+
+#endif
