@@ -1,8 +1,8 @@
 /*
  * bench_run.c - forkloop-bench's run: the options split into one share per
- * thread, a worker (bench.c) for each share on an event base of its own,
- * and what the workers have in common decided here, once: when the load
- * starts, what a signal stops, and the one result they add up to.
+ * thread, a worker (bench_worker.c) for each share on an event base of its
+ * own, and what the workers have in common decided here, once: when the
+ * load starts, what a signal stops, and the one result they add up to.
  *
  * No libevent object is shared between threads, so libevent needs no locks
  * and evthread_use_pthreads is not called: every base is made here, then

@@ -1,8 +1,9 @@
 /*
  * bench_worker.h - one event loop's share of forkloop-bench's load
- * (bench.c), as the run (bench_run.c) drives it. A worker knows nothing of
- * threads: it tells the run what it reached through a callback, and the
- * run calls it back to start or stop, from the worker's own thread.
+ * (bench_worker.c, and the files bench_engine.h names), as the run
+ * (bench_run.c) drives it. A worker knows nothing of threads: it tells the
+ * run what it reached through a callback, and the run calls it back to
+ * start or stop, from the worker's own thread.
  */
 #ifndef FORKLOOP_BENCH_WORKER_H
 #define FORKLOOP_BENCH_WORKER_H

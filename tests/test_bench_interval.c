@@ -16,7 +16,7 @@
 
 #include "forkloop/bench_interval.h"
 
-/* A worker's cumulative figures, as bench.c keeps them. */
+/* A worker's cumulative figures, as its struct bench keeps them. */
 struct cum {
 	struct bench_result r;
 	struct hist late_due, late_sent;
