@@ -6,14 +6,19 @@
  * bucket and are added as the threads of one run are (bench_result_merge),
  * never their percentiles averaged.
  *
- * The JSON is read strictly: a field missing or of the wrong type, or a
- * histogram whose count, min and max disagree with its buckets, is an
- * error naming the field, since a merge of a damaged file would print
- * numbers that look right.
+ * The JSON is read strictly: a field missing or of the wrong type, a
+ * negative figure, a count that disagrees with its parts, or a histogram
+ * whose count, min and max disagree with its buckets, is an error naming
+ * the field, since a merge of a damaged file would print numbers that look
+ * right. Sums are checked the same way: every count of a merge stays within
+ * what a JSON integer holds here (jansson's json_int_t, int64), so that its
+ * output can be merged again, and every figure of its report is a finite
+ * number, so that the JSON holds no inf or nan.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +104,8 @@ static uint64_t jr_u64(struct jr *j, json_t *obj, const char *where,
 	return (uint64_t)json_integer_value(v);
 }
 
+/* Every number in a result is a time, a duration or a rate: none is
+ * negative. jansson reads none that is not finite. */
 static double jr_num(struct jr *j, json_t *obj, const char *where,
                      const char *key)
 {
@@ -110,7 +117,21 @@ static double jr_num(struct jr *j, json_t *obj, const char *where,
 		jr_fail(j, "%s is not a number", j->name);
 		return 0;
 	}
+	if (json_number_value(v) < 0) {
+		jr_fail(j, "%s is negative", j->name);
+		return 0;
+	}
 	return json_number_value(v);
+}
+
+/* A count of which a run always has one or more. */
+static uint64_t jr_pos(struct jr *j, json_t *obj, const char *key)
+{
+	uint64_t v = jr_u64(j, obj, "", key);
+
+	if (!j->bad && v == 0)
+		jr_fail(j, "%s is 0: not a result", key);
+	return v;
 }
 
 static int jr_bool(struct jr *j, json_t *obj, const char *where,
@@ -340,10 +361,10 @@ static void jr_opts(struct jr *j, json_t *root, struct bench_input *in)
 	    strcmp(in->load, "churn") != 0)
 		jr_fail(j, "load '%s' is not closed, open or churn", in->load);
 	o->churn = strcmp(in->load, "churn") == 0;
-	o->conns = jr_u64(j, root, "", "conns");
-	o->size = jr_u64(j, root, "", "size");
-	o->pipeline = jr_u64(j, root, "", "pipeline");
-	o->threads = jr_u64(j, root, "", "threads");
+	o->conns = jr_pos(j, root, "conns");
+	o->size = jr_pos(j, root, "size");
+	o->pipeline = jr_pos(j, root, "pipeline");
+	o->threads = jr_pos(j, root, "threads");
 	o->rate = jr_num(j, root, "", "rate");
 	o->warmup = jr_num(j, root, "", "warmup_s");
 	o->strict = jr_bool(j, root, "", "strict");
@@ -351,8 +372,42 @@ static void jr_opts(struct jr *j, json_t *root, struct bench_input *in)
 	o->connect_timeout = jr_num(j, root, "", "connect_timeout_s");
 }
 
+/*
+ * *sum += v where the sum stays a count the JSON can carry (jansson's
+ * json_int_t is int64, so INT64_MAX at most); 0, or -1 with *sum as it was.
+ */
+static int count_add(uint64_t *sum, uint64_t v)
+{
+	if (*sum > INT64_MAX || v > INT64_MAX - *sum)
+		return -1;
+	*sum += v;
+	return 0;
+}
+
+/* The sum of the kinds, or UINT64_MAX past INT64_MAX. */
+static uint64_t bench_errors_sum(const struct bench_errors *e)
+{
+	const uint64_t kinds[] = {e->mismatch, e->reset,     e->closed,
+	                          e->connect,  e->handshake, e->truncated};
+	uint64_t sum = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+		if (count_add(&sum, kinds[i]) < 0)
+			return UINT64_MAX;
+	return sum;
+}
+
+static const char *u64_str(uint64_t v, char *buf, size_t len)
+{
+	snprintf(buf, len, "%" PRIu64, v);
+	return buf;
+}
+
 static void jr_errors(struct jr *j, json_t *root, struct bench_result *r)
 {
+	char num[24];
+	uint64_t kinds;
 	json_t *k;
 
 	r->errors = jr_u64(j, root, "", "errors");
@@ -368,6 +423,11 @@ static void jr_errors(struct jr *j, json_t *root, struct bench_result *r)
 	r->err.connect = jr_u64(j, k, "error_kinds", "connect");
 	r->err.handshake = jr_u64(j, k, "error_kinds", "handshake");
 	r->err.truncated = jr_u64(j, k, "error_kinds", "truncated");
+	if (!j->bad && (kinds = bench_errors_sum(&r->err)) != r->errors)
+		jr_fail(j, "errors is %" PRIu64 " but error_kinds add up to %s",
+		        r->errors,
+		        kinds == UINT64_MAX ? "more than 2^63 - 1"
+		                            : u64_str(kinds, num, sizeof num));
 }
 
 static void jr_result(struct jr *j, json_t *root, struct bench_input *in)
@@ -415,6 +475,12 @@ static void jr_result(struct jr *j, json_t *root, struct bench_input *in)
 		in->msgs_per_sec = (double)r->messages / r->elapsed;
 		in->mbytes_per_sec = (double)r->bytes / r->elapsed / 1e6;
 	}
+	if (!j->bad &&
+	    (!isfinite(in->msgs_per_sec) || !isfinite(in->mbytes_per_sec)))
+		jr_fail(j,
+		        "duration_s %g is too short for its messages: the "
+		        "rate is past what a double holds",
+		        r->elapsed);
 }
 
 /* The line of buf that byte off is on, from 1. */
@@ -429,15 +495,32 @@ static int line_of(const char *buf, size_t off)
 }
 
 /*
- * The result among the JSON objects in buf: the "summary" of a stream, or
- * the last object of a file without types. NULL after saying why.
+ * Whether obj is a result: a --json object (its "type" is "summary", or it
+ * has none, as a file hand-made or from before types has), not one of
+ * --json-stream's interval lines.
+ */
+static int is_result(json_t *obj)
+{
+	json_t *type = json_object_get(obj, "type");
+
+	return type == NULL ||
+	       (json_is_string(type) &&
+	        strcmp(json_string_value(type), "summary") == 0);
+}
+
+/*
+ * The one result among the JSON objects in buf: a --json object, or the
+ * summary line of a --json-stream. Several (--json >> FILE, or files
+ * concatenated) are refused: which of them was meant cannot be known, and
+ * adding them all up would merge runs no one asked to merge. NULL after
+ * saying why.
  */
 static json_t *pick_result(const char *buf, size_t len, struct jr *j)
 {
-	json_t *obj, *type, *last = NULL, *summary = NULL;
+	json_t *obj, *result = NULL;
 	json_error_t err;
 	size_t off = 0;
-	int typed = 0;
+	int objects = 0, results = 0, second = 0;
 
 	for (;;) {
 		while (off < len && (buf[off] == ' ' || buf[off] == '\t' ||
@@ -452,7 +535,6 @@ static json_t *pick_result(const char *buf, size_t len, struct jr *j)
 			        line_of(buf, off) + err.line - 1);
 			break;
 		}
-		off += (size_t)err.position;
 		if (!json_is_object(obj)) {
 			json_decref(obj);
 			jr_fail(j,
@@ -461,31 +543,29 @@ static json_t *pick_result(const char *buf, size_t len, struct jr *j)
 			        line_of(buf, off));
 			break;
 		}
-		type = json_object_get(obj, "type");
-		typed |= type != NULL;
-		if (json_is_string(type) &&
-		    strcmp(json_string_value(type), "summary") == 0) {
-			json_decref(summary);
-			summary = json_incref(obj);
-		}
-		json_decref(last);
-		last = obj;
+		objects++;
+		if (is_result(obj) && ++results == 2)
+			second = line_of(buf, off);
+		if (is_result(obj) && result == NULL)
+			result = json_incref(obj);
+		json_decref(obj);
+		off += (size_t)err.position;
 	}
-	if (!j->bad && last == NULL)
+	if (!j->bad && objects == 0)
 		jr_fail(j, "empty: no JSON object");
-	if (!j->bad && summary == NULL && typed)
+	if (!j->bad && results == 0)
 		jr_fail(j, "a stream without its summary line (did the run "
 		           "end?)");
+	if (!j->bad && results > 1)
+		jr_fail(j,
+		        "holds %d results (the second at line %d): one result "
+		        "per file, as --json writes it",
+		        results, second);
 	if (j->bad) {
-		json_decref(summary);
-		json_decref(last);
+		json_decref(result);
 		return NULL;
 	}
-	if (summary != NULL) {
-		json_decref(last);
-		return summary;
-	}
-	return last;
+	return result;
 }
 
 int bench_input_parse(const char *buf, size_t len, struct bench_input *in,
@@ -554,10 +634,31 @@ int bench_input_read(const char *path, struct bench_input *in, char *why,
 	return rc;
 }
 
+int bench_input_same(const struct bench_input *a, const struct bench_input *b)
+{
+	return a->r.start_unix_s == b->r.start_unix_s &&
+	       a->r.end_unix_s == b->r.end_unix_s &&
+	       a->r.messages == b->r.messages && a->r.bytes == b->r.bytes;
+}
+
 const char *bench_input_mismatch(const struct bench_input *a,
                                  const struct bench_input *b, char *why,
                                  size_t whylen)
 {
+	/* Before the target, which differs too ("tls://"), to say why. */
+	if (a->o.tls != b->o.tls) {
+		snprintf(why, whylen, "%s, not %s", b->o.tls ? "TLS" : "plain",
+		         a->o.tls ? "TLS" : "plain");
+		return "tls";
+	}
+	/* A full handshake or an abbreviated one: different work for the
+	 * server on every connect. */
+	if (a->o.tls_resume != b->o.tls_resume) {
+		snprintf(why, whylen, "tls.resume %s, not %s",
+		         b->o.tls_resume ? "true" : "false",
+		         a->o.tls_resume ? "true" : "false");
+		return "tls.resume";
+	}
 	if (strcmp(a->target, b->target) != 0) {
 		snprintf(why, whylen, "target %s, not %s", b->target,
 		         a->target);
@@ -580,13 +681,162 @@ const char *bench_input_mismatch(const struct bench_input *a,
 	return NULL;
 }
 
-void bench_merge(struct bench_input *const *in, size_t n, struct bench_opts *o,
-                 struct bench_result *r)
+/* A count of a result that a merge sums, by its name in the JSON. */
+struct merge_count {
+	const char *name;
+	size_t off; /* of its uint64_t in struct bench_result */
+};
+
+/* Where a count is in struct bench_result. */
+#define RESULT_AT(field) offsetof(struct bench_result, field)
+
+static const struct merge_count merge_counts[] = {
+        {"messages", RESULT_AT(messages)},
+        {"bytes", RESULT_AT(bytes)},
+        {"errors", RESULT_AT(errors)},
+        {"error_kinds.mismatch", RESULT_AT(err.mismatch)},
+        {"error_kinds.reset", RESULT_AT(err.reset)},
+        {"error_kinds.closed", RESULT_AT(err.closed)},
+        {"error_kinds.connect", RESULT_AT(err.connect)},
+        {"error_kinds.handshake", RESULT_AT(err.handshake)},
+        {"error_kinds.truncated", RESULT_AT(err.truncated)},
+        {"connects", RESULT_AT(connects)},
+        {"late_conns", RESULT_AT(late_conns)},
+        {"conns_pending", RESULT_AT(conns_pending)},
+        {"in_flight", RESULT_AT(in_flight)},
+        {"unsent", RESULT_AT(unsent)},
+        {"tls.handshakes", RESULT_AT(tls.handshakes)},
+        {"tls.resumed", RESULT_AT(tls.resumed)},
+        /* A histogram's buckets add up to its count, each at most it. */
+        {"latency_us.count", RESULT_AT(latency.count)},
+        {"latency_us.hist.sum", RESULT_AT(latency.sum)},
+        {"latency_uncorrected_us.count", RESULT_AT(latency_uncorrected.count)},
+        {"latency_uncorrected_us.hist.sum", RESULT_AT(latency_uncorrected.sum)},
+        {"issue_lag_us.count", RESULT_AT(issue_lag.count)},
+        {"issue_lag_us.hist.sum", RESULT_AT(issue_lag.sum)},
+        {"tls.handshake_latency_us.count", RESULT_AT(tls.latency.count)},
+        {"tls.handshake_latency_us.hist.sum", RESULT_AT(tls.latency.sum)},
+};
+
+static uint64_t count_at(const struct bench_result *r, size_t off)
 {
+	uint64_t v;
+
+	memcpy(&v, (const char *)r + off, sizeof v);
+	return v;
+}
+
+static int merge_overflows(const char *name, char *why, size_t whylen)
+{
+	snprintf(why, whylen,
+	         "the sum of %s overflows: past %" PRId64 ", the largest "
+	         "count the JSON holds",
+	         name, INT64_MAX);
+	return -1;
+}
+
+static int merge_overflows_double(const char *name, char *why, size_t whylen)
+{
+	snprintf(why, whylen,
+	         "the sum of %s overflows: past the largest double", name);
+	return -1;
+}
+
+/*
+ * Whether every count of the merge, and what the report derives from them
+ * (unanswered, conns x pipeline), stays a count the JSON holds; 0, or -1
+ * with why.
+ */
+static int merge_counts_fit(struct bench_input *const *in, size_t n, char *why,
+                            size_t whylen)
+{
+	uint64_t sum, in_flight = 0, unsent = 0, conns = 0, threads = 0;
+	size_t i, k;
+
+	for (i = 0; i < sizeof merge_counts / sizeof merge_counts[0]; i++) {
+		sum = 0;
+		for (k = 0; k < n; k++)
+			if (count_add(&sum, count_at(&in[k]->r,
+			                             merge_counts[i].off)) < 0)
+				return merge_overflows(merge_counts[i].name,
+				                       why, whylen);
+	}
+	for (k = 0; k < n; k++) {
+		/* These two fit, by the sums above. */
+		in_flight += in[k]->r.in_flight;
+		unsent += in[k]->r.unsent;
+		if (count_add(&conns, in[k]->o.conns) < 0)
+			return merge_overflows("conns", why, whylen);
+		if (count_add(&threads, in[k]->o.threads) < 0)
+			return merge_overflows("threads", why, whylen);
+	}
+	if (count_add(&in_flight, unsent) < 0)
+		return merge_overflows("unanswered", why, whylen);
+	/* Little's law's check divides by the messages kept in flight. */
+	if (in[0]->o.pipeline > 0 && conns > INT64_MAX / in[0]->o.pipeline) {
+		snprintf(why, whylen,
+		         "conns %" PRIu64 " x pipeline %" PRIu64
+		         " overflows: past %" PRId64,
+		         conns, in[0]->o.pipeline, INT64_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Whether every figure the report prints (bench_report_text and _json,
+ * bench_warnings) is a finite number, s being bench_summarize's of o and
+ * r; 0, or -1 with why. The inputs are finite and not negative, but their
+ * sums and products need not be.
+ */
+static int merge_finite(const struct bench_opts *o,
+                        const struct bench_result *r,
+                        const struct bench_summary *s, char *why, size_t whylen)
+{
+	const struct {
+		const char *name;
+		double v;
+	} figures[] = {
+	        {"rate", o->rate},
+	        {"warmup_s", o->warmup},
+	        {"setup_timeout_s", o->setup_timeout},
+	        {"connect_timeout_s", o->connect_timeout},
+	        {"duration_s", r->elapsed},
+	        {"start_unix_s", r->start_unix_s},
+	        {"end_unix_s", r->end_unix_s},
+	        {"connect_ms", r->connect_ms},
+	        {"setup_ms", r->setup_ms},
+	        {"load_start_ms", r->load_start_ms},
+	        {"overlap of the windows", r->merged_overlap},
+	        {"msgs_per_sec", s->msgs_per_sec},
+	        {"mbytes_per_sec", s->mbytes_per_sec},
+	        {"rate_shortfall_pct", s->rate_shortfall_pct},
+	        {"little_ratio", s->little_ratio},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof figures / sizeof figures[0]; i++) {
+		if (isfinite(figures[i].v))
+			continue;
+		snprintf(why, whylen,
+		         "the merged %s is not a finite number: the inputs' "
+		         "figures are too large",
+		         figures[i].name);
+		return -1;
+	}
+	return 0;
+}
+
+int bench_merge(struct bench_input *const *in, size_t n, struct bench_opts *o,
+                struct bench_result *r, char *why, size_t whylen)
+{
+	struct bench_summary s;
 	double start = in[0]->r.start_unix_s, end = in[0]->r.end_unix_s;
 	double longest = 0;
 	size_t k;
 
+	if (merge_counts_fit(in, n, why, whylen) < 0)
+		return -1;
 	*o = in[0]->o;
 	o->conns = o->threads = 0;
 	o->rate = 0;
@@ -623,6 +873,12 @@ void bench_merge(struct bench_input *const *in, size_t n, struct bench_opts *o,
 		if (x->r.end_unix_s - x->r.start_unix_s > longest)
 			longest = x->r.end_unix_s - x->r.start_unix_s;
 	}
+	if (!isfinite(o->rate))
+		return merge_overflows_double("rate", why, whylen);
+	if (!isfinite(r->merged_msgs_per_sec))
+		return merge_overflows_double("msgs_per_sec", why, whylen);
+	if (!isfinite(r->merged_mbytes_per_sec))
+		return merge_overflows_double("mbytes_per_sec", why, whylen);
 	if (!r->setup_done)
 		r->setup_ms = 0;
 	if (end < start)
@@ -632,6 +888,8 @@ void bench_merge(struct bench_input *const *in, size_t n, struct bench_opts *o,
 	r->end_unix_s = end;
 	r->elapsed = end - start;
 	r->merged_overlap = longest > 0 ? (end - start) / longest : 1;
+	bench_summarize(o, r, &s);
+	return merge_finite(o, r, &s, why, whylen);
 }
 
 static const char merge_usage_text[] =
@@ -642,9 +900,11 @@ static const char merge_help_text[] =
         "that loaded\n"
         "one server at the same time, into one report, as if one process had "
         "run\n"
-        "them all. A FILE holds one JSON object, or a --json-stream of them "
-        "(its\n"
-        "summary counts).\n"
+        "them all. A FILE holds one result: one JSON object, or a "
+        "--json-stream (its\n"
+        "summary line counts); a file with several (--json >> FILE) is "
+        "refused. A FILE\n"
+        "of - is standard input, which can be given once.\n"
         "\n"
         "Summed: messages, bytes, errors of each kind, connects, unanswered, "
         "late\n"
@@ -654,11 +914,11 @@ static const char merge_help_text[] =
         "message.\n"
         "msgs_per_sec and mbytes_per_sec are the sum of each run's own; "
         "duration_s\n"
-        "is the interval they all ran in, from start_unix_s to end_unix_s. A "
-        "warning\n"
-        "says when that is less than 90% of the longest run: they did not "
-        "run at\n"
-        "the same time, and their rates summed are not one load.\n"
+        "is the overlap of their windows (start_unix_s to end_unix_s). A "
+        "warning says\n"
+        "when that is less than 90% of the longest run: they did not run at "
+        "the same\n"
+        "time, and their rates summed are not one load.\n"
         "\n"
         "      --json               print one JSON object, with \"merged\": "
         "N, which\n"
@@ -668,13 +928,19 @@ static const char merge_help_text[] =
         "                           (.hgrm, values in milliseconds)\n"
         "  -h, --help               show this help and exit\n"
         "\n"
-        "The FILEs must have the same target, size, pipeline and load.\n"
+        "The FILEs must have the same target (TLS or plain), --tls-resume, "
+        "size,\n"
+        "pipeline and load (closed, open or churn). The same result given "
+        "twice (the\n"
+        "same start_unix_s, end_unix_s, messages and bytes) is refused.\n"
         "\n"
         "Exit status: 0 when the report was printed, 1 if it or --hist FILE "
         "could\n"
-        "not be written, 2 on bad usage or a FILE that cannot be read, is "
-        "not a\n"
-        "result, or is of another load (the message names the FILE).\n"
+        "not be written, 2 on bad usage, a FILE that cannot be read, is not "
+        "one\n"
+        "result, is of another load or the same result as another, or a sum "
+        "that\n"
+        "overflows (the message names the FILE, or the sum).\n"
         "\n"
         "Example:\n"
         "  forkloop-bench --json -c 50 -d 10 127.0.0.1:6666 >a.json &\n"
@@ -705,7 +971,7 @@ static int merge_bad(const char *fmt, const char *arg)
 static int merge_read(char **paths, size_t n, struct bench_input **in)
 {
 	char why[BENCH_INPUT_WHYLEN];
-	size_t k;
+	size_t i, k;
 
 	for (k = 0; k < n; k++) {
 		if ((in[k] = malloc(sizeof **in)) == NULL) {
@@ -721,6 +987,15 @@ static int merge_read(char **paths, size_t n, struct bench_input **in)
 			log_error("%s: %s as in %s: results of different loads "
 			          "do not add up",
 			          paths[k], why, paths[0]);
+			return 2;
+		}
+		for (i = 0; i < k; i++) {
+			if (!bench_input_same(in[i], in[k]))
+				continue;
+			log_error("%s: the same result as %s (the same "
+			          "start_unix_s, end_unix_s, messages and "
+			          "bytes): a result counts once",
+			          paths[k], paths[i]);
 			return 2;
 		}
 	}
@@ -751,15 +1026,32 @@ static int merge_report(const struct bench_opts *o,
 	return status;
 }
 
+/* Read the n inputs into in, merge them into r and report; the status. */
+static int merge_run(char **paths, size_t n, struct bench_input **in,
+                     struct bench_result *r, int json, const char *hist)
+{
+	struct bench_opts o;
+	char why[BENCH_INPUT_WHYLEN];
+	int status;
+
+	if ((status = merge_read(paths, n, in)) != 0)
+		return status;
+	if (bench_merge(in, n, &o, r, why, sizeof why) < 0) {
+		log_error("%s", why);
+		return 2;
+	}
+	o.json = json;
+	return merge_report(&o, r, json, hist);
+}
+
 int bench_merge_main(int argc, char **argv)
 {
 	struct bench_input **in = NULL;
 	struct bench_result *r = NULL;
-	struct bench_opts o;
 	const char *hist = NULL;
 	char opt[3];
 	int c, json = 0, status = 1;
-	size_t n, k;
+	size_t n, k, stdins;
 
 	optind = 0;
 	opterr = 0;
@@ -788,14 +1080,16 @@ int bench_merge_main(int argc, char **argv)
 	if (optind == argc)
 		return merge_bad("%s", "no FILE to merge");
 	n = (size_t)(argc - optind);
+	for (k = 0, stdins = 0; k < n; k++)
+		stdins += strcmp(argv[optind + k], "-") == 0;
+	if (stdins > 1)
+		return merge_bad("%s",
+		                 "standard input can be given once ('-')");
 	if ((in = calloc(n, sizeof *in)) == NULL ||
 	    (r = malloc(sizeof *r)) == NULL)
 		log_error("out of memory");
-	else if ((status = merge_read(argv + optind, n, in)) == 0) {
-		bench_merge(in, n, &o, r);
-		o.json = json;
-		status = merge_report(&o, r, json, hist);
-	}
+	else
+		status = merge_run(argv + optind, n, in, r, json, hist);
 	for (k = 0; in != NULL && k < n; k++)
 		free(in[k]);
 	free(in);

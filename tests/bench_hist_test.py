@@ -2,7 +2,9 @@
 .hgrm file holds the histogram the JSON reports, and results of processes
 run at the same time add up exactly, bucket by bucket, into one report that
 can itself be merged again. Bad input is refused with exit status 2 and a
-message that names the file."""
+message that names the file: not one result, the same result twice, another
+load, counts that do not add up, or sums that overflow; no merge prints inf
+or nan."""
 
 import json
 import os
@@ -62,15 +64,29 @@ class BenchHistTest(fltest.ProcTestCase):
                                          "127.0.0.1:0"])
         return "127.0.0.1:%d" % srv.port
 
-    def bench(self, *args):
+    def bench(self, *args, stdin=subprocess.DEVNULL):
         argv = [fltest.binary("bench")] + [str(a) for a in args]
         return subprocess.run(argv, capture_output=True, timeout=60,
-                              start_new_session=True)
+                              start_new_session=True, stdin=stdin)
 
-    def merge(self, *args, status=0):
-        p = self.bench("merge", *args)
+    def merge(self, *args, status=0, stdin=subprocess.DEVNULL):
+        p = self.bench("merge", *args, stdin=stdin)
         self.assertEqual(p.returncode, status, p.stderr.decode())
         return p
+
+    def write(self, name, result):
+        """A result (a dict, or text as it is) into the file name; its
+        path."""
+        with open(self.path(name), "w") as f:
+            f.write(result if isinstance(result, str) else
+                    json.dumps(result) + "\n")
+        return self.path(name)
+
+    def refused(self, files, want):
+        """merge of files exits 2, prints nothing, and says want."""
+        p = self.merge(*files, status=2)
+        self.assertIn(want, p.stderr.decode())
+        self.assertEqual(p.stdout, b"")
 
     def merge_json(self, *files):
         p = self.merge("--json", *files)
@@ -256,6 +272,160 @@ class BenchHistTest(fltest.ProcTestCase):
         p = self.merge("--help")
         self.assertIn("merge [-h] [--json] [--hist FILE] FILE...",
                       p.stdout.decode())
+
+    def test_several_results_in_one_file_are_refused(self):
+        # --json >> results.json, or cat a.json b.json: two runs in one
+        # file, of which merge must not quietly take one.
+        target = self.echo()
+        self.run_to("a.json", "-c", 2, "-n", 50, target)
+        self.run_to("b.json", "-c", 2, "-n", 50, target)
+        with open(self.path("a.json")) as f:
+            a = f.read()
+        with open(self.path("b.json")) as f:
+            b = f.read()
+        ab = self.write("ab.json", a + b)
+        self.refused([ab], "%s: holds 2 results" % ab)
+        self.refused([ab], "one result per file")
+        untyped = [json.loads(x) for x in (a, b, a)]
+        for x in untyped:
+            del x["type"]
+        aba = self.write("aba.json", "".join(json.dumps(x) + "\n"
+                                             for x in untyped))
+        self.refused([aba], "%s: holds 3 results" % aba)
+        # A --json-stream: interval lines and one summary.
+        p = self.bench("--json-stream", "-i", 0.1, "-c", 2, "-d", 0.5,
+                       target)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        lines = [json.loads(x) for x in p.stdout.decode().splitlines()]
+        self.assertGreater(len(lines), 2)
+        summary = lines[-1]
+        self.assertEqual(summary["type"], "summary")
+        stream = self.write("stream.json", p.stdout.decode())
+        m, _ = self.merge_json(stream)
+        self.assertEqual(m["messages"], summary["messages"])
+        twice = self.write("twice.json", p.stdout.decode() * 2)
+        self.refused([twice], "%s: holds 2 results" % twice)
+
+    def test_same_result_twice_is_refused(self):
+        target = self.echo()
+        self.run_to("a.json", "-c", 2, "-n", 50, target)
+        self.run_to("b.json", "-c", 2, "-n", 50, target)
+        a, b = self.path("a.json"), self.path("b.json")
+        self.refused([a, b, a], "%s: the same result as %s" % (a, a))
+        with open(a) as f:
+            copy = self.write("copy.json", f.read())
+        self.refused([a, copy], "%s: the same result as %s" % (copy, a))
+        # Different runs merge, though they ran one after the other.
+        m, _ = self.merge_json(a, b)
+        self.assertEqual(m["merged"], 2)
+
+    def test_absurd_inputs_are_refused(self):
+        target = self.echo()
+        good = self.run_to("good.json", "-c", 2, "-n", 50, target)
+        messages = good["messages"]
+
+        def variant(name, **fields):
+            x = json.loads(json.dumps(good))
+            for k, v in fields.items():
+                x[k] = v
+            return self.write(name, x)
+
+        for field in ("conns", "pipeline", "size"):
+            bad = variant(field + ".json", **{field: 0})
+            self.refused([bad], "%s: %s is 0: not a result" % (bad, field))
+        bad = variant("dur.json", duration_s=-1.5)
+        self.refused([bad], "%s: duration_s is negative" % bad)
+        bad = variant("neg.json", messages=-1)
+        self.refused([bad], "%s: messages is not a count" % bad)
+        bad = variant("errors.json", errors=good["errors"] + 1)
+        self.refused([bad], "%s: errors is %d but error_kinds add up to %d"
+                     % (bad, good["errors"] + 1, good["errors"]))
+        # Four of 2^62 messages: 2^64, which wraps to 0 in 64 bits.
+        four = [variant("m%d.json" % i, messages=2 ** 62,
+                        start_unix_s=good["start_unix_s"] - i / 1e3)
+                for i in range(4)]
+        self.refused(four, "the sum of messages overflows")
+        # Bucket counts that add up past what a JSON integer holds here.
+        lat = json.loads(json.dumps(good["latency_us"]))
+        lat["hist"]["buckets"][0][1] += 2 ** 62
+        lat["count"] += 2 ** 62
+        two = [variant("h%d.json" % i, latency_us=lat,
+                       start_unix_s=good["start_unix_s"] - i / 1e3)
+               for i in range(2)]
+        self.refused(two, "the sum of latency_us.count overflows")
+        # One of them is fine, and merges again.
+        m, _ = self.merge_json(two[0])
+        self.assertEqual(m["latency_us"]["count"], messages + 2 ** 62)
+        # Extreme figures that are still a result print none of inf or
+        # nan: each is refused, or its JSON reads back.
+        extreme = [{"duration_s": 1e-310}, {"duration_s": 1e-300},
+                   {"connect_ms": 1e300, "connects": 2 ** 62},
+                   {"load": "open", "rate": 1.5e308},
+                   {"load": "open", "rate": 1e300},
+                   {"end_unix_s": 1.7e308}, {"setup_ms": 1.7e308},
+                   {"conns": 2 ** 62, "pipeline": 2 ** 40}]
+        for i, fields in enumerate(extreme):
+            files = [variant("x%d-%d.json" % (i, k),
+                             start_unix_s=good["start_unix_s"] - k / 1e3,
+                             **fields) for k in range(2)]
+            for args in (["--json"] + files, files):
+                p = self.bench("merge", *args)
+                out = p.stdout.decode()
+                self.assertIn(p.returncode, (0, 2), (fields, out))
+                self.assertNotRegex(out, r"(?i)\b-?(inf|nan)\b",
+                                    (fields, out))
+                if p.returncode == 2:
+                    self.assertEqual(out, "", fields)
+                elif args[0] == "--json":
+                    json.loads(out, parse_constant=self.fail)
+
+    def tls_result(self, plain, resume):
+        """The plain result as if it had run over TLS."""
+        x = json.loads(json.dumps(plain))
+        x["target"] = "tls://" + plain["target"]
+        x["tls"] = {"verify": False, "ca": None, "client_cert": False,
+                    "resume": resume, "version": "TLSv1.3",
+                    "cipher": "TLS_AES_256_GCM_SHA384",
+                    "handshakes": plain["conns"], "resumed": 0,
+                    "handshake_latency_us": plain["latency_us"],
+                    "error": None}
+        return x
+
+    def test_tls_and_resume_must_agree(self):
+        target = self.echo()
+        good = self.run_to("plain.json", "-c", 2, "-n", 50, target)
+        plain = self.path("plain.json")
+        t1 = self.write("t1.json", self.tls_result(good, False))
+        x = self.tls_result(good, False)
+        x["start_unix_s"] -= 0.001
+        t2 = self.write("t2.json", x)
+        x = self.tls_result(good, True)
+        x["start_unix_s"] -= 0.002
+        resumed = self.write("resumed.json", x)
+        self.refused([plain, t1], "%s: TLS, not plain as in %s" % (t1, plain))
+        self.refused([t1, plain], "%s: plain, not TLS as in %s" % (plain, t1))
+        self.refused([t1, resumed], "%s: tls.resume true, not false as in %s"
+                     % (resumed, t1))
+        m, _ = self.merge_json(t1, t2)
+        self.assertEqual(m["tls"]["handshakes"], 2 * good["conns"])
+        self.assertFalse(m["tls"]["resume"])
+        p = self.merge("--help")
+        self.assertIn("same target (TLS or plain), --tls-resume, size, "
+                      "pipeline and load", " ".join(p.stdout.decode().split()))
+
+    def test_standard_input_once(self):
+        target = self.echo()
+        good = self.run_to("a.json", "-c", 2, "-n", 50, target)
+        with open(self.path("a.json"), "rb") as f:
+            m = json.loads(self.merge("--json", "-", stdin=f).stdout)
+        self.assertEqual(m["messages"], good["messages"])
+        p = self.merge("-", "-", status=2)
+        self.assertIn("standard input can be given once", p.stderr.decode())
+        self.assertEqual(p.stdout, b"")
+        text = " ".join(self.merge("--help").stdout.decode().split())
+        self.assertIn("A FILE of - is standard input", text)
+        self.assertIn("the overlap of their windows", text)
+        self.assertNotIn("the interval they all ran in", text)
 
 
 if __name__ == "__main__":
