@@ -1,7 +1,9 @@
 """forkloop-bench --source: connections spread round-robin over local
 addresses, each bound before its connect; the limits checked before a run
-(local ports per source address, descriptors); and bench/multi, several
-forkloop-bench processes whose results forkloop-bench merge adds up.
+(local ports per source address, descriptors); bench/multi, several
+forkloop-bench processes whose results forkloop-bench merge adds up: the
+options it refuses, the errors it shows, how a signal stops it; and
+bench/many-sources (root: a network namespace of its own).
 
 The port limit is reached in a network namespace the test makes (unshare
 -n, as root), whose ip_local_port_range is narrowed to 100 ports; a name
@@ -13,6 +15,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,34 @@ def peers(server):
         lines = [l for l in server.lines if l is not None]
     return collections.Counter(m.group(1).strip("[]")
                                for m in map(PEER_RE.search, lines) if m)
+
+
+def session_pids(sid):
+    """The processes of session sid that are not zombies."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def exe_of(pid):
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None
+
+
+def script(name):
+    return os.path.join(os.environ["FORKLOOP_SOURCE_ROOT"], "bench", name)
 
 
 def run_bench(*args, preexec=None, timeout=60):
@@ -251,6 +282,208 @@ class BenchSourceTest(fltest.ProcTestCase):
         self.assertNotEqual(p.returncode, 0, err)
         self.assertRegex(err, r"run 2 .*exited 1")
         self.assertIn("cannot bind to source address 192.0.2.1", err)
+
+    def test_multi_shows_the_error_not_the_usage_text(self):
+        # Job 100 of --source 127.0.0.1{#} would get this address: each
+        # process refuses it, then prints its usage text.
+        with tempfile.TemporaryDirectory() as out:
+            p = subprocess.run(
+                [script("multi"), "-j", "2", "--out", out, "--", "-n", "1",
+                 "--source", "127.0.0.1100", "127.0.0.1:7"],
+                capture_output=True, timeout=100, start_new_session=True)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 1, err)
+        for k in (1, 2):
+            self.assertIn("bench/multi: run %d exited 2\n  forkloop-bench: "
+                          "bad --source '127.0.0.1100': not a valid IPv4 "
+                          "address" % k, err)
+        self.assertNotIn("usage:", err)
+        self.assertNotIn("HOST:PORT", err)
+
+    def test_multi_refuses_options_that_break_the_results(self):
+        with tempfile.TemporaryDirectory() as out:
+            hgrm = os.path.join(out, "lat.hgrm")
+            cases = [
+                (["--json"], "'--json'"),
+                (["--json-stream"], "'--json-stream'"),
+                (["--json-s"], "'--json-s'"),
+                (["-i0.5"], "'-i0.5'"),
+                (["-i", "1"], "'-i'"),
+                (["-s64", "-i3"], "'-i3'"),
+                (["--interval=1"], "'--interval=1'"),
+                (["--inter", "2"], "'--inter'"),
+                (["--hist", hgrm], "'--hist %s'" % hgrm),
+                (["--hist=" + hgrm], "'--hist=%s'" % hgrm),
+                (["--hi", hgrm], "'--hi %s'" % hgrm),
+                (["-h"], "'-h'"),
+                (["--version"], "'--version'"),
+            ]
+            for args, named in cases:
+                p = subprocess.run(
+                    [script("multi"), "-j", "2", "--out", out, "--",
+                     "-n", "10"] + args + ["127.0.0.1:7"],
+                    capture_output=True, timeout=60, start_new_session=True)
+                err = p.stderr.decode()
+                self.assertEqual(p.returncode, 2, (args, err))
+                self.assertIn("bench/multi: %s among forkloop-bench's "
+                              "arguments: " % named, err)
+                self.assertIn("usage: bench/multi", err)
+                self.assertEqual(os.listdir(out), [], args)
+            # An option's value is not taken for an option, and --hist
+            # with the job number in it gives each process its own file.
+            srv = self.echo()
+            p = subprocess.run(
+                [script("multi"), "-j", "2", "--out", out, "--",
+                 "-c", "2", "-n", "20", "--source", "-i",
+                 "127.0.0.1:%d" % srv.port],
+                capture_output=True, timeout=60, start_new_session=True)
+            self.assertEqual(p.returncode, 1, p.stderr.decode())
+            self.assertIn("forkloop-bench: bad --source '-i'",
+                          p.stderr.decode())
+            p = subprocess.run(
+                [script("multi"), "-j", "2", "--out", out, "--", "-c", "2",
+                 "-n", "20", "--hist", os.path.join(out, "lat-{#}.hgrm"),
+                 "127.0.0.1:%d" % srv.port],
+                capture_output=True, timeout=60, start_new_session=True)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            for k in (1, 2):
+                with open(os.path.join(out, "lat-%d.hgrm" % k)) as f:
+                    self.assertIn("Value", f.readline())
+        p = subprocess.run([script("multi"), "--help"], capture_output=True,
+                           timeout=10)
+        for opt in ["-i/--interval", "--json-stream", "--hist FILE",
+                    "-h/--help", "{#}"]:
+            self.assertIn(opt, p.stdout.decode())
+
+    def test_multi_knows_every_bench_option(self):
+        # bench/multi finds refused options the way getopt_long would,
+        # abbreviations included, from its copy of forkloop-bench's
+        # options: it must name each one --help does, and which take a
+        # value.
+        p = subprocess.run([fltest.binary("bench"), "--help"],
+                           capture_output=True, timeout=10)
+        opt_re = re.compile(r"^  (?:-(\w), |    )--([a-z][a-z-]*)( [^ ]+)?  ")
+        longs, shorts = set(), set()
+        for line in p.stdout.decode().splitlines():
+            m = opt_re.match(line)
+            if m:
+                longs.add(m.group(2) + ("=" if m.group(3) else ""))
+                if m.group(1) and m.group(3):
+                    shorts.add(m.group(1))
+        self.assertIn("interval=", longs)
+        with open(script("multi")) as f:
+            text = f.read()
+        table = re.search(r"^bench_longopts=\(([^)]*)\)", text, re.M)
+        short = re.search(r"^bench_shortargs=(\w+)$", text, re.M)
+        self.assertEqual(set(table.group(1).split()), longs,
+                         "bench/multi's bench_longopts differs from "
+                         "forkloop-bench --help")
+        self.assertEqual(set(short.group(1)), shorts,
+                         "bench/multi's bench_shortargs differs from "
+                         "forkloop-bench --help")
+
+    def multi_stopped(self, sig, want_rc):
+        """multi -d 20 stopped by sig to the script's pid alone: it stops
+        parallel and every job, merges what they printed, and exits
+        want_rc, with nothing of its session left."""
+        srv = self.echo()
+        with tempfile.TemporaryDirectory() as out:
+            p = subprocess.Popen(
+                [script("multi"), "-j", "2", "--out", out, "--json", "--",
+                 "-c", "2", "-d", "20", "127.0.0.1:%d" % srv.port],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                 signal.SIG_DFL))
+            sid = p.pid
+            try:
+                bench = os.path.realpath(fltest.binary("bench"))
+                jobs = lambda: [q for q in session_pids(sid)
+                                if exe_of(q) == bench]
+                fltest.wait_until(lambda: len(jobs()) == 2 and
+                                  sum(peers(srv).values()) >= 4, 30)
+                self.assertEqual(len(jobs()), 2)
+                self.assertEqual(sum(peers(srv).values()), 4)
+                os.kill(p.pid, sig)
+                stdout, stderr = p.communicate(timeout=12)
+                left = fltest.wait_until(lambda: not session_pids(sid), 5)
+                self.assertTrue(left, "left running: %s" % [
+                    (q, exe_of(q)) for q in session_pids(sid)])
+            finally:
+                for q in session_pids(sid):
+                    os.kill(q, signal.SIGKILL)
+                p.kill()
+                p.wait()
+            err = stderr.decode()
+            self.assertEqual(p.returncode, want_rc, err)
+            self.assertIn("bench/multi: SIG%s: stopped GNU parallel, which "
+                          "sent SIGTERM to the runs still going (1 2)"
+                          % sig.name[3:], err)
+            # Each job printed its report on SIGTERM; both are merged.
+            runs = []
+            for k in (1, 2):
+                with open(os.path.join(out, "run-%d.json" % k)) as f:
+                    runs.append(json.load(f))
+            self.assertEqual([r["interrupted"] for r in runs], [True] * 2)
+            merged = json.loads(stdout)
+            self.assertIs(merged["interrupted"], True)
+            self.assertEqual(merged["messages"],
+                             sum(r["messages"] for r in runs))
+            self.assertEqual(merged["errors"], 0)
+
+    def test_multi_sigterm_stops_every_job(self):
+        self.multi_stopped(signal.SIGTERM, 143)
+
+    def test_multi_sigint_stops_every_job(self):
+        self.multi_stopped(signal.SIGINT, 130)
+
+    def test_multi_perl_replacement_gives_each_job_a_range(self):
+        # The form bench/README.md gives for more than 99 jobs: job K's
+        # connections come from 127.0.K.1 and 127.0.K.2.
+        srv = self.echo()
+        with tempfile.TemporaryDirectory() as out:
+            p = subprocess.run(
+                [script("multi"), "-j", "2", "--out", out, "--json", "--",
+                 "-c", "4", "-n", "40", "--source",
+                 "127.0.{= $_ = seq() =}.1-127.0.{= $_ = seq() =}.2",
+                 "127.0.0.1:%d" % srv.port],
+                capture_output=True, timeout=100, start_new_session=True)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["messages"], 80)
+        self.assertEqual(dict(self.wait_peers(srv, 8)),
+                         {"127.0.%d.%d" % (k, i): 2 for k in (1, 2)
+                          for i in (1, 2)})
+
+    def test_many_sources_refuses_conns_it_cannot_show(self):
+        for c in ["1000", "4001", "0", "x"]:
+            p = subprocess.run([script("many-sources"), "-c", c],
+                               capture_output=True, timeout=10)
+            err = p.stderr.decode()
+            self.assertEqual(p.returncode, 2, (c, err))
+            self.assertIn("bad -c '%s': it must be more than one source "
+                          "address's 1000 ports and at most the 4000 that 4 "
+                          "addresses allow" % c, err)
+            self.assertIn("CONNS: more than one source address's 1000 "
+                          "ports, at most 4000", err)
+
+    def test_many_sources_no_write_prints_the_report_only(self):
+        results = os.path.join(os.environ["FORKLOOP_SOURCE_ROOT"], "bench",
+                               "results")
+        before = set(os.listdir(results))
+        p = subprocess.run([script("many-sources"), "-c", "1100", "-d", "1",
+                            "--no-write"], capture_output=True, timeout=100,
+                           start_new_session=True)
+        out = p.stdout.decode()
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertTrue(out.startswith("# 1100 connections from four source "
+                                       "addresses: "), out)
+        self.assertNotIn(".md\n", out)
+        self.assertNotIn("conns_lost", out)
+        for key in ["messages", "errors", "connects"]:
+            self.assertRegex(out, r"\| `%s` \| \d" % key)
+        self.assertIn("| `errors` | 0 |", out)
+        new = set(os.listdir(results)) - before
+        self.assertEqual([n for n in new if "many-sources" in n], [])
 
 
 if __name__ == "__main__":
