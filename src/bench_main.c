@@ -1,6 +1,7 @@
 /*
  * forkloop-bench - echo load generator: parse options, run, report.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct bench_result *r;
 	char warn[BENCH_MAX_WARNINGS][BENCH_WARNING_LEN];
-	int status, nwarn, i, sig;
+	int status, nwarn, i, sig, rc;
 
 	stdfds_open();
 	log_init(argv[0], LOG_NORMAL);
@@ -37,7 +38,9 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		return 1;
 	}
-	if (bench_run(&o, r) < 0) {
+	/* 1: it stopped on an error, said already, after it began to
+	 * measure; what it measured is reported all the same. */
+	if ((rc = bench_run(&o, r)) < 0) {
 		free(r);
 		return 1;
 	}
@@ -46,12 +49,18 @@ int main(int argc, char **argv)
 		bench_report_json(stdout, &o, r);
 	else
 		bench_report_text(stdout, &o, r);
-	fflush(stdout);
-	status = r->errors > 0 ? 1 : 0;
+	status = rc > 0 || r->errors > 0 ? 1 : 0;
+	/* A report lost to a full disk or a closed pipe must not exit 0;
+	 * ferror also keeps what --json-stream's lines met. */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		log_error("cannot write the report: %s", strerror(errno));
+		status = 1;
+	}
 	if (o.hist != NULL && bench_hist_save(o.hist, &r->latency) < 0)
 		status = 1;
-	if (status != 0)
-		log_error("%llu errors", (unsigned long long)r->errors);
+	if (r->errors > 0)
+		log_error("%llu error%s", (unsigned long long)r->errors,
+		          r->errors == 1 ? "" : "s");
 	if (r->stalled)
 		status = 1;
 	if (r->messages == 0 && !r->interrupted) {

@@ -718,6 +718,22 @@ static void run_result(struct run *run, struct bench_result *r)
 	run_wall_window(r, t0, t1);
 }
 
+/* Whether any worker began to measure. */
+static int run_measured(const struct run *run)
+{
+	struct bench_progress p;
+	uint64_t i;
+
+	for (i = 0; i < run->n; i++) {
+		if (run->slots[i].w == NULL)
+			continue;
+		bench_progress(run->slots[i].w, &p);
+		if (p.measuring)
+			return 1;
+	}
+	return 0;
+}
+
 int bench_run(const struct bench_opts *o, struct bench_result *r)
 {
 	struct run run;
@@ -737,18 +753,24 @@ int bench_run(const struct bench_opts *o, struct bench_result *r)
 		run_threads(&run);
 	if (run.progress)
 		fprintf(stderr, "\r\033[K");
+	rc = 0;
 	if (run.fatal_slot != NO_SLOT) {
 		log_error("%s", bench_why(run.slots[run.fatal_slot].w));
-		goto out;
-	}
-	if (run.why[0] != '\0') {
+		rc = 1;
+	} else if (run.why[0] != '\0') {
 		log_error("%s", run.why);
+		rc = 1;
+	}
+	/* A failure before measuring began leaves nothing to report; one
+	 * after it (a --churn connection's bind, say) leaves what was
+	 * measured, and -i's lines already out need their report. */
+	if (rc != 0 && !run_measured(&run)) {
+		rc = -1;
 		goto out;
 	}
 	if (run.ivals != NULL)
 		bench_ivals_end(run.ivals);
 	run_result(&run, r);
-	rc = 0;
 out:
 	run_free(&run);
 	return rc;

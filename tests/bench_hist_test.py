@@ -171,6 +171,20 @@ class BenchHistTest(fltest.ProcTestCase):
         self.assertIn("cannot write %s" % bad, p.stderr.decode())
         self.assertIn("messages", p.stdout.decode())
 
+    def test_report_write_error_is_exit_1(self):
+        # /dev/full: every write fails with ENOSPC, as on a full disk.
+        target = self.echo()
+        for mode in ("--json", "--json-stream"):
+            with open("/dev/full", "w") as full:
+                argv = [fltest.binary("bench"), mode, "-c", "2", "-d",
+                        "0.3", target]
+                p = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE,
+                                   timeout=60, start_new_session=True)
+            err = p.stderr.decode()
+            self.assertEqual(p.returncode, 1, err)
+            self.assertIn("cannot write the report: No space left on device",
+                          err)
+
     def test_two_processes_merge_exactly(self):
         target = self.echo()
         a, b = self.two_at_once(target)

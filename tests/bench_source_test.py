@@ -215,6 +215,24 @@ class BenchSourceTest(fltest.ProcTestCase):
         self.assertEqual(err.count("cannot bind"), 1, err)
         self.assertEqual(sum(peers(srv).values()), 0)
 
+    def test_bind_failure_after_measuring_still_reports(self):
+        # --churn measures from its first connect: connection 1's source,
+        # 192.0.2.1, fails to bind after the window began, so the lines
+        # already printed get their summary, and the exit status is 1.
+        srv = self.echo()
+        p = run_bench("-c", 3, "-d", 2, "--churn", "--json-stream", "-i",
+                      0.1, "--source", "127.0.0.2,192.0.2.1",
+                      "127.0.0.1:%d" % srv.port)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(err.count("cannot bind to source address "
+                                   "192.0.2.1"), 1, err)
+        lines = [json.loads(x) for x in p.stdout.decode().splitlines()]
+        self.assertGreater(len(lines), 0)
+        self.assertEqual(lines[-1]["type"], "summary")
+        self.assertEqual(sum(x["messages"] for x in lines[:-1]),
+                         lines[-1]["messages"])
+
     def test_port_limit_in_a_network_namespace(self):
         p = subprocess.run(["unshare", "-n", sys.executable,
                             os.path.abspath(__file__), "--in-netns"],

@@ -240,8 +240,12 @@ int bench_ports(const struct bench_opts *o);
 
 /*
  * Run the load, on o->threads threads. Returns 0 when the run happened (r
- * filled in, errors counted there), -1 after reporting why it could not
- * run (bad address, nothing listening, out of memory), once.
+ * filled in, errors counted there); 1 when it stopped on a failure of the
+ * run itself (a source address that cannot be bound, out of memory) after
+ * it began to measure, said once, with r filled in with what it measured
+ * until then; -1 after reporting why it could not run (bad address,
+ * nothing listening, out of memory, any such failure before measuring),
+ * once.
  */
 int bench_run(const struct bench_opts *o, struct bench_result *r);
 
