@@ -244,17 +244,19 @@ void bench_report_json(FILE *f, const struct bench_opts *o,
                        const struct bench_result *r)
 {
 	struct bench_summary s;
-	char target[ADDR_STRLEN];
+	char target[ADDR_STRLEN], spec[ADDR_STRLEN + sizeof ADDR_TLS_PREFIX];
 
 	bench_summarize(o, r, &s);
+	/* Escaped: a unix: path may hold a quote or a backslash. */
+	snprintf(spec, sizeof spec, "%s%s", o->tls ? ADDR_TLS_PREFIX : "",
+	         addr_spec_format(&o->target, target, sizeof target));
+	fprintf(f, "{\"type\": \"summary\", \"target\": ");
+	json_str(f, spec);
 	fprintf(f,
-	        "{\"type\": \"summary\", \"target\": \"%s%s\", \"load\": "
-	        "\"%s\", \"conns\": %" PRIu64
+	        ", \"load\": \"%s\", \"conns\": %" PRIu64
 	        ", \"size\": %" PRIu64 ", \"pipeline\": %" PRIu64
 	        ", \"threads\": %" PRIu64
 	        ", \"rate\": %.3f, \"warmup_s\": %.3f, \"strict\": %s",
-	        o->tls ? ADDR_TLS_PREFIX : "",
-	        addr_spec_format(&o->target, target, sizeof target),
 	        bench_load_name(o), o->conns, o->size, o->pipeline, o->threads,
 	        o->rate, o->warmup, o->strict ? "true" : "false");
 	fprintf(f,

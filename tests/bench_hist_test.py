@@ -185,6 +185,24 @@ class BenchHistTest(fltest.ProcTestCase):
             self.assertIn("cannot write the report: No space left on device",
                           err)
 
+    def test_unix_path_with_a_quote_is_valid_json(self):
+        # The target is a string the user chose: escaped, and read back
+        # by merge as it was.
+        sock = self.path('q"b\\s.sock')
+        srv = self.start(fltest.Proc, [fltest.binary("echo"), "--listen",
+                                       "unix:" + sock])
+        srv.wait_line(r"listening on unix:")
+        out = self.path("u.json")
+        p = self.bench("--json", "-c", 2, "-n", 100, "unix:" + sock)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        r = json.loads(p.stdout)
+        self.assertEqual(r["target"], "unix:" + sock)
+        with open(out, "wb") as f:
+            f.write(p.stdout)
+        m, _ = self.merge_json(out)
+        self.assertEqual(m["target"], "unix:" + sock)
+        self.assertEqual(m["messages"], 100)
+
     def test_two_processes_merge_exactly(self):
         target = self.echo()
         a, b = self.two_at_once(target)
