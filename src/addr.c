@@ -392,10 +392,24 @@ const char *addr_strerror(int gai_err)
 	return gai_strerror(gai_err);
 }
 
+/*
+ * A Unix peer's name is whatever bytes the peer bound (unix(7)): any byte but
+ * NUL in a path, any byte at all in an abstract name. Each byte that does not
+ * print, and the backslash and parentheses, is written \xNN, so two names
+ * never format the same, a name cannot end a log line, and a name cannot
+ * pass for the "(uid U pid P)" the daemons add after it.
+ */
+static int addr_unix_plain(unsigned char ch)
+{
+	return ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '(' &&
+	       ch != ')';
+}
+
 /* unix(7): unnamed, a path, or an abstract name (sun_path[0] NUL). */
 static char *addr_format_unix(const struct sockaddr_un *su, socklen_t len,
                               char *buf, size_t buflen)
 {
+	static const char hex[] = "0123456789abcdef";
 	size_t off = offsetof(struct sockaddr_un, sun_path), n, i, o;
 
 	if (len <= off || buflen < sizeof ADDR_UNIX_PREFIX + 1) {
@@ -405,16 +419,28 @@ static char *addr_format_unix(const struct sockaddr_un *su, socklen_t len,
 	n = (size_t)len - off;
 	if (n > sizeof su->sun_path)
 		n = sizeof su->sun_path;
-	if (su->sun_path[0] != '\0') {
-		snprintf(buf, buflen, ADDR_UNIX_PREFIX "%.*s",
-		         (int)strnlen(su->sun_path, n), su->sun_path);
-		return buf;
-	}
-	o = (size_t)snprintf(buf, buflen, ADDR_UNIX_PREFIX "@");
-	for (i = 1; i < n && o + 1 < buflen; i++) {
+	i = 0;
+	if (su->sun_path[0] != '\0')
+		n = strnlen(su->sun_path, n);
+	else
+		i = 1;
+	o = (size_t)snprintf(buf, buflen, ADDR_UNIX_PREFIX "%s",
+	                     i == 1 ? "@" : "");
+	for (; i < n; i++) {
 		unsigned char ch = (unsigned char)su->sun_path[i];
 
-		buf[o++] = isprint(ch) ? (char)ch : '?';
+		if (addr_unix_plain(ch)) {
+			if (o + 1 >= buflen)
+				break;
+			buf[o++] = (char)ch;
+		} else {
+			if (o + 4 >= buflen)
+				break;
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 0xf];
+		}
 	}
 	buf[o] = '\0';
 	return buf;

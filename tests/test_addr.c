@@ -618,16 +618,45 @@ static void test_format_unix(void **state)
 	assert_memory_equal(su.sun_path + 1, "ab\x01", 3);
 	assert_string_equal(addr_format((struct sockaddr *)&su, len, buf,
 	                                sizeof buf),
-	                    "unix:@ab?");
+	                    "unix:@ab\\x01");
 	assert_string_equal(addr_spec_format(&a, buf, sizeof buf),
 	                    "unix:@ab\x01");
+	/* Names that differ format differently; none forges "(uid". */
+	memcpy(su.sun_path, "\0a\nb", 4);
+	assert_string_equal(addr_format((struct sockaddr *)&su,
+	                                offsetof(struct sockaddr_un, sun_path) + 4,
+	                                buf, sizeof buf),
+	                    "unix:@a\\x0ab");
+	memcpy(su.sun_path, "\0a?b", 4);
+	assert_string_equal(addr_format((struct sockaddr *)&su,
+	                                offsetof(struct sockaddr_un, sun_path) + 4,
+	                                buf, sizeof buf),
+	                    "unix:@a?b");
+	memcpy(su.sun_path, "/x (uid 0)\\", 11);
+	assert_string_equal(addr_format((struct sockaddr *)&su,
+	                                offsetof(struct sockaddr_un, sun_path) + 11,
+	                                buf, sizeof buf),
+	                    "unix:/x \\x28uid 0\\x29\\x5c");
+	/* The longest name, every byte escaped, fits ADDR_STRLEN whole. */
+	memset(su.sun_path, 0xff, sizeof su.sun_path);
+	su.sun_path[0] = '\0';
+	assert_int_equal(strlen(addr_format((struct sockaddr *)&su,
+	                                    (socklen_t)sizeof su, buf,
+	                                    sizeof buf)),
+	                 strlen("unix:@") + 4 * (sizeof su.sun_path - 1));
 	/* An unnamed peer: the family alone. */
 	len = sizeof(sa_family_t);
 	assert_string_equal(addr_format((struct sockaddr *)&su, len, buf,
 	                                sizeof buf),
 	                    "unix:");
+	/* Cut at buflen, never inside a \xNN. */
+	memcpy(su.sun_path, "\0ab", 3);
 	assert_string_equal(addr_format((struct sockaddr *)&su,
 	                                (socklen_t)sizeof su, buf, 8),
+	                    "unix:@a");
+	memcpy(su.sun_path, "\0a\1", 3);
+	assert_string_equal(addr_format((struct sockaddr *)&su,
+	                                (socklen_t)sizeof su, buf, 10),
 	                    "unix:@a");
 }
 

@@ -31,8 +31,11 @@
 
 #define ADDR_HOSTLEN 256
 #define ADDR_PORTLEN 6
-/* Longest "[v6%scope]:65535", and "unix:/PATH (uid U pid P)". */
-#define ADDR_STRLEN (ADDR_HOSTLEN + 10)
+/*
+ * Longest "[v6%scope]:65535", and "unix:@NAME (uid U pid P)" with each of
+ * the name's 107 bytes written \xNN.
+ */
+#define ADDR_STRLEN 480
 /*
  * sun_path's size (108 on Linux, unix(7)): a path or an abstract name of
  * up to ADDR_UNIXLEN - 1 bytes, the path with its NUL, the name after its
@@ -138,8 +141,9 @@ const char *addr_strerror(int gai_err);
 /*
  * "127.0.0.1:40123", "[::1]:40123", "unix:/run/x.sock" or "unix:@name"
  * into buf; an unnamed Unix socket (a client that did not bind) is
- * "unix:". Bytes of an abstract name that do not print are '?'. Returns
- * buf.
+ * "unix:". A byte of a Unix path or abstract name that does not print, and
+ * a backslash or parenthesis, is written \xNN (a peer binds any bytes it
+ * likes). Truncated to buflen (ADDR_STRLEN holds any address). Returns buf.
  */
 char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                   size_t buflen);
