@@ -64,8 +64,9 @@ static int activation_take(struct activation *a, int fd, const char *name,
 	    (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
 	     !listening)) {
 		snprintf(err, errlen,
-		         "socket activation: fd %d is a connected socket, not "
-		         "a listening one (Accept=yes is not supported)",
+		         "socket activation: fd %d is a stream socket that is "
+		         "not listening (a connection, as Accept=yes passes, "
+		         "is not supported)",
 		         fd);
 		return -1;
 	}

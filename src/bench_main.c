@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 	}
 	nwarn = bench_warnings(&o, r, warn);
 	for (i = 0; i < nwarn; i++)
-		log_error("warning: %s", warn[i]);
+		log_warn("warning: %s", warn[i]);
 	if (o.strict && nwarn > 0)
 		status = 1;
 	sig = r->interrupted;

@@ -1020,7 +1020,7 @@ static int merge_report(const struct bench_opts *o,
 	}
 	n = bench_warnings(o, r, warn);
 	for (i = 0; i < n; i++)
-		log_error("warning: %s", warn[i]);
+		log_warn("warning: %s", warn[i]);
 	if (hist != NULL && bench_hist_save(hist, &r->latency) < 0)
 		status = 1;
 	return status;

@@ -44,6 +44,10 @@
  * close_notify (SSL_shutdown) instead of a FIN, then discards what arrives
  * until the client closes. SIGHUP loads the certificate, key and CA again
  * for the handshakes that follow.
+ *
+ * --metrics serves the relay's counts (metrics.h) from this loop, and
+ * under systemd the service manager hears STATUS=, STOPPING=1 and the
+ * watchdog's pings from it too (notify.h).
  */
 #include <errno.h>
 #include <signal.h>
@@ -53,6 +57,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -70,9 +75,12 @@
 #include <unicode/uspoof.h>
 #include <unicode/ustring.h>
 
+#include "forkloop/activation.h"
 #include "forkloop/chat.h"
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
+#include "forkloop/metrics.h"
+#include "forkloop/notify.h"
 #include "forkloop/sock.h"
 #include "forkloop/tls.h"
 
@@ -131,6 +139,10 @@ struct client {
 	enum client_state state;
 	enum client_why why; /* set: leaving, for broker_reap */
 	int err;             /* WHY_ERROR: the socket error */
+	char *tls_why;       /* WHY_ERROR over TLS: OpenSSL's reason, or NULL */
+	size_t pending;      /* WHY_SLOW: bytes it had not read */
+	uint64_t lines_in;   /* lines it sent, commands included */
+	uint64_t start;      /* CLOCK_MONOTONIC ms: accepted */
 	/* Its source, counted out by admit_release when it is freed. */
 	struct admit_ticket ticket;
 };
@@ -153,6 +165,9 @@ struct broker {
 	struct event *sigterm_ev;
 	struct event *sighup_ev;
 	struct event *sigusr1_ev;
+	/* The signals forkloop-echo only logs (echo_ignored_signals), SIGHUP
+	 * aside: a stray SIGUSR2 must not end the relay either. */
+	struct event *sigother_ev[ECHO_NIGNORED_SIGNALS];
 	struct event *resume_ev; /* re-enables accepting after a burst or
 	                            after EMFILE */
 	unsigned burst;          /* accepts since the loop last had a turn */
@@ -165,6 +180,11 @@ struct broker {
 	size_t nopen;    /* clients not yet freed, for --max-clients */
 	unsigned long long accepted; /* connections admitted */
 	unsigned long long refused;  /* refused by --max-clients */
+	uint64_t lines;    /* lines relayed to the others */
+	uint64_t cut;      /* lines cut at --max-line */
+	uint64_t dropped;  /* clients dropped for not reading */
+	struct metrics *metrics; /* --metrics; NULL without */
+	struct notify *notify;   /* NULL without NOTIFY_SOCKET */
 	unsigned long long next_id;
 	char *line; /* room for a prefix, --max-line bytes and a newline */
 	size_t in_max; /* longest line read whole: --max-line, or a command */
@@ -678,8 +698,7 @@ static void client_send(struct client *c, const void *p, size_t n)
 	if (!client_listening(c))
 		return;
 	if (pending + n > c->b->o->max_pending) {
-		log_verbose("%s not reading: %zu bytes pending", c->name,
-		            pending);
+		c->pending = pending;
 		client_leave(c, WHY_SLOW, 0);
 		return;
 	}
@@ -770,6 +789,7 @@ static void client_free(struct client *c)
 	b->nopen--;
 	free(c->from);
 	free(c->keys);
+	free(c->tls_why);
 	free(c);
 	broker_check_done(b);
 }
@@ -777,10 +797,18 @@ static void client_free(struct client *c)
 static void client_lingercb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
+	struct log_kv kv;
 
 	(void)fd;
 	(void)what;
-	log_verbose("%s closed: %d ms passed", c->name, BROKER_LINGER_MS);
+	if (log_get_level() >= LOG_VERBOSE) {
+		log_kv_start(&kv, "close");
+		log_kv_str(&kv, "name", c->name);
+		log_kv_str(&kv, "peer", c->from);
+		log_kv_str(&kv, "reason", "linger_timeout");
+		log_kv_u64(&kv, "linger_ms", BROKER_LINGER_MS);
+		log_verbose("%s", kv.buf);
+	}
 	client_free(c);
 }
 
@@ -920,6 +948,50 @@ static struct client *broker_next_leaving(struct broker *b)
 	return NULL;
 }
 
+static uint64_t broker_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * With -v, c leaves the room for why: "event=leave name=NAME peer=PEER
+ * reason=eof lines_in=3 duration_ms=1200" (reason eof, quit, reset, error,
+ * or shutdown; reset and error end with error="..."), or, dropped for not
+ * reading, "event=drop ... reason=not_reading pending=BYTES ...".
+ */
+static void client_log_leave(const struct client *c, enum client_why why)
+{
+	static const char *const reasons[] = {
+	        [WHY_NONE] = "none",   [WHY_EOF] = "eof",
+	        [WHY_ERROR] = "error", [WHY_SLOW] = "not_reading",
+	        [WHY_QUIT] = "quit",   [WHY_SHUTDOWN] = "shutdown",
+	};
+	struct log_kv kv;
+
+	if (log_get_level() < LOG_VERBOSE)
+		return;
+	log_kv_start(&kv, why == WHY_SLOW ? "drop" : "leave");
+	log_kv_str(&kv, "name", c->name);
+	log_kv_str(&kv, "peer", c->from);
+	/* As forkloop-echo names it: a reset is not just any error. */
+	if (why == WHY_ERROR && c->tls_why == NULL &&
+	    echo_end_errno(c->err) == ECHO_END_RESET)
+		log_kv_str(&kv, "reason", echo_end_name(ECHO_END_RESET));
+	else
+		log_kv_str(&kv, "reason", reasons[why]);
+	if (why == WHY_SLOW)
+		log_kv_u64(&kv, "pending", c->pending);
+	log_kv_u64(&kv, "lines_in", c->lines_in);
+	log_kv_u64(&kv, "duration_ms", broker_now_ms() - c->start);
+	if (why == WHY_ERROR)
+		log_kv_str(&kv, "error",
+		           c->tls_why != NULL ? c->tls_why : strerror(c->err));
+	log_verbose("%s", kv.buf);
+}
+
 /* Carry out every leave marked, tell the others, until none is marked. */
 static void broker_reap(struct broker *b)
 {
@@ -934,13 +1006,8 @@ static void broker_reap(struct broker *b)
 		b->nleaving--;
 		memcpy(name, c->name, sizeof name);
 		if (why == WHY_SLOW)
-			log_verbose("%s dropped: not reading", name);
-		else if (why == WHY_EOF)
-			log_verbose("%s left (end of input)", name);
-		else if (why == WHY_QUIT)
-			log_verbose("%s left (/quit)", name);
-		else if (why == WHY_ERROR)
-			log_verbose("%s left (%s)", name, strerror(c->err));
+			b->dropped++;
+		client_log_leave(c, why);
 		client_close(c, why);
 		if (why == WHY_SLOW)
 			broker_notice(b, NULL, "* %s dropped: not reading\n",
@@ -1036,7 +1103,15 @@ static void client_nick(struct client *c, const char *s, size_t n)
 	memcpy(old, c->name, sizeof old);
 	memcpy(c->name, s, n);
 	c->name[n] = '\0';
-	log_verbose("%s is now %s", old, c->name);
+	if (log_get_level() >= LOG_VERBOSE) {
+		struct log_kv kv;
+
+		log_kv_start(&kv, "nick");
+		log_kv_str(&kv, "name", c->name);
+		log_kv_str(&kv, "old", old);
+		log_kv_str(&kv, "peer", c->from);
+		log_verbose("%s", kv.buf);
+	}
 	client_notice(c, "* you are now %s\n", c->name);
 	broker_notice(b, c, "* %s is now %s\n", old, c->name);
 }
@@ -1166,8 +1241,11 @@ static void client_say(struct client *c, const unsigned char *p, size_t n,
 	size_t k = strlen(c->name), used, w;
 
 	w = text_escape(p, n, cut, text, b->o->max_line, &used);
-	if (cut || used < n)
+	b->lines++;
+	if (cut || used < n) {
+		b->cut++;
 		client_notice(c, "* line cut at %zu bytes\n", skip + used);
+	}
 	q = text - k - 3;
 	q[0] = '<';
 	memcpy(q + 1, c->name, k);
@@ -1193,8 +1271,10 @@ static void client_line(struct client *c, const unsigned char *p, size_t n,
 		client_say(c, p + 1, n - 1, cut, 1);
 		return;
 	}
-	if (cut)
+	if (cut) {
+		c->b->cut++;
 		client_notice(c, "* line cut at %zu bytes\n", n);
+	}
 	client_command(c, p + 1, n - 1);
 }
 
@@ -1236,6 +1316,7 @@ static void client_take_line(struct client *c, size_t n, int eol)
 		if (len > 0 && p[len - 1] == '\r')
 			len--;
 	}
+	c->lines_in++;
 	if (len > max)
 		client_line(c, p, max, 1);
 	else
@@ -1329,7 +1410,10 @@ static const char *client_tls_reason(struct client *c, short what, char *buf,
 	return buf;
 }
 
-/* The error behind what (a BEV_EVENT_ERROR), as an errno; TLS: logged. */
+/*
+ * The error behind what (a BEV_EVENT_ERROR), as an errno; TLS: OpenSSL's
+ * reason kept for the leave line too.
+ */
 static int client_error(struct client *c, short what)
 {
 	int err = EVUTIL_SOCKET_ERROR();
@@ -1337,8 +1421,8 @@ static int client_error(struct client *c, short what)
 
 	if (!c->tls)
 		return err;
-	log_verbose("%s: tls: %s", c->name,
-	            client_tls_reason(c, what, why, sizeof why));
+	free(c->tls_why);
+	c->tls_why = strdup(client_tls_reason(c, what, why, sizeof why));
 	return err != 0 ? err : EPROTO;
 }
 
@@ -1459,13 +1543,43 @@ static void client_join(struct client *c)
 	b->nclients++;
 	bufferevent_setcb(c->bev, client_readcb, client_writecb,
 	                  client_eventcb, c);
-	log_verbose("%s joined from %s%s", c->name, c->from,
-	            c->cert_name ? " (name from its certificate)" : "");
+	if (log_get_level() >= LOG_VERBOSE) {
+		struct log_kv kv;
+
+		log_kv_start(&kv, "join");
+		log_kv_str(&kv, "name", c->name);
+		log_kv_str(&kv, "peer", c->from);
+		log_kv_str(&kv, "name_from",
+		           c->cert_name ? "certificate" : "relay");
+		log_verbose("%s", kv.buf);
+	}
 	client_notice(c, "* you are %s; others here: %zu\n", c->name,
 	              b->nclients - 1);
 	if (why[0] != '\0')
 		client_notice(c, "%s", why);
 	broker_notice(b, c, "* %s joined\n", c->name);
+}
+
+/*
+ * With -v, c is closed before it joined: event=refused peer=PEER
+ * reason=tls_handshake duration_ms=N error="WHY" (reason
+ * tls_handshake_timeout, without error=, or shutdown: the relay stopped
+ * first).
+ */
+static void client_log_refused(const struct client *c, const char *reason,
+                               const char *error)
+{
+	struct log_kv kv;
+
+	if (log_get_level() < LOG_VERBOSE)
+		return;
+	log_kv_start(&kv, "refused");
+	log_kv_str(&kv, "peer", c->from);
+	log_kv_str(&kv, "reason", reason);
+	log_kv_u64(&kv, "duration_ms", broker_now_ms() - c->start);
+	if (error != NULL)
+		log_kv_str(&kv, "error", error);
+	log_verbose("%s", kv.buf);
 }
 
 /* The handshake is done, or failed: logged, and the client closed. */
@@ -1480,8 +1594,8 @@ static void client_hs_eventcb(struct bufferevent *bev, short what, void *arg)
 		broker_reap(c->b);
 		return;
 	}
-	log_verbose("%s: tls handshake failed: %s", c->from,
-	            client_tls_reason(c, what, why, sizeof why));
+	client_log_refused(c, "tls_handshake",
+	                   client_tls_reason(c, what, why, sizeof why));
 	client_free(c);
 }
 
@@ -1491,8 +1605,7 @@ static void client_hs_timeoutcb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	log_verbose("%s: tls handshake timeout: not done in %g s", c->from,
-	            c->b->o->tls_handshake);
+	client_log_refused(c, "tls_handshake_timeout", NULL);
 	client_free(c);
 }
 
@@ -1549,6 +1662,7 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd,
 	c->b = b;
 	c->tls = b->tls != NULL;
 	c->ticket = *t;
+	c->start = broker_now_ms();
 	c->state = CLIENT_HANDSHAKE;
 	TAILQ_INSERT_TAIL(&b->handshaking, c, entry);
 	b->nopen++;
@@ -1653,9 +1767,9 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 		sock_nodelay(fd);
 	if (sa->sa_family != AF_UNIX && b->o->keepalive > 0 &&
 	    sock_keepalive(fd, b->o->keepalive) < 0) {
-		log_error("cannot turn on TCP keepalive for %s: %s",
-		          addr_format(sa, (socklen_t)salen, name, sizeof name),
-		          strerror(errno));
+		log_warn("cannot turn on TCP keepalive for %s: %s",
+		         addr_format(sa, (socklen_t)salen, name, sizeof name),
+		         strerror(errno));
 		evutil_closesocket(fd);
 		admit_release(b->o->admit, &ticket);
 		return;
@@ -1685,7 +1799,7 @@ static void broker_accept_errorcb(struct evconnlistener *lev, void *arg)
 
 	(void)lev; /* every listener pauses: descriptors are the process's */
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
-		log_error("accept: %s", strerror(err));
+		log_warn("accept: %s", strerror(err));
 		return;
 	}
 	/* Said once for a run of failures, with a summary when it ends. */
@@ -1721,11 +1835,10 @@ static void broker_sigcb(evutil_socket_t sig, short what, void *arg)
 	chat_sig_caught = (int)sig;
 	b->status = chat_sig_status();
 	b->stopping = 1;
+	notify_stopping(b->notify, "draining: %zu connections", b->nopen);
 	broker_unlisten(b);
 	while ((c = TAILQ_FIRST(&b->handshaking)) != NULL) {
-		log_verbose("%s: closed during the tls handshake: the relay is "
-		            "shutting down",
-		            c->from);
+		client_log_refused(c, "shutdown", NULL);
 		client_free(c);
 	}
 	TAILQ_FOREACH(c, &b->clients, entry)
@@ -1756,21 +1869,20 @@ static void broker_hupcb(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
- * SIGUSR1: one statistics line, at any log level, as forkloop-echo logs
- * its own: "stats: clients=2 open=3 accepted=9 refused=1", clients being
- * those in the room, open every connection not yet closed (handshaking and
- * leaving ones too), refused those --max-clients turned away; with
- * admission rules, their refusals by reason follow (admit_counts).
+ * One statistics line, priority info, as forkloop-echo logs its own:
+ * "stats: clients=2 open=3 accepted=9 refused=1", clients being those in
+ * the room, open every connection not yet closed (handshaking and leaving
+ * ones too), refused those --max-clients turned away; with admission rules,
+ * their refusals by reason follow (admit_counts). SIGUSR1's is logged at
+ * any level (log_report); the final one, once the relay has stopped, not
+ * with -q (log_info).
  */
-static void broker_usr1cb(evutil_socket_t sig, short what, void *arg)
+static void broker_stats_log(struct broker *b, int final)
 {
-	struct broker *b = arg;
 	uint64_t n[ADMIT_NWHY];
-	char more[256] = "";
+	char more[256] = "", line[512];
 	size_t len = 0;
 
-	(void)sig;
-	(void)what;
 	if (admit_active(b->o->admit)) {
 		admit_counts(b->o->admit, n);
 		for (int w = ADMIT_OK + 1; w < ADMIT_NWHY; w++)
@@ -1779,18 +1891,137 @@ static void broker_usr1cb(evutil_socket_t sig, short what, void *arg)
 			                        admit_why_name((enum admit_why)w),
 			                        (unsigned long long)n[w]);
 	}
-	log_error("stats: clients=%zu open=%zu accepted=%llu refused=%llu%s",
-	          b->nclients, b->nopen, b->accepted, b->refused, more);
+	snprintf(line, sizeof line,
+	         "stats: clients=%zu open=%zu accepted=%llu refused=%llu%s",
+	         b->nclients, b->nopen, b->accepted, b->refused, more);
+	if (final)
+		log_info("%s", line);
+	else
+		log_report("%s", line);
 }
 
-/* One evconnlistener per listening socket of the --listen address. */
+static void broker_usr1cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	broker_stats_log(arg, 0);
+}
+
+/* One sample of a family labelled reason="why". */
+static void broker_reason(struct evbuffer *out, const char *name,
+                          const char *why, uint64_t v)
+{
+	char labels[64];
+
+	snprintf(labels, sizeof labels, "reason=\"%s\"", why);
+	metrics_value(out, name, labels, v);
+}
+
+/* The relay's counts in the Prometheus text format (metrics.h). */
+static void broker_metrics_write(struct broker *b, struct evbuffer *out)
+{
+	static const char refused[] = "forkloop_relay_connections_refused_total";
+	static const char drops[] = "forkloop_relay_drops_total";
+	uint64_t n[ADMIT_NWHY];
+
+	admit_counts(b->o->admit, n);
+	metrics_family(out, "forkloop_relay_clients", "gauge",
+	               "Clients in the room now.");
+	metrics_value(out, "forkloop_relay_clients", NULL, b->nclients);
+	metrics_family(out, "forkloop_relay_connections_accepted_total",
+	               "counter", "Connections accepted.");
+	metrics_value(out, "forkloop_relay_connections_accepted_total", NULL,
+	              b->accepted);
+	metrics_family(out, refused, "counter",
+	               "Connections closed unread at accept, by reason: "
+	               "max_clients (--max-clients), the admission rules "
+	               "(denied, per_source, rate, table_full, uid).");
+	broker_reason(out, refused, "max_clients", b->refused);
+	for (int w = ADMIT_OK + 1; w < ADMIT_NWHY; w++)
+		broker_reason(out, refused, admit_why_name((enum admit_why)w),
+		              n[w]);
+	metrics_family(out, "forkloop_relay_lines_relayed_total", "counter",
+	               "Lines a client sent that went to the others.");
+	metrics_value(out, "forkloop_relay_lines_relayed_total", NULL,
+	              b->lines);
+	metrics_family(out, drops, "counter",
+	               "What the relay gave up, by reason: not_reading "
+	               "(clients dropped past --max-pending), line_cut (lines "
+	               "cut at --max-line).");
+	broker_reason(out, drops, "not_reading", b->dropped);
+	broker_reason(out, drops, "line_cut", b->cut);
+	metrics_family(out, "forkloop_relay_draining", "gauge",
+	               "1 once SIGINT or SIGTERM started a drain, else 0.");
+	metrics_value(out, "forkloop_relay_draining", NULL, b->stopping ? 1 : 0);
+}
+
+/* --metrics: a scrape arrived; the counts are at hand. */
+static void broker_scrapecb(void *arg)
+{
+	struct broker *b = arg;
+	struct evbuffer *text = evbuffer_new();
+
+	if (text != NULL)
+		broker_metrics_write(b, text);
+	metrics_begin(b->metrics);
+	metrics_answer(b->metrics, text);
+	if (text != NULL)
+		evbuffer_free(text);
+}
+
+/* /healthz: serving until a drain starts. */
+static int broker_healthcb(void *arg)
+{
+	return !((struct broker *)arg)->stopping;
+}
+
+/* The service manager's STATUS= line: "5 clients, 40 lines/s". */
+static void broker_tickcb(void *arg)
+{
+	struct broker *b = arg;
+	double rate = notify_rate(b->notify, b->lines);
+
+	if (b->stopping)
+		notify_status(b->notify, "draining: %zu connections", b->nopen);
+	else
+		notify_status(b->notify, "%zu clients, %.*f lines/s",
+		              b->nclients, rate < 10 ? 1 : 0, rate);
+}
+
+/*
+ * --metrics and the service manager, on the relay's loop, before it
+ * listens: a metrics port in use fails the start.
+ */
+static int broker_report_init(struct broker *b)
+{
+	if (b->o->metrics_on &&
+	    (b->metrics = metrics_new(b->base, &b->o->metrics, b->o->admit,
+	                              broker_scrapecb, broker_healthcb, b)) ==
+	            NULL)
+		return -1;
+	return notify_new(&b->notify, b->base, broker_tickcb, NULL, b);
+}
+
+/* A signal forkloop-echo only logs: the relay logs it and goes on. */
+static void broker_othercb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	log_info("SIG%s ignored", sigabbrev_np((int)sig));
+}
+
+/*
+ * One evconnlistener per listening socket: those systemd passed, or those
+ * of the --listen address. Once all are set, READY=1 tells systemd, if it
+ * started us (Type=notify), that clients are served.
+ */
 static int broker_listen(struct broker *b)
 {
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
 	struct chat_listeners l;
 	size_t i;
 
-	if (chat_listen(b->o, &l) < 0)
+	if (chat_listen_inherited(b->o, &l) < 0)
 		return -1;
 	for (i = 0; i < l.n; i++) {
 		b->lev[i] = evconnlistener_new(b->base, broker_acceptcb, b,
@@ -1804,6 +2035,7 @@ static int broker_listen(struct broker *b)
 		b->nlev = i + 1;
 		evconnlistener_set_error_cb(b->lev[i], broker_accept_errorcb);
 	}
+	activation_notify("READY=1");
 	return 0;
 }
 
@@ -1827,6 +2059,15 @@ static int broker_setup(struct broker *b)
 	    evsignal_add(b->sighup_ev, NULL) < 0 ||
 	    evsignal_add(b->sigusr1_ev, NULL) < 0)
 		return -1;
+	for (size_t i = 0; i < ECHO_NIGNORED_SIGNALS; i++) {
+		if (echo_ignored_signals[i] == SIGHUP)
+			continue;
+		b->sigother_ev[i] = evsignal_new(b->base, echo_ignored_signals[i],
+		                                 broker_othercb, b);
+		if (b->sigother_ev[i] == NULL ||
+		    evsignal_add(b->sigother_ev[i], NULL) < 0)
+			return -1;
+	}
 	if (b->tls != NULL) {
 		double t = b->o->tls_handshake;
 		struct timeval tv;
@@ -1865,10 +2106,14 @@ static void broker_free_signals(struct broker *b)
 		event_free(b->sighup_ev);
 	if (b->sigusr1_ev != NULL)
 		event_free(b->sigusr1_ev);
+	for (size_t i = 0; i < ECHO_NIGNORED_SIGNALS; i++)
+		if (b->sigother_ev[i] != NULL)
+			event_free(b->sigother_ev[i]);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
-static void broker_teardown(struct broker *b)
+/* served: the relay's loop ran: log the final statistics. */
+static void broker_teardown(struct broker *b, int served)
 {
 	struct client *c;
 
@@ -1882,6 +2127,10 @@ static void broker_teardown(struct broker *b)
 		client_free(c);
 	while ((c = TAILQ_FIRST(&b->handshaking)) != NULL)
 		client_free(c);
+	if (served)
+		broker_stats_log(b, 1);
+	metrics_free(b->metrics); /* open until now, through the drain */
+	notify_free(b->notify);
 	tls_server_free(b->tls);
 	if (b->resume_ev != NULL)
 		event_free(b->resume_ev);
@@ -1895,6 +2144,7 @@ int chat_broker_run(const struct chat_opts *o)
 {
 	UErrorCode e = U_ZERO_ERROR;
 	struct broker b;
+	int served = 0;
 
 	memset(&b, 0, sizeof b);
 	b.o = o;
@@ -1902,6 +2152,8 @@ int chat_broker_run(const struct chat_opts *o)
 	TAILQ_INIT(&b.clients);
 	TAILQ_INIT(&b.closing);
 	TAILQ_INIT(&b.handshaking);
+	/* SIGHUP, SIGUSR2, ... ignored until the loop's handlers take over. */
+	echo_signals_ignore();
 	chat_sig_install();
 	if (names_open(&b.names, &e) < 0) {
 		log_error("cannot open ICU's spoof checker: %s",
@@ -1914,18 +2166,19 @@ int chat_broker_run(const struct chat_opts *o)
 	} else if (broker_setup(&b) < 0) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		b.status = 1;
-	} else if (broker_listen(&b) < 0) {
+	} else if (broker_report_init(&b) < 0 || broker_listen(&b) < 0) {
 		b.status = 1;
 	} else {
 		/* A signal caught by chat_sig_handler during the set-up. */
 		if (chat_sig_caught)
 			b.status = chat_sig_status();
+		served = 1;
 		if (b.status < 0 && event_base_dispatch(b.base) < 0) {
 			log_error("event loop failed");
 			b.status = 1;
 		}
 	}
-	broker_teardown(&b);
+	broker_teardown(&b, served);
 	if (chat_sig_caught)
 		return chat_sig_status();
 	return b.status < 0 ? 1 : b.status;

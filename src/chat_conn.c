@@ -2,7 +2,8 @@
  * chat_conn.c - setting up forkloop-chat's connection, the same for both
  * designs (listen on every address and accept one peer, or connect, then
  * the TLS handshake if asked), and, at its end, checking that the peer got
- * everything.
+ * everything. Also the relay's listening sockets: those systemd passed
+ * (socket activation), or else those of --listen.
  *
  * The TLS handshake is done here, before either design starts, with ppoll
  * on the non-blocking socket: an endpoint has one peer and nothing else to
@@ -16,6 +17,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -25,6 +27,7 @@
 
 #include <openssl/err.h>
 
+#include "forkloop/activation.h"
 #include "forkloop/chat.h"
 #include "forkloop/listener.h"
 #include "forkloop/sock.h"
@@ -175,6 +178,62 @@ int chat_listen(const struct chat_opts *o, struct chat_listeners *l)
 		log_info("listening on %s%s",
 		         listener_local_name(l->fd[i], name, sizeof name),
 		         o->addr.tls ? " (tls)" : "");
+	return 0;
+}
+
+/*
+ * Whether the relay can serve inherited socket i of a: 0, or -1 with why in
+ * buf. The relay speaks over connections: a datagram socket has no place
+ * in it.
+ */
+static int chat_inherited_check(const struct activation *a, size_t i,
+                                char *buf, size_t len)
+{
+	int fd = a->fds[i].fd;
+
+	if (a->fds[i].socktype != SOCK_STREAM)
+		snprintf(buf, len, "socket activation: fd %d is a datagram "
+		         "socket: the relay serves stream sockets only", fd);
+	else if (i >= CHAT_MAX_LISTEN)
+		snprintf(buf, len, "socket activation: fd %d: the relay serves "
+		         "at most %d sockets", fd, CHAT_MAX_LISTEN);
+	else if (sock_set_blocking(fd, 0) < 0)
+		snprintf(buf, len, "socket activation: fd %d: %s", fd,
+		         strerror(errno));
+	else
+		return 0;
+	return -1;
+}
+
+int chat_listen_inherited(const struct chat_opts *o, struct chat_listeners *l)
+{
+	char err[512], name[ADDR_STRLEN];
+	struct activation a;
+	size_t i;
+	int n;
+
+	l->n = 0;
+	n = activation_get(&a, err, sizeof err);
+	if (n < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (n == 0)
+		return chat_listen(o, l);
+	for (i = 0; i < a.n; i++) {
+		if (chat_inherited_check(&a, i, err, sizeof err) < 0) {
+			log_error("%s", err);
+			for (i = 0; i < a.n; i++)
+				close(a.fds[i].fd);
+			l->n = 0;
+			return -1;
+		}
+		l->fd[l->n++] = a.fds[i].fd;
+	}
+	for (i = 0; i < l->n; i++)
+		log_info("listening on %s (%sactivated fd %d)",
+		         listener_local_name(l->fd[i], name, sizeof name),
+		         o->addr.tls ? "tls, " : "", l->fd[i]);
 	return 0;
 }
 

@@ -21,7 +21,8 @@ static const char chat_usage_text[] =
         "       HOST PORT | [tls://]HOST:PORT | unix:/PATH | unix:@NAME\n"
         "       %s --broker [-qvhV] [--max-pending BYTES] [--max-line BYTES]\n"
         "       [--max-clients N] [--keepalive SECONDS] "
-        "[TLS SERVER OPTIONS]\n"
+        "[--metrics [ADDR:]PORT]\n"
+        "       [TLS SERVER OPTIONS]\n"
         "       [ADMISSION OPTIONS] [--unix-mode MODE]\n"
         "       -l [tls://][ADDR:]PORT | unix:/PATH | unix:@NAME\n"
         "ADMISSION OPTIONS:\n" ADMIT_USAGE;
@@ -74,6 +75,14 @@ static const char chat_help_text[] =
         "                           client counts until its connection is "
         "closed;\n"
         "                           default: no limit)\n"
+        "      --metrics [ADDR:]PORT\n"
+        "                           with --broker: serve HTTP there: "
+        "/metrics\n"
+        "                           (Prometheus text format) and /healthz "
+        "(ok;\n"
+        "                           503 once draining); port 0 picks one; "
+        "the\n"
+        "                           access lists apply (default: off)\n"
         "\n"
         "TLS (1.2 or later):\n"
         "      --tls                speak TLS to HOST PORT, or on --listen; "
@@ -107,7 +116,9 @@ static const char chat_help_text[] =
 /* After admit_help_text: the general options and the notes. */
 static const char chat_help_tail[] =
         "\n"
-        "  -v, --verbose            log more\n"
+        "  -v, --verbose            log more (--broker: joins, leaves, "
+        "renames and\n"
+        "                           drops, as key=value lines)\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
         "  -V, --version            show the version and exit\n"
@@ -147,7 +158,11 @@ static const char chat_help_tail[] =
         "common name\n"
         "when /nick would allow that name; SIGHUP reloads the certificate, "
         "key\n"
-        "and CA file.\n";
+        "and CA file (without TLS it only logs). SIGUSR1 logs a statistics "
+        "line,\n"
+        "logged once more as the relay's last. On a journal stream\n"
+        "(JOURNAL_STREAM) each line starts with its syslog priority (<3> "
+        "to <7>).\n";
 
 enum {
 	OPT_BROKER = 256,
@@ -163,8 +178,9 @@ enum {
 	OPT_TLS_HANDSHAKE,
 	OPT_MAX_CLIENTS,
 	OPT_UNIX_MODE,
+	OPT_METRICS,
 };
-_Static_assert(OPT_MAX_CLIENTS < ADMIT_OPT_BASE, "option values overlap");
+_Static_assert(OPT_METRICS < ADMIT_OPT_BASE, "option values overlap");
 
 static const struct option chat_longopts[] = {
         {"mode", required_argument, NULL, 'm'},
@@ -183,6 +199,7 @@ static const struct option chat_longopts[] = {
         {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
         {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
         {"unix-mode", required_argument, NULL, OPT_UNIX_MODE},
+        {"metrics", required_argument, NULL, OPT_METRICS},
         ADMIT_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
@@ -300,6 +317,8 @@ static enum opts_result chat_opts_broker(struct chat_opts *o, FILE *errout,
 	if (!o->broker && o->max_clients != 0)
 		return chat_bad(errout, prog, "%s",
 		                "--max-clients needs --broker");
+	if (!o->broker && o->metrics_on)
+		return chat_bad(errout, prog, "%s", "--metrics needs --broker");
 	if (o->max_pending == 0)
 		o->max_pending = CHAT_DEFAULT_MAX_PENDING;
 	if (o->max_line == 0)
@@ -538,6 +557,17 @@ static enum opts_result chat_opts_args(int argc, char **argv,
 				                "bad --unix-mode '%s' (octal "
 				                "permissions, 0 to 0777)",
 				                optarg);
+			break;
+		case OPT_METRICS:
+			if (addr_parse(optarg, ADDR_LISTEN, &o->metrics,
+			               &why) < 0) {
+				fprintf(errout, "%s: bad --metrics '%s': %s\n",
+				        prog, optarg, why);
+				fprintf(errout, chat_usage_text, prog, prog,
+				        prog);
+				return OPTS_USAGE;
+			}
+			o->metrics_on = 1;
 			break;
 		case OPT_MAX_CLIENTS:
 			if (num_parse_u64(optarg, 1, UINT32_MAX,

@@ -45,6 +45,16 @@
  * socket it accepts and closes a refused one unread; then --max-conns. The
  * ticket travels with the socket to its loop and into struct conn, and
  * conn_free, on whichever thread, gives it back (admit_release locks).
+ *
+ * Counts (SIGUSR1, --metrics, the service manager's STATUS=): each loop
+ * keeps its own connections' counts, touched by its thread only, so the
+ * hot path adds nothing but the plain c->in it always kept; the main loop
+ * gathers them by asking each worker through its inbox and answers when
+ * the last has replied (server_gather): a scrape waits for that (evhttp
+ * sends a reply later), and is answered with counts taken after it
+ * arrived. With the service manager's watchdog, each worker also bumps a
+ * heartbeat from a timer of its own loop, and the main loop pings only
+ * when every worker's has moved since the last ping (server_alivecb).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -72,6 +82,7 @@
 
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
+#include "forkloop/notify.h"
 #include "forkloop/sock.h"
 #include "forkloop/tls.h"
 #include "forkloop/udp.h"
@@ -111,7 +122,9 @@ struct conn {
 	uint64_t in;            /* bytes read from the client */
 	uint64_t dropped;       /* echo given up when nothing moved */
 	uint64_t linger_end;    /* CLOCK_MONOTONIC ms: lingering ends */
-	const char *why;        /* why it is closing */
+	uint64_t start;         /* CLOCK_MONOTONIC ms: accepted (-v only) */
+	double born;            /* CLOCK_MONOTONIC s: accepted (histogram) */
+	enum echo_end why;      /* why it is closing */
 	uint32_t rsize;         /* bytes to ask for: grows when reads fill it */
 	unsigned reading : 1;   /* rev is added */
 	unsigned closing : 1;   /* no more reads: close once output drains */
@@ -143,6 +156,7 @@ struct echo_loop {
 	const struct timeval *hs_tv;   /* --tls-handshake-timeout */
 	TAILQ_HEAD(, conn) conns;
 	uint64_t bytes_in, bytes_out; /* of closed connections */
+	struct metrics_hist durations; /* of closed connections */
 	atomic_size_t nconns;         /* open here: the main loop picks by it */
 	char *sink;                   /* READ_MAX bytes: lingering reads */
 	int draining;
@@ -161,6 +175,11 @@ struct echo_loop {
 	int ended;               /* drained or stopped: the thread ends */
 	int asked;               /* main thread only: a reply is awaited */
 	struct echo_stats answer; /* main thread only: the last reply */
+	/* With the watchdog: beats counts beat_ev's turns, written by the
+	 * worker alone; beats_seen is the main thread's, at its last ping. */
+	atomic_uint_fast64_t beats;
+	struct event *beat_ev;
+	uint64_t beats_seen;
 };
 
 struct echo_server {
@@ -178,8 +197,12 @@ struct echo_server {
 	struct event *reply_ev;  /* efd readable */
 	atomic_uint_fast64_t open; /* counted in here, out by any loop */
 	uint64_t accepted, refused;
-	size_t stats_wait;       /* workers yet to answer SIGUSR1 */
-	struct echo_stats stats_snap; /* the main loop's part, at SIGUSR1 */
+	size_t stats_wait;       /* workers yet to answer a gather */
+	struct echo_stats stats_snap; /* the main loop's part of it */
+	unsigned gathering;      /* GATHER_*: what the gather under way is for */
+	unsigned gather_next;    /* GATHER_*: asked for during it */
+	struct metrics *metrics; /* --metrics; NULL without */
+	struct notify *notify;   /* NULL without NOTIFY_SOCKET */
 	unsigned burst;           /* accepts since the loop last had a turn */
 	struct echo_pause pause;
 	struct echo_loglimit refusals;
@@ -215,6 +238,15 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* CLOCK_MONOTONIC in seconds: how long a connection lived. */
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void conn_idle_stop(struct conn *c)
 {
 	if (c->idle == NULL)
@@ -239,20 +271,20 @@ static void loop_count_out(struct echo_loop *loop, const struct admit_ticket *t)
 	atomic_fetch_sub_explicit(&loop->srv->open, 1, memory_order_relaxed);
 }
 
-/* The one place a connection is freed. */
-static void conn_free(struct conn *c, const char *why)
+/* The one place a connection is freed; error says what failed, or NULL. */
+static void conn_free(struct conn *c, enum echo_end why, const char *error)
 {
 	struct echo_loop *loop = c->loop;
 	uint64_t out = conn_out(c);
 
 	if (c->name != NULL) {
-		log_verbose("%s closed (%s): %llu bytes in, %llu out", c->name,
-		            why, (unsigned long long)c->in,
-		            (unsigned long long)out);
+		echo_log_close(c->name, 0, c->in, out, why, error,
+		               now_ms() - c->start);
 		free(c->name);
 	}
 	loop->bytes_in += c->in;
 	loop->bytes_out += out;
+	metrics_hist_record(&loop->durations, now_sec() - c->born);
 	TAILQ_REMOVE(&loop->conns, c, entry);
 	event_del(&c->rev);
 	if (c->hs != NULL)
@@ -292,12 +324,12 @@ static void conn_lingercb(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	if (what & EV_TIMEOUT) {
-		conn_free(c, c->why);
+		conn_free(c, c->why, NULL);
 		return;
 	}
 	/* One buffer per loop, its thread's own, for what is thrown away. */
 	if (loop->sink == NULL && (loop->sink = malloc(READ_MAX)) == NULL) {
-		conn_free(c, c->why);
+		conn_free(c, c->why, NULL);
 		return;
 	}
 	n = read(fd, loop->sink, READ_MAX);
@@ -305,7 +337,7 @@ static void conn_lingercb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	conn_free(c, c->why);
+	conn_free(c, c->why, NULL);
 }
 
 /*
@@ -336,7 +368,7 @@ static void conn_close(struct conn *c)
 	if (c->tls && !c->handshaking)
 		conn_tls_notify(c);
 	if (c->eof || !echo_linger_needed(fd) || shutdown(fd, SHUT_WR) < 0) {
-		conn_free(c, c->why);
+		conn_free(c, c->why, NULL);
 		return;
 	}
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -351,7 +383,7 @@ static void conn_close(struct conn *c)
 }
 
 /* Stop reading; close once the output drains. */
-static void conn_finish(struct conn *c, const char *why)
+static void conn_finish(struct conn *c, enum echo_end why)
 {
 	if (c->closing)
 		return;
@@ -383,11 +415,11 @@ static void conn_idlecb(evutil_socket_t fd, short what, void *arg)
 	c->dropped += evbuffer_get_length(out);
 	evbuffer_drain(out, evbuffer_get_length(out));
 	if (c->closing) {
-		c->why = "idle";
+		c->why = ECHO_END_IDLE;
 		conn_close(c);
 		return;
 	}
-	conn_finish(c, "idle");
+	conn_finish(c, ECHO_END_IDLE);
 }
 
 /*
@@ -445,17 +477,17 @@ static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 	n = conn_read(c, fd);
 	if (n > 0) {
 		if (conn_echo(c) < 0)
-			conn_free(c, strerror(errno));
+			conn_free(c, echo_end_errno(errno), strerror(errno));
 		return;
 	}
 	if (n == 0) {
 		c->eof = 1;
-		conn_finish(c, "end of input");
+		conn_finish(c, ECHO_END_EOF);
 		return;
 	}
 	if (errno == EAGAIN || errno == EINTR)
 		return;
-	conn_free(c, strerror(errno));
+	conn_free(c, echo_end_errno(errno), strerror(errno));
 }
 
 /* The output buffer fell to its low-water mark. */
@@ -476,10 +508,11 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
 	(void)what;
-	conn_free(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	conn_free(c, echo_end_errno(err), evutil_socket_error_to_string(err));
 }
 
 /* TLS: whatever arrived goes back out; libevent encrypts and writes. */
@@ -503,7 +536,8 @@ static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	unsigned long e;
-	char reason[160], why[200];
+	char reason[160];
+	enum echo_end why;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		c->handshaking = 0;
@@ -522,29 +556,34 @@ static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_EOF) && !c->handshaking && e == 0) {
 		c->eof = 1;
 		bufferevent_enable(bev, EV_WRITE);
-		conn_finish(c, "end of input");
+		conn_finish(c, ECHO_END_EOF);
 		return;
 	}
 	while (bufferevent_get_openssl_error(bev) != 0)
 		;
+	/* After the handshake, a socket's failure is named as on plain TCP. */
+	why = c->handshaking ? ECHO_END_TLS_HANDSHAKE : ECHO_END_TLS_ERROR;
 	/* A client certificate that did not verify says why (tls.h). */
-	if (e != 0 && c->handshaking)
+	if (e != 0 && c->handshaking) {
 		tls_handshake_error(bufferevent_openssl_get_ssl(bev), e, reason,
 		                    sizeof reason);
-	else if (e == SSL_ERROR_SYSCALL && EVUTIL_SOCKET_ERROR() != 0)
+	} else if (e == SSL_ERROR_SYSCALL && EVUTIL_SOCKET_ERROR() != 0) {
 		snprintf(reason, sizeof reason, "%s",
 		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	else if (e != 0)
+		if (!c->handshaking)
+			why = echo_end_errno(EVUTIL_SOCKET_ERROR());
+	} else if (e != 0) {
 		tls_strerror(e, reason, sizeof reason);
-	else if (what & BEV_EVENT_EOF)
+	} else if (what & BEV_EVENT_EOF) {
 		snprintf(reason, sizeof reason, "closed by the client");
-	else
+	} else {
 		snprintf(reason, sizeof reason, "%s",
 		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	snprintf(why, sizeof why, "%s%s",
-	         c->handshaking ? "tls handshake failed: " : "tls: ", reason);
+		if (!c->handshaking)
+			why = echo_end_errno(EVUTIL_SOCKET_ERROR());
+	}
 	c->handshaking = 0; /* no close_notify: there is no session */
-	conn_free(c, why);
+	conn_free(c, why, reason);
 }
 
 static void conn_hs_timeoutcb(evutil_socket_t fd, short what, void *arg)
@@ -553,7 +592,7 @@ static void conn_hs_timeoutcb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	conn_free(c, "tls handshake timeout");
+	conn_free(c, ECHO_END_TLS_HANDSHAKE_TIMEOUT, NULL);
 }
 
 /* The bufferevent for fd: an OpenSSL one, accepting, if tls. */
@@ -595,6 +634,7 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 	c->loop = loop;
 	c->rsize = READ_MIN;
 	c->ticket = *t;
+	c->born = now_sec();
 	if (loop->idle_tv != NULL) {
 		c->idle = calloc(1, sizeof *c->idle);
 		if (c->idle == NULL) {
@@ -620,12 +660,9 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 	if (log_get_level() >= LOG_VERBOSE) {
 		c->name = strdup(listener_peer_name(fd, sa, salen, name,
 		                                    sizeof name));
-		if (loop->srv->nloops > 1)
-			log_verbose("%s connected (loop %zu)",
-			            c->name != NULL ? c->name : "?", loop->index);
-		else
-			log_verbose("%s connected",
-			            c->name != NULL ? c->name : "?");
+		c->start = now_ms();
+		echo_log_open(c->name != NULL ? c->name : "?", "loop",
+		              loop->index);
 	}
 	event_assign(&c->rev, loop->base, fd, EV_READ | EV_PERSIST,
 	             conn_readcb, c);
@@ -681,6 +718,7 @@ static void loop_stats(struct echo_loop *loop, struct echo_stats *s)
 
 	s->bytes_in += loop->bytes_in;
 	s->bytes_out += loop->bytes_out;
+	metrics_hist_add(&s->duration, &loop->durations);
 	TAILQ_FOREACH(c, &loop->conns, entry)
 	{
 		s->bytes_in += c->in;
@@ -698,7 +736,7 @@ static void loop_drain(struct echo_loop *loop)
 	loop->draining = 1;
 	for (c = TAILQ_FIRST(&loop->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
-		conn_finish(c, "shutdown");
+		conn_finish(c, ECHO_END_SHUTDOWN);
 	}
 	if (TAILQ_EMPTY(&loop->conns))
 		loop_drained(loop);
@@ -796,7 +834,7 @@ static void loop_inboxcb(evutil_socket_t fd, short what, void *arg)
 	if (want & WANT_STOP) {
 		loop->draining = 0; /* one loop_end, below */
 		while ((c = TAILQ_FIRST(&loop->conns)) != NULL)
-			conn_free(c, "drain timeout");
+			conn_free(c, ECHO_END_DRAIN_TIMEOUT, NULL);
 		loop_end(loop);
 	} else if (want & WANT_DRAIN) {
 		loop_drain(loop);
@@ -822,8 +860,8 @@ static void loop_pin(struct echo_loop *loop)
 	CPU_SET(cpu, &one);
 	err = pthread_setaffinity_np(pthread_self(), sizeof one, &one);
 	if (err != 0)
-		log_error("cannot pin loop %zu to CPU %d: %s", loop->index, cpu,
-		          strerror(err));
+		log_warn("cannot pin loop %zu to CPU %d: %s", loop->index, cpu,
+		         strerror(err));
 	else
 		log_verbose("loop %zu on CPU %d", loop->index, cpu);
 }
@@ -972,8 +1010,8 @@ static void server_accept_errorcb(struct evconnlistener *lev, void *arg)
 		/* One connect's failure (EPERM, EPROTO): a flood repeats it. */
 		if (echo_loglimit_pass(&srv->accept_errors,
 		                       (int64_t)now_ms(), &held))
-			log_error("accept: %s (%llu more not logged)",
-			          strerror(err), (unsigned long long)held);
+			log_warn("accept: %s (%llu more not logged)",
+			         strerror(err), (unsigned long long)held);
 		return;
 	}
 	echo_pause_note(&srv->pause, "accept", err);
@@ -991,40 +1029,83 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 	server_listen_enable(srv, 1);
 }
 
-/* The whole line: srv->stats_snap and every worker's answer. */
-static void server_stats_log(struct echo_server *srv)
+/* What a gather of every loop's counts is for (server_gather). */
+#define GATHER_LOG    1u /* SIGUSR1: the statistics line */
+#define GATHER_SCRAPE 2u /* --metrics: the scrapes metrics_begin took */
+#define GATHER_STATUS 4u /* the service manager's STATUS= line */
+
+static void server_gather(struct echo_server *srv, unsigned why);
+
+/* The metrics text of s, to every scrape taken. */
+static void server_scrape_answer(struct echo_server *srv,
+                                 const struct echo_stats *s)
+{
+	struct evbuffer *text = evbuffer_new();
+
+	if (text != NULL)
+		echo_metrics_write(s, ECHO_MODE_EVENT, text);
+	metrics_answer(srv->metrics, text);
+	if (text != NULL)
+		evbuffer_free(text);
+}
+
+/*
+ * The gather is done: srv->stats_snap and every worker's answer make the
+ * counts, for whatever it was for; then the one asked for meanwhile.
+ */
+static void server_gathered(struct echo_server *srv)
 {
 	struct echo_stats s = srv->stats_snap;
+	unsigned why = srv->gathering;
 	size_t i;
 
 	for (i = 1; i < srv->nloops; i++) {
 		s.bytes_in += srv->loops[i].answer.bytes_in;
 		s.bytes_out += srv->loops[i].answer.bytes_out;
+		metrics_hist_add(&s.duration, &srv->loops[i].answer.duration);
 	}
-	echo_stats_log(&s);
+	srv->gathering = 0;
+	if (why & GATHER_LOG)
+		echo_stats_log(&s, 0);
+	if (why & GATHER_STATUS)
+		echo_notify_status(srv->notify, &s);
+	if (why & GATHER_SCRAPE)
+		server_scrape_answer(srv, &s);
+	why = srv->gather_next;
+	srv->gather_next = 0;
+	if (why != 0)
+		server_gather(srv, why);
 }
 
 /*
- * SIGUSR1: one line, the sum over every loop. What the main loop counts
- * (open, accepted, refused, its own connections' bytes, UDP) is taken now;
- * workers count their own connections' bytes, and the line is logged once
- * the last has answered (a worker that has ended answered with its final
- * counts). A SIGUSR1 while one is being answered is answered by the same
- * line.
+ * The sum over every loop, for why (GATHER_*). What the main loop counts
+ * (open, accepted, refused, its own connections, UDP) is taken now;
+ * workers count their own connections' bytes and durations, and the counts
+ * are complete once the last has answered (a worker that has ended
+ * answered with its final counts). A SIGUSR1 while a gather is under way
+ * is answered by the same line; a scrape or a status line then waits for
+ * the next gather, so that its counts are taken after it asked.
  */
-static void server_stats(struct echo_server *srv)
+static void server_gather(struct echo_server *srv, unsigned why)
 {
 	struct echo_stats *s = &srv->stats_snap;
 	struct echo_loop *l;
 	size_t i;
 	int ended;
 
-	if (srv->stats_wait > 0)
+	if (srv->stats_wait > 0) {
+		srv->gathering |= why & GATHER_LOG;
+		srv->gather_next |= why & ~GATHER_LOG;
 		return;
+	}
+	srv->gathering = why;
+	if (why & GATHER_SCRAPE)
+		metrics_begin(srv->metrics);
 	memset(s, 0, sizeof *s);
 	s->open = atomic_load_explicit(&srv->open, memory_order_relaxed);
 	s->accepted = srv->accepted;
 	s->refused = srv->refused;
+	s->draining = srv->draining;
 	loop_stats(&srv->loops[0], s);
 	udp_echo_stats(srv->udp, s);
 	echo_admit_stats(srv->opts, s);
@@ -1043,7 +1124,7 @@ static void server_stats(struct echo_server *srv)
 		loop_ask(l, WANT_STATS);
 	}
 	if (srv->stats_wait == 0)
-		server_stats_log(srv);
+		server_gathered(srv);
 }
 
 /* Every loop has drained: end the main one. */
@@ -1064,7 +1145,7 @@ static void server_check_done(struct echo_server *srv)
 	event_base_loopexit(srv->base, NULL);
 }
 
-/* A worker answered SIGUSR1, or ended. */
+/* A worker answered a gather, or ended. */
 static void server_replycb(evutil_socket_t fd, short what, void *arg)
 {
 	struct echo_server *srv = arg;
@@ -1087,7 +1168,7 @@ static void server_replycb(evutil_socket_t fd, short what, void *arg)
 		if (answered) {
 			l->asked = 0;
 			if (--srv->stats_wait == 0)
-				server_stats_log(srv);
+				server_gathered(srv);
 		}
 	}
 	server_check_done(srv);
@@ -1104,7 +1185,7 @@ static void server_drain_timeoutcb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	main_loop->draining = 0; /* the loop exits here, not on the last */
 	while ((c = TAILQ_FIRST(&main_loop->conns)) != NULL)
-		conn_free(c, "drain timeout");
+		conn_free(c, ECHO_END_DRAIN_TIMEOUT, NULL);
 	for (i = 1; i < srv->nloops; i++)
 		loop_ask(&srv->loops[i], WANT_STOP);
 	event_base_loopexit(srv->base, NULL);
@@ -1126,6 +1207,8 @@ static void server_drain(struct echo_server *srv)
 	evtimer_del(srv->resume_ev);
 	log_info("shutting down: %llu connections to drain",
 	         (unsigned long long)atomic_load(&srv->open));
+	notify_stopping(srv->notify, "draining: %llu connections",
+	                (unsigned long long)atomic_load(&srv->open));
 	tv.tv_sec = (time_t)srv->opts->drain_timeout;
 	tv.tv_usec =
 	        (suseconds_t)((srv->opts->drain_timeout - tv.tv_sec) * 1e6);
@@ -1140,7 +1223,7 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
 	if (sig == SIGUSR1)
-		server_stats(arg);
+		server_gather(arg, GATHER_LOG);
 	else if (sig == SIGINT || sig == SIGTERM)
 		server_drain(arg);
 	else if (sig == SIGHUP && ((struct echo_server *)arg)->tls != NULL)
@@ -1259,6 +1342,103 @@ static int server_start_workers(struct echo_server *srv)
 	return 0;
 }
 
+/* --metrics: a scrape arrived. */
+static void server_scrapecb(void *arg)
+{
+	server_gather(arg, GATHER_SCRAPE);
+}
+
+/* /healthz: serving until a drain starts. */
+static int server_healthcb(void *arg)
+{
+	return !((struct echo_server *)arg)->draining;
+}
+
+/* The service manager's STATUS= line is due. */
+static void server_tickcb(void *arg)
+{
+	server_gather(arg, GATHER_STATUS);
+}
+
+/*
+ * Before a WATCHDOG=1: has every worker's loop turned since the last ping?
+ * A worker that has ended (drained) has nothing left to turn. Each beats
+ * has one writer, its worker; a relaxed load sees some recent count, and
+ * one that moved shows the loop ran its timer.
+ */
+static int server_alivecb(void *arg)
+{
+	struct echo_server *srv = arg;
+	struct echo_loop *l;
+	size_t i;
+	int ended;
+
+	for (i = 1; i < srv->nloops; i++) {
+		l = &srv->loops[i];
+		pthread_mutex_lock(&l->lock);
+		ended = l->ended;
+		pthread_mutex_unlock(&l->lock);
+		if (!ended && atomic_load_explicit(&l->beats,
+		                                   memory_order_relaxed) ==
+		                      l->beats_seen)
+			return 0;
+	}
+	for (i = 1; i < srv->nloops; i++)
+		srv->loops[i].beats_seen = atomic_load_explicit(
+		        &srv->loops[i].beats, memory_order_relaxed);
+	return 1;
+}
+
+/* A worker's loop has turned: what server_alivecb looks for. */
+static void loop_beatcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct echo_loop *loop = arg;
+
+	(void)fd;
+	(void)what;
+	atomic_fetch_add_explicit(&loop->beats, 1, memory_order_relaxed);
+}
+
+/*
+ * --metrics and the service manager, on the main loop; with the watchdog,
+ * a heartbeat on each worker's loop every quarter of its timeout, so that
+ * about two fall between pings (sent every half). Called before the
+ * workers start, while their bases are still this thread's.
+ */
+static int server_report_init(struct echo_server *srv)
+{
+	const struct echo_opts *o = srv->opts;
+	struct echo_loop *l;
+	struct timeval tv;
+	uint64_t usec;
+	size_t i;
+
+	if (o->metrics_on &&
+	    (srv->metrics = metrics_new(srv->base, &o->metrics, o->admit,
+	                                server_scrapecb, server_healthcb,
+	                                srv)) == NULL)
+		return -1;
+	if (notify_new(&srv->notify, srv->base, server_tickcb,
+	               srv->nloops > 1 ? server_alivecb : NULL, srv) < 0)
+		return -1;
+	if (notify_watchdog_usec(srv->notify) == 0)
+		return 0;
+	usec = notify_watchdog_usec(srv->notify) / 4;
+	usec = usec > 0 ? usec : 1;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	for (i = 1; i < srv->nloops; i++) {
+		l = &srv->loops[i];
+		atomic_init(&l->beats, 0);
+		l->beat_ev = event_new(l->base, -1, EV_PERSIST, loop_beatcb, l);
+		if (l->beat_ev == NULL || event_add(l->beat_ev, &tv) < 0) {
+			log_error("cannot set up the watchdog: out of memory");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int server_init(struct echo_server *srv, const struct echo_opts *o)
 {
 	int signals[NSIGNALS] = {SIGINT, SIGTERM, SIGUSR1};
@@ -1313,7 +1493,7 @@ static int server_init(struct echo_server *srv, const struct echo_opts *o)
 		if (srv->reply_ev == NULL || event_add(srv->reply_ev, NULL) < 0)
 			return -1;
 	}
-	return 0;
+	return server_report_init(srv);
 }
 
 /* Stop and join a worker, then free what it served and its loop. */
@@ -1329,7 +1509,7 @@ static void loop_free(struct echo_loop *loop)
 	/* Joined: this thread may touch the loop now. */
 	loop->draining = 0;
 	while ((c = TAILQ_FIRST(&loop->conns)) != NULL)
-		conn_free(c, "exit");
+		conn_free(c, ECHO_END_EXIT, NULL);
 	for (h = loop->inbox; h != NULL; h = next) {
 		next = h->next;
 		evutil_closesocket(h->fd);
@@ -1337,6 +1517,8 @@ static void loop_free(struct echo_loop *loop)
 		free(h);
 	}
 	free(loop->sink);
+	if (loop->beat_ev != NULL)
+		event_free(loop->beat_ev);
 	if (loop->inbox_ev != NULL)
 		event_free(loop->inbox_ev);
 	if (loop->efd >= 0)
@@ -1346,7 +1528,28 @@ static void loop_free(struct echo_loop *loop)
 	pthread_mutex_destroy(&loop->lock);
 }
 
-static void server_free(struct echo_server *srv)
+/*
+ * The final statistics line, once every loop has stopped and every
+ * connection is closed: the counts SIGUSR1 would show now.
+ */
+static void server_final_stats(struct echo_server *srv)
+{
+	struct echo_stats s;
+	size_t i;
+
+	memset(&s, 0, sizeof s);
+	s.open = atomic_load_explicit(&srv->open, memory_order_relaxed);
+	s.accepted = srv->accepted;
+	s.refused = srv->refused;
+	for (i = 0; i < srv->nloops; i++)
+		loop_stats(&srv->loops[i], &s);
+	udp_echo_stats(srv->udp, &s);
+	echo_admit_stats(srv->opts, &s);
+	echo_stats_log(&s, 1);
+}
+
+/* served: the daemon served (its loop ran): log the final statistics. */
+static void server_free(struct echo_server *srv, int served)
 {
 	struct conn *c;
 	size_t i;
@@ -1356,12 +1559,16 @@ static void server_free(struct echo_server *srv)
 	if (srv->loops != NULL) {
 		srv->loops[0].draining = 0;
 		while ((c = TAILQ_FIRST(&srv->loops[0].conns)) != NULL)
-			conn_free(c, "exit");
+			conn_free(c, ECHO_END_EXIT, NULL);
 		free(srv->loops[0].sink);
 	}
+	if (served)
+		server_final_stats(srv);
 	for (i = 0; i < srv->nlev; i++)
 		evconnlistener_free(srv->lev[i]);
 	udp_echo_free(srv->udp);
+	metrics_free(srv->metrics); /* open until now, through the drain */
+	notify_free(srv->notify);
 	for (i = 0; i < NSIGNALS; i++)
 		if (srv->sigs[i] != NULL)
 			event_free(srv->sigs[i]);
@@ -1382,17 +1589,18 @@ static void server_free(struct echo_server *srv)
 int echo_event_run(const struct echo_opts *o)
 {
 	struct echo_server srv;
-	int status = 1;
+	int status = 1, served = 0;
 
 	echo_signals_ignore();
 	/* Every loop runs before the first "listening on" and READY=1. */
 	if (server_init(&srv, o) == 0 && server_start_workers(&srv) == 0 &&
 	    echo_sockets_serve(o, server_serve, &srv) == 0) {
+		served = 1;
 		if (event_base_dispatch(srv.base) == 0)
 			status = 0;
 		else
 			log_error("event loop failed");
 	}
-	server_free(&srv);
+	server_free(&srv, served);
 	return status;
 }

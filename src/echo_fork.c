@@ -12,7 +12,9 @@
  * parent: it asks for SIGKILL when the parent dies (PR_SET_PDEATHSIG).
  *
  * Byte counters live in a shared anonymous mapping that children add to, so
- * the parent's statistics include live connections.
+ * the parent's statistics include live connections; so does each closing
+ * child's lifetime, in the buckets of the duration histogram (--metrics).
+ * The parent answers --metrics and the service manager from its loop.
  *
  * TLS (a tls:// listener): the parent loads the SSL_CTX once (tls.c) and
  * reloads it on SIGHUP; a child makes its SSL from the SSL_CTX current when
@@ -46,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -54,6 +57,7 @@
 
 #include "forkloop/echo.h"
 #include "forkloop/listener.h"
+#include "forkloop/notify.h"
 #include "forkloop/sock.h"
 #include "forkloop/tls.h"
 #include "forkloop/udp.h"
@@ -66,6 +70,9 @@
 struct fork_shared {
 	_Atomic uint64_t bytes_in;
 	_Atomic uint64_t bytes_out;
+	/* Closed connections' lifetimes: struct metrics_hist, shared. */
+	_Atomic uint64_t duration[METRICS_NBUCKETS + 1];
+	_Atomic uint64_t duration_us;
 };
 
 struct server {
@@ -79,12 +86,16 @@ struct server {
 	struct fork_shared *shared;
 	pid_t *pids; /* live children */
 	struct admit_ticket *tickets; /* tickets[i]: the source of pids[i] */
+	char **peers; /* -v: peers[i] names the client of pids[i]; else NULL */
 	size_t npids, pidcap;
 	uint64_t accepted, refused;
 	unsigned burst; /* accepts since the loop last had a turn */
 	struct echo_pause pause;
 	struct echo_loglimit refusals;
 	int stopping;
+	uint64_t fork_failed;   /* of refused: no child could be made */
+	struct metrics *metrics; /* --metrics; NULL without */
+	struct notify *notify;   /* NULL without NOTIFY_SOCKET */
 	struct udp_echo *udp;   /* served by the parent; NULL unless UDP */
 	struct tls_server *tls; /* NULL without a tls:// listener */
 	int lev_tls[ECHO_MAX_SOCKETS]; /* lev[i] serves TLS */
@@ -101,6 +112,9 @@ struct child {
 	unsigned ticks; /* idle ticks in a row with nothing moved */
 	struct echo_progress progress;
 	uint64_t in, out;
+	uint64_t start;    /* CLOCK_MONOTONIC ms: forked */
+	const char *error; /* what failed, for the -v line; NULL */
+	char ebuf[160];    /* room for error */
 	SSL *ssl; /* NULL for plain TCP */
 };
 
@@ -118,6 +132,25 @@ static uint64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* CLOCK_MONOTONIC in seconds: how long a connection lived. */
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A connection that lived seconds has closed: into the shared histogram. */
+static void child_record(struct fork_shared *sh, double seconds)
+{
+	atomic_fetch_add_explicit(&sh->duration[metrics_hist_index(seconds)],
+	                          1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sh->duration_us,
+	                          (uint64_t)(seconds * 1e6 + 0.5),
+	                          memory_order_relaxed);
 }
 
 /*
@@ -245,12 +278,19 @@ static int child_write(struct child *c, const char *buf, size_t n)
 	return 0;
 }
 
+/* The socket failed with err: why it ends, and what failed. */
+static enum echo_end child_fail(struct child *c, int err)
+{
+	c->error = strerror(err);
+	return echo_end_errno(err);
+}
+
 /*
  * Echo until EOF, an error, the idle timeout or a stop signal; return why.
  * Every byte read is written back before the next read, so a stop signal
  * arriving during a write lets the write finish: the client is owed it.
  */
-static const char *child_echo(struct child *c, char *buf, size_t len)
+static enum echo_end child_echo(struct child *c, char *buf, size_t len)
 {
 	ssize_t n;
 
@@ -263,24 +303,25 @@ static const char *child_echo(struct child *c, char *buf, size_t len)
 		 * would cost a third syscall on the hot path.
 		 */
 		if (child_stop)
-			return "shutdown";
+			return ECHO_END_SHUTDOWN;
 		n = read(c->fd, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
 			if (!child_idle(c))
 				continue;
-			return "idle";
+			return ECHO_END_IDLE;
 		}
 		if (n == 0)
-			return "eof";
+			return ECHO_END_EOF;
 		if (n < 0)
-			return strerror(errno);
+			return child_fail(c, errno);
 		atomic_fetch_add_explicit(&c->shared->bytes_in, (uint64_t)n,
 		                          memory_order_relaxed);
 		c->in += (uint64_t)n;
 		if (child_write(c, buf, (size_t)n) < 0)
-			return errno == EAGAIN ? "idle" : strerror(errno);
+			return errno == EAGAIN ? ECHO_END_IDLE
+			                       : child_fail(c, errno);
 	}
 }
 
@@ -322,24 +363,23 @@ static int child_tls_wait(const struct child *c, int err, int msec, int stop)
 	}
 }
 
-/* Why an SSL call failed with ret: OpenSSL's reason, or errno's. */
-static const char *child_tls_why(const struct child *c, int ret, char *buf,
-                                 size_t len)
+/* Why an SSL call failed with ret: the end of input, OpenSSL's reason, or
+ * errno's. */
+static enum echo_end child_tls_why(struct child *c, int ret)
 {
 	int err = SSL_get_error(c->ssl, ret);
 
 	if (err == SSL_ERROR_ZERO_RETURN)
-		return "eof";
+		return ECHO_END_EOF;
 	if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-		return errno != 0 ? strerror(errno) : "eof";
-	return tls_strerror(0, buf, len);
+		return errno != 0 ? child_fail(c, errno) : ECHO_END_EOF;
+	c->error = tls_strerror(0, c->ebuf, sizeof c->ebuf);
+	return ECHO_END_TLS_ERROR;
 }
 
-/* SSL_accept(3) against one deadline; NULL, or why it failed. */
-static const char *child_tls_accept(struct child *c, double timeout, char *buf,
-                                    size_t len)
+/* SSL_accept(3) against one deadline: ECHO_END_NONE, or why it failed. */
+static enum echo_end child_tls_accept(struct child *c, double timeout)
 {
-	static char why[200];
 	uint64_t end = now_ms() + (uint64_t)(timeout * 1000), now;
 	int r, err;
 
@@ -347,23 +387,23 @@ static const char *child_tls_accept(struct child *c, double timeout, char *buf,
 		err = SSL_get_error(c->ssl, r);
 		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
 			/* A client certificate that did not verify: why. */
-			snprintf(why, sizeof why, "tls handshake failed: %s",
-			         err == SSL_ERROR_SSL
-			                 ? tls_handshake_error(c->ssl, 0, buf,
-			                                       len)
-			                 : child_tls_why(c, r, buf, len));
-			return why;
+			if (err == SSL_ERROR_SSL)
+				c->error = tls_handshake_error(
+				        c->ssl, 0, c->ebuf, sizeof c->ebuf);
+			else if (child_tls_why(c, r) == ECHO_END_EOF)
+				c->error = "closed by the client";
+			return ECHO_END_TLS_HANDSHAKE;
 		}
 		now = now_ms();
 		if (now >= end)
-			return "tls handshake timeout";
+			return ECHO_END_TLS_HANDSHAKE_TIMEOUT;
 		r = child_tls_wait(c, err, (int)(end - now), 1);
 		if (r < 0)
-			return "shutdown";
+			return ECHO_END_SHUTDOWN;
 		if (r == 0)
-			return "tls handshake timeout";
+			return ECHO_END_TLS_HANDSHAKE_TIMEOUT;
 	}
-	return NULL;
+	return ECHO_END_NONE;
 }
 
 /* The poll timeout between idle ticks, in ms; -1 without --idle-timeout. */
@@ -377,25 +417,29 @@ static int child_tick_ms(const struct child *c)
 }
 
 /*
- * Wait as OpenSSL asked, counting idle ticks: NULL to go on, or why to
- * stop; a stop signal counts only if stop (a write owed finishes first).
+ * Wait as OpenSSL asked, counting idle ticks: ECHO_END_NONE to go on, or
+ * why to stop; a stop signal counts only if stop (a write owed finishes
+ * first).
  */
-static const char *child_tls_block(struct child *c, int err, int stop)
+static enum echo_end child_tls_block(struct child *c, int err, int stop)
 {
 	int r = child_tls_wait(c, err, child_tick_ms(c), stop);
 
 	if (r < 0)
-		return child_stop ? "shutdown" : strerror(errno);
+		return child_stop ? ECHO_END_SHUTDOWN : child_fail(c, errno);
 	if (r == 0 && child_idle(c))
-		return "idle";
-	return NULL;
+		return ECHO_END_IDLE;
+	return ECHO_END_NONE;
 }
 
-/* SSL_write(3) all n bytes, however OpenSSL splits it; NULL or why not. */
-static const char *child_tls_write(struct child *c, const char *buf, size_t n,
-                                   char *ebuf, size_t elen)
+/*
+ * SSL_write(3) all n bytes, however OpenSSL splits it: ECHO_END_NONE, or
+ * why not.
+ */
+static enum echo_end child_tls_write(struct child *c, const char *buf,
+                                     size_t n)
 {
-	const char *why;
+	enum echo_end why;
 	int w, err;
 
 	while (n > 0) {
@@ -408,25 +452,24 @@ static const char *child_tls_write(struct child *c, const char *buf, size_t n,
 		}
 		err = SSL_get_error(c->ssl, w);
 		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
-			return child_tls_why(c, w, ebuf, elen);
+			return child_tls_why(c, w);
 		/* Finished even through a stop signal: it is owed. */
 		why = child_tls_block(c, err, 0);
-		if (why != NULL)
+		if (why != ECHO_END_NONE)
 			return why;
 	}
-	return NULL;
+	return ECHO_END_NONE;
 }
 
 /* child_echo over TLS: SSL_read, then SSL_write all of it back. */
-static const char *child_tls_echo(struct child *c, char *buf, size_t len)
+static enum echo_end child_tls_echo(struct child *c, char *buf, size_t len)
 {
-	static char ebuf[160];
-	const char *why;
+	enum echo_end why;
 	int n, err;
 
 	for (;;) {
 		if (child_stop)
-			return "shutdown";
+			return ECHO_END_SHUTDOWN;
 		n = SSL_read(c->ssl, buf,
 		             len > INT32_MAX ? INT32_MAX : (int)len);
 		if (n > 0) {
@@ -434,17 +477,16 @@ static const char *child_tls_echo(struct child *c, char *buf, size_t len)
 			                          (uint64_t)n,
 			                          memory_order_relaxed);
 			c->in += (uint64_t)n;
-			why = child_tls_write(c, buf, (size_t)n, ebuf,
-			                      sizeof ebuf);
-			if (why != NULL)
+			why = child_tls_write(c, buf, (size_t)n);
+			if (why != ECHO_END_NONE)
 				return why;
 			continue;
 		}
 		err = SSL_get_error(c->ssl, n);
 		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
-			return child_tls_why(c, n, ebuf, sizeof ebuf);
+			return child_tls_why(c, n);
 		why = child_tls_block(c, err, 1);
-		if (why != NULL)
+		if (why != ECHO_END_NONE)
 			return why;
 	}
 }
@@ -467,19 +509,23 @@ static void child_tls_close(struct child *c)
 }
 
 /* The TLS connection: handshake, echo, close_notify; returns why it ended. */
-static const char *child_tls_run(struct child *c, struct server *srv, char *buf,
-                                 size_t len)
+static enum echo_end child_tls_run(struct child *c, struct server *srv,
+                                   char *buf, size_t len)
 {
-	static char ebuf[160];
-	const char *why;
+	enum echo_end why;
 
 	c->ssl = tls_server_ssl(srv->tls);
-	if (c->ssl == NULL)
-		return "out of memory";
-	if (sock_set_blocking(c->fd, 0) < 0 || SSL_set_fd(c->ssl, c->fd) != 1)
-		return "cannot set up TLS";
-	why = child_tls_accept(c, srv->o->tls_handshake, ebuf, sizeof ebuf);
-	if (why != NULL) {
+	if (c->ssl == NULL) {
+		c->error = "out of memory";
+		return ECHO_END_ERROR;
+	}
+	if (sock_set_blocking(c->fd, 0) < 0 ||
+	    SSL_set_fd(c->ssl, c->fd) != 1) {
+		c->error = "cannot set up TLS";
+		return ECHO_END_ERROR;
+	}
+	why = child_tls_accept(c, srv->o->tls_handshake);
+	if (why != ECHO_END_NONE) {
 		SSL_free(c->ssl);
 		return why;
 	}
@@ -497,10 +543,14 @@ child_run(struct server *srv, int fd, int family, const char *peer, int tls,
 {
 	static char buf[FORK_BUFSIZE];
 	struct child c;
-	const char *why;
+	enum echo_end why;
+	double born = now_sec();
 
 	child_die_with(parent);
 	memset(&c, 0, sizeof c);
+	c.start = now_ms();
+	/* Said by the child, so that it always comes before its close line. */
+	echo_log_open(peer, "pid", (uint64_t)getpid());
 	c.fd = fd;
 	c.family = family;
 	c.peer = peer;
@@ -513,14 +563,14 @@ child_run(struct server *srv, int fd, int family, const char *peer, int tls,
 		why = child_tls_run(&c, srv, buf, sizeof buf);
 	else
 		why = child_echo(&c, buf, sizeof buf);
-	if (strcmp(why, "shutdown") == 0 || strcmp(why, "idle") == 0)
+	if (why == ECHO_END_SHUTDOWN || why == ECHO_END_IDLE)
 		child_linger(&c, buf, sizeof buf);
-	else if (strcmp(why, "eof") == 0)
+	else if (why == ECHO_END_EOF)
 		shutdown(fd, SHUT_WR);
 	close(fd);
-	log_verbose("closed %s: %" PRIu64 " bytes in, %" PRIu64
-	            " bytes out (%s)",
-	            peer, c.in, c.out, why);
+	child_record(srv->shared, now_sec() - born);
+	echo_log_close(peer, (long)getpid(), c.in, c.out, why, c.error,
+	               now_ms() - c.start);
 	_exit(0);
 }
 
@@ -535,6 +585,7 @@ static void server_kill_all(struct server *srv, int sig)
 static int server_reserve_pid(struct server *srv)
 {
 	struct admit_ticket *t;
+	char **peers;
 	pid_t *p;
 	size_t cap;
 
@@ -549,6 +600,12 @@ static int server_reserve_pid(struct server *srv)
 	if (t == NULL)
 		return -1;
 	srv->tickets = t;
+	if (log_get_level() >= LOG_VERBOSE) {
+		peers = realloc(srv->peers, cap * sizeof *peers);
+		if (peers == NULL)
+			return -1;
+		srv->peers = peers;
+	}
 	srv->pidcap = cap;
 	return 0;
 }
@@ -570,6 +627,10 @@ static void server_forget_pid(struct server *srv, pid_t pid)
 			srv->npids--;
 			srv->pids[i] = srv->pids[srv->npids];
 			srv->tickets[i] = srv->tickets[srv->npids];
+			if (srv->peers != NULL) {
+				free(srv->peers[i]);
+				srv->peers[i] = srv->peers[srv->npids];
+			}
 			return;
 		}
 	}
@@ -632,6 +693,7 @@ static void server_spawn(struct server *srv, int fd, int family,
 		close(fd);
 		server_release(srv, t);
 		srv->refused++;
+		srv->fork_failed++;
 		server_pause(srv, "cannot track a child", ENOMEM);
 		return;
 	}
@@ -646,14 +708,17 @@ static void server_spawn(struct server *srv, int fd, int family,
 	if (pid < 0) {
 		server_release(srv, t);
 		srv->refused++;
+		srv->fork_failed++;
 		server_pause(srv, "cannot fork", err);
 		return;
 	}
 	srv->tickets[srv->npids] = *t;
+	/* -v: for the line said if the drain deadline kills the child. */
+	if (srv->peers != NULL)
+		srv->peers[srv->npids] = strdup(peer);
 	srv->pids[srv->npids++] = pid;
 	srv->accepted++;
 	echo_pause_over(&srv->pause);
-	log_verbose("accepted from %s (pid %ld)", peer, (long)pid);
 }
 
 static void server_reap(struct server *srv);
@@ -738,15 +803,26 @@ static void server_reap(struct server *srv)
 		event_base_loopbreak(srv->base);
 }
 
+/*
+ * The drain deadline: a child still there is killed and says nothing, so
+ * the parent says its close line, without the byte counts it cannot know.
+ */
 static void server_killcb(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
+	struct log_kv kv;
+	size_t i;
 
 	(void)fd;
 	(void)what;
-	if (srv->npids > 0)
-		log_verbose("drain timeout: killing %zu connections",
-		            srv->npids);
+	for (i = 0; srv->peers != NULL && i < srv->npids; i++) {
+		log_kv_start(&kv, "close");
+		log_kv_str(&kv, "peer",
+		           srv->peers[i] != NULL ? srv->peers[i] : "?");
+		log_kv_u64(&kv, "pid", (uint64_t)srv->pids[i]);
+		log_kv_str(&kv, "reason", echo_end_name(ECHO_END_DRAIN_TIMEOUT));
+		log_verbose("%s", kv.buf);
+	}
 	server_kill_all(srv, SIGKILL);
 }
 
@@ -771,6 +847,7 @@ static void server_stop(struct server *srv)
 		return;
 	}
 	srv->stopping = 1;
+	notify_stopping(srv->notify, "draining: %zu connections", srv->npids);
 	server_close_listeners(srv);
 	udp_echo_stop(srv->udp);
 	evtimer_del(srv->resume_ev);
@@ -785,20 +862,65 @@ static void server_stop(struct server *srv)
 	evtimer_add(srv->kill_ev, &tv);
 }
 
-static void server_stats(struct server *srv)
+/* The counts now: the parent's, and the children's in the mapping. */
+static void server_counts(struct server *srv, struct echo_stats *s)
+{
+	server_reap(srv); /* open= counts connections, not zombies */
+	memset(s, 0, sizeof *s);
+	s->open = srv->npids;
+	s->accepted = srv->accepted;
+	s->refused = srv->refused;
+	s->fork_failed = srv->fork_failed;
+	s->draining = srv->stopping;
+	s->bytes_in = atomic_load(&srv->shared->bytes_in);
+	s->bytes_out = atomic_load(&srv->shared->bytes_out);
+	for (size_t i = 0; i <= METRICS_NBUCKETS; i++)
+		s->duration.count[i] = atomic_load_explicit(
+		        &srv->shared->duration[i], memory_order_relaxed);
+	s->duration.sum_us = atomic_load_explicit(&srv->shared->duration_us,
+	                                          memory_order_relaxed);
+	udp_echo_stats(srv->udp, s);
+	echo_admit_stats(srv->o, s);
+}
+
+/* final: the daemon's last line, after its loop stopped (echo_stats_log). */
+static void server_stats(struct server *srv, int final)
 {
 	struct echo_stats s;
 
-	server_reap(srv); /* open= counts connections, not zombies */
-	memset(&s, 0, sizeof s);
-	s.open = srv->npids;
-	s.accepted = srv->accepted;
-	s.refused = srv->refused;
-	s.bytes_in = atomic_load(&srv->shared->bytes_in);
-	s.bytes_out = atomic_load(&srv->shared->bytes_out);
-	udp_echo_stats(srv->udp, &s);
-	echo_admit_stats(srv->o, &s);
-	echo_stats_log(&s);
+	server_counts(srv, &s);
+	echo_stats_log(&s, final);
+}
+
+/* --metrics: a scrape arrived; the counts are at hand. */
+static void server_scrapecb(void *arg)
+{
+	struct server *srv = arg;
+	struct evbuffer *text = evbuffer_new();
+	struct echo_stats s;
+
+	server_counts(srv, &s);
+	if (text != NULL)
+		echo_metrics_write(&s, ECHO_MODE_FORK, text);
+	metrics_begin(srv->metrics);
+	metrics_answer(srv->metrics, text);
+	if (text != NULL)
+		evbuffer_free(text);
+}
+
+/* /healthz: serving until a drain starts. */
+static int server_healthcb(void *arg)
+{
+	return !((struct server *)arg)->stopping;
+}
+
+/* The service manager's STATUS= line is due. */
+static void server_tickcb(void *arg)
+{
+	struct echo_stats s;
+
+	server_counts(arg, &s);
+	echo_notify_status(((struct server *)arg)->notify, &s);
 }
 
 static void server_signalcb(evutil_socket_t sig, short what, void *arg)
@@ -809,7 +931,7 @@ static void server_signalcb(evutil_socket_t sig, short what, void *arg)
 		server_reap(arg);
 		break;
 	case SIGUSR1:
-		server_stats(arg);
+		server_stats(arg, 0);
 		break;
 	case SIGINT:
 	case SIGTERM:
@@ -903,7 +1025,12 @@ static int server_init(struct server *srv, const struct echo_opts *o)
 		log_error("cannot set up the event loop");
 		return -1;
 	}
-	return 0;
+	if (o->metrics_on &&
+	    (srv->metrics = metrics_new(srv->base, &o->metrics, o->admit,
+	                                server_scrapecb, server_healthcb,
+	                                srv)) == NULL)
+		return -1;
+	return notify_new(&srv->notify, srv->base, server_tickcb, NULL, srv);
 }
 
 static void server_free(struct server *srv)
@@ -919,10 +1046,15 @@ static void server_free(struct server *srv)
 		event_free(srv->resume_ev);
 	if (srv->kill_ev != NULL)
 		event_free(srv->kill_ev);
+	metrics_free(srv->metrics); /* open until now, through the drain */
+	notify_free(srv->notify);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
 	if (srv->shared != NULL)
 		munmap(srv->shared, sizeof *srv->shared);
+	for (i = 0; srv->peers != NULL && i < srv->npids; i++)
+		free(srv->peers[i]);
+	free(srv->peers);
 	free(srv->pids);
 	free(srv->tickets);
 	tls_server_free(srv->tls);
@@ -953,9 +1085,10 @@ int echo_fork_run(const struct echo_opts *o)
 	if (event_base_dispatch(srv.base) < 0) {
 		log_error("event loop failed");
 		server_abandon(&srv);
-		goto out;
+	} else {
+		status = 0;
 	}
-	status = 0;
+	server_stats(&srv, 1);
 out:
 	server_free(&srv);
 	return status;

@@ -31,7 +31,8 @@ static const char echo_usage_text[] =
         "[--udp-rate N]\n"
         "       [--tls-cert FILE --tls-key FILE] "
         "[--tls-handshake-timeout SECONDS]\n"
-        "       [--tls-verify-client CAFILE]\n" ADMIT_USAGE;
+        "       [--tls-verify-client CAFILE] [--metrics [ADDR:]PORT]\n"
+        ADMIT_USAGE;
 
 static const char echo_help_text[] =
         "Echo every byte each client sends back to it, in order (RFC 862).\n"
@@ -103,7 +104,7 @@ static const char echo_help_text[] =
         "certificate\n"
         "                           from the CAs in this PEM file; -v logs "
         "why\n"
-        "                           (tls handshake failed: ...)\n"
+        "                           (reason=tls_handshake error=...)\n"
         "  -v, --verbose            log every connection\n"
         "  -q, --quiet              log errors only\n"
         "  -h, --help               show this help and exit\n"
@@ -169,6 +170,44 @@ static const char echo_help_unix[] =
         "peers by\n"
         "uid and pid. No TLS or UDP on Unix sockets.\n";
 
+/* After echo_help_unix: the metrics endpoint and the service manager. */
+static const char echo_help_metrics[] =
+        "\n"
+        "Metrics and the service manager:\n"
+        "\n"
+        "      --metrics [ADDR:]PORT\n"
+        "                           serve HTTP there: /metrics (Prometheus "
+        "text\n"
+        "                           format) and /healthz (ok; 503 once "
+        "draining);\n"
+        "                           a PORT alone is every address, port 0 "
+        "picks\n"
+        "                           one; the access lists apply (default: "
+        "off)\n"
+        "\n"
+        "It prints 'metrics on http://ADDR:PORT/metrics' once listening. "
+        "Started\n"
+        "with NOTIFY_SOCKET (systemd Type=notify), the daemon sends "
+        "READY=1,\n"
+        "STATUS= every 5 s, STOPPING=1 when a drain starts and, with "
+        "WatchdogSec=,\n"
+        "WATCHDOG=1 from its event loop at half that period.\n";
+
+/* After echo_help_unix: what is logged, and how. */
+static const char echo_help_logs[] =
+        "\n"
+        "Logs: -v lines are key=value pairs (event=open, event=close, "
+        "event=refused)\n"
+        "with the time (UTC); -q keeps errors and the SIGUSR1 line only. "
+        "The\n"
+        "statistics line is logged once more, as the last line, on exit. "
+        "On a\n"
+        "journal stream (JOURNAL_STREAM) each line starts with its syslog "
+        "priority\n"
+        "(<3> error, <4> warning, <6> information, <7> -v) instead of the "
+        "program's\n"
+        "name and the time. SIGHUP never ends the daemon.\n";
+
 /* Before admit_help_text's rows: what they apply to here. */
 static const char echo_help_admit[] =
         "\n"
@@ -195,6 +234,7 @@ enum {
 	OPT_TLS_HANDSHAKE,
 	OPT_TLS_VERIFY_CLIENT,
 	OPT_UNIX_MODE,
+	OPT_METRICS,
 };
 
 static const struct option echo_longopts[] = {
@@ -215,6 +255,7 @@ static const struct option echo_longopts[] = {
         {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE},
         {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY_CLIENT},
         {"unix-mode", required_argument, NULL, OPT_UNIX_MODE},
+        {"metrics", required_argument, NULL, OPT_METRICS},
         ADMIT_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
@@ -232,9 +273,9 @@ const char *echo_mode_name(enum echo_mode m)
  * The UDP and admission counters go last, and only when served or given,
  * so that the line of a daemon without them is what it always was.
  */
-void echo_stats_log(const struct echo_stats *s)
+void echo_stats_log(const struct echo_stats *s, int final)
 {
-	char udp[96] = "", admit[160] = "";
+	char udp[96] = "", admit[160] = "", line[512];
 	size_t n = 0;
 
 	if (s->udp)
@@ -247,11 +288,18 @@ void echo_stats_log(const struct echo_stats *s)
 		                      " %s=%" PRIu64,
 		                      admit_why_name((enum admit_why)i),
 		                      s->admit_refused[i]);
-	log_error("stats: open=%" PRIu64 " accepted=%" PRIu64
-	          " refused=%" PRIu64 " bytes_in=%" PRIu64
-	          " bytes_out=%" PRIu64 "%s%s",
-	          s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out,
-	          udp, admit);
+	snprintf(line, sizeof line,
+	         "stats: open=%" PRIu64 " accepted=%" PRIu64
+	         " refused=%" PRIu64 " bytes_in=%" PRIu64
+	         " bytes_out=%" PRIu64 "%s%s",
+	         s->open, s->accepted, s->refused, s->bytes_in, s->bytes_out,
+	         udp, admit);
+	/* The final line is information like any other; SIGUSR1's was asked
+	 * for, so -q does not hold it back. */
+	if (final)
+		log_info("%s", line);
+	else
+		log_report("%s", line);
 }
 
 const int echo_ignored_signals[ECHO_NIGNORED_SIGNALS] = {
@@ -264,6 +312,10 @@ void echo_signals_ignore(void)
 	signal(SIGPIPE, SIG_IGN);
 	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
 		signal(sig, SIG_IGN);
+	/* Until the event loop's handlers take over: a SIGHUP during the
+	 * set-up (certificates, binding) must not end the daemon either. */
+	for (size_t i = 0; i < ECHO_NIGNORED_SIGNALS; i++)
+		signal(echo_ignored_signals[i], SIG_IGN);
 }
 
 void echo_signal_log(int sig)
@@ -302,20 +354,20 @@ static double echo_now(void)
 void echo_refused_log(struct echo_loglimit *l, const char *peer,
                       uint64_t open, uint64_t max)
 {
+	struct log_kv kv;
 	uint64_t held;
 
 	if (log_get_level() < LOG_VERBOSE ||
 	    !echo_loglimit_pass(l, (int64_t)(echo_now() * 1000), &held))
 		return;
-	if (held == 0)
-		log_verbose("refused %s: %" PRIu64
-		            " connections open (--max-conns %" PRIu64 ")",
-		            peer, open, max);
-	else
-		log_verbose("refused %s: %" PRIu64
-		            " connections open (--max-conns %" PRIu64
-		            "); %" PRIu64 " more refused, not logged",
-		            peer, open, max, held);
+	log_kv_start(&kv, "refused");
+	log_kv_str(&kv, "peer", peer);
+	log_kv_str(&kv, "reason", "max_conns");
+	log_kv_u64(&kv, "open", open);
+	log_kv_u64(&kv, "max_conns", max);
+	if (held > 0)
+		log_kv_u64(&kv, "not_logged", held);
+	log_verbose("%s", kv.buf);
 }
 
 int echo_accept_burst(unsigned *burst, struct event *resume)
@@ -346,11 +398,11 @@ void echo_pause_note(struct echo_pause *p, const char *what, int err)
 	}
 	p->last = p->since;
 	if (p->held == 0)
-		log_error("%s: %s; pausing accepts", what, strerror(err));
+		log_warn("%s: %s; pausing accepts", what, strerror(err));
 	else
-		log_error("%s: %s; pausing accepts (%" PRIu64
-		          " more not logged)",
-		          what, strerror(err), p->held);
+		log_warn("%s: %s; pausing accepts (%" PRIu64
+		         " more not logged)",
+		         what, strerror(err), p->held);
 	p->held = 0;
 }
 
@@ -361,9 +413,8 @@ void echo_pause_over(struct echo_pause *p)
 	p->on = 0;
 	if (!p->logged)
 		return;
-	log_error("accepting again after %.1f s; %" PRIu64
-	          " attempts waited",
-	          echo_now() - p->since, p->waits);
+	log_info("accepting again after %.1f s; %" PRIu64 " attempts waited",
+	         echo_now() - p->since, p->waits);
 }
 
 static enum opts_result echo_bad(FILE *errout, const char *prog,
@@ -672,6 +723,16 @@ static enum opts_result echo_opts_read(int argc, char **argv,
 		case OPT_CPU_AFFINITY:
 			o->cpu_affinity = 1;
 			break;
+		case OPT_METRICS:
+			if (addr_parse(optarg, ADDR_LISTEN, &o->metrics,
+			               &why) < 0) {
+				fprintf(errout, "%s: bad --metrics '%s': %s\n",
+				        prog, optarg, why);
+				fprintf(errout, echo_usage_text, prog);
+				return OPTS_USAGE;
+			}
+			o->metrics_on = 1;
+			break;
 		case OPT_UNIX_MODE:
 			if (addr_unix_mode_parse(optarg, &unix_mode) < 0)
 				return echo_bad(errout, prog,
@@ -709,6 +770,8 @@ static enum opts_result echo_opts_read(int argc, char **argv,
 			fputc('\n', out);
 			fputs(echo_help_text, out);
 			fputs(echo_help_unix, out);
+			fputs(echo_help_logs, out);
+			fputs(echo_help_metrics, out);
 			fputs(echo_help_admit, out);
 			fputs(admit_help_text, out);
 			return OPTS_EXIT;

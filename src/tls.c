@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,32 +81,54 @@ static const char *tls_load_error(const char *path, const char *what,
 	return tls_strerror(0, buf, len);
 }
 
+static void tls_fail(int reload, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+/*
+ * Why loading failed: an error at start, a warning on a reload, after which
+ * the server goes on with what it had.
+ */
+static void tls_fail(int reload, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (reload)
+		log_warn("%s", line);
+	else
+		log_error("%s", line);
+}
+
 /*
  * The certificate chain and key both sides can present, the lowest version,
- * and released buffers. Returns 0, or -1 after logging.
+ * and released buffers. Returns 0, or -1 after logging (tls_fail).
  */
-static int tls_ctx_common(SSL_CTX *ctx, const char *cert, const char *key)
+static int tls_ctx_common(SSL_CTX *ctx, const char *cert, const char *key,
+                          int reload)
 {
 	char why[256];
 
 	if (cert == NULL)
 		goto common;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		log_error("cannot load --tls-cert %s: %s", cert,
-		          tls_load_error(cert, "certificate", why, sizeof why));
+		tls_fail(reload, "cannot load --tls-cert %s: %s", cert,
+		         tls_load_error(cert, "certificate", why, sizeof why));
 		return -1;
 	}
 	errno = 0;
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		log_error("cannot load --tls-key %s: %s", key,
-		          tls_load_error(key, "private key", why, sizeof why));
+		tls_fail(reload, "cannot load --tls-key %s: %s", key,
+		         tls_load_error(key, "private key", why, sizeof why));
 		return -1;
 	}
 common:
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-		log_error("cannot set TLS 1.2 as the lowest version: %s",
-		          tls_strerror(0, why, sizeof why));
+		tls_fail(reload, "cannot set TLS 1.2 as the lowest version: %s",
+		         tls_strerror(0, why, sizeof why));
 		return -1;
 	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -116,7 +139,7 @@ common:
  * Ask for a client certificate that verifies against the CAs in file, and
  * name them in the CertificateRequest.
  */
-static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file)
+static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file, int reload)
 {
 	STACK_OF(X509_NAME) *names;
 	char why[256];
@@ -124,9 +147,9 @@ static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file)
 	errno = 0;
 	if (SSL_CTX_load_verify_file(ctx, file) != 1 ||
 	    (names = SSL_load_client_CA_file(file)) == NULL) {
-		log_error("cannot load --tls-verify-client %s: %s", file,
-		          tls_load_error(file, "CA certificate", why,
-		                         sizeof why));
+		tls_fail(reload, "cannot load --tls-verify-client %s: %s", file,
+		         tls_load_error(file, "CA certificate", why,
+		                        sizeof why));
 		return -1;
 	}
 	SSL_CTX_set_client_CA_list(ctx, names);
@@ -136,8 +159,9 @@ static int tls_ctx_verify_client(SSL_CTX *ctx, const char *file)
 	return 0;
 }
 
+/* reload: on SIGHUP, when a failure is only a warning (tls_fail). */
 static SSL_CTX *tls_ctx_load(const char *cert, const char *key,
-                             const char *verify_ca)
+                             const char *verify_ca, int reload)
 {
 	static const unsigned char sid_ctx[] = "forkloop";
 	char why[256];
@@ -147,12 +171,13 @@ static SSL_CTX *tls_ctx_load(const char *cert, const char *key,
 	errno = 0;
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
-		log_error("cannot create a TLS context: %s",
-		          tls_strerror(0, why, sizeof why));
+		tls_fail(reload, "cannot create a TLS context: %s",
+		         tls_strerror(0, why, sizeof why));
 		return NULL;
 	}
-	if (tls_ctx_common(ctx, cert, key) < 0 ||
-	    (verify_ca != NULL && tls_ctx_verify_client(ctx, verify_ca) < 0))
+	if (tls_ctx_common(ctx, cert, key, reload) < 0 ||
+	    (verify_ca != NULL &&
+	     tls_ctx_verify_client(ctx, verify_ca, reload) < 0))
 		goto fail;
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/* Resumed sessions need one with client verification (SSL_CTX_set_
@@ -175,7 +200,7 @@ struct tls_server *tls_server_new(const char *cert, const char *key,
 		log_error("cannot set up TLS: out of memory");
 		goto fail;
 	}
-	t->ctx = tls_ctx_load(cert, key, verify_ca);
+	t->ctx = tls_ctx_load(cert, key, verify_ca, 0);
 	if (t->ctx == NULL)
 		goto fail;
 	if (pthread_mutex_init(&t->lock, NULL) != 0) {
@@ -196,10 +221,10 @@ fail:
 
 int tls_server_reload(struct tls_server *t)
 {
-	SSL_CTX *ctx = tls_ctx_load(t->cert, t->key, t->verify_ca), *old;
+	SSL_CTX *ctx = tls_ctx_load(t->cert, t->key, t->verify_ca, 1), *old;
 
 	if (ctx == NULL) {
-		log_error("SIGHUP: keeping the certificate loaded before");
+		log_warn("SIGHUP: keeping the certificate loaded before");
 		return -1;
 	}
 	pthread_mutex_lock(&t->lock);
@@ -289,7 +314,7 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_conf *conf)
 		          tls_strerror(0, why, sizeof why));
 		return NULL;
 	}
-	if (tls_ctx_common(ctx, conf->cert, conf->key) < 0)
+	if (tls_ctx_common(ctx, conf->cert, conf->key, 0) < 0)
 		goto fail;
 	if (!conf->verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);

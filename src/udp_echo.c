@@ -131,6 +131,7 @@ struct udp_echo {
 	size_t nsocks;
 	struct udp_self self;
 	uint64_t in, out, dropped;
+	uint64_t drop[ECHO_UDP_NDROP]; /* dropped, by reason */
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 	struct sockaddr_storage names[UDP_BATCH];
@@ -560,11 +561,12 @@ static size_t udp_pktinfo(struct msghdr *h, struct sockaddr_storage *dst,
 }
 
 static void udp_drop(struct udp_echo *u, struct msghdr *h, size_t len,
-                     const char *why)
+                     enum echo_udp_drop d, const char *why)
 {
 	char name[ADDR_STRLEN];
 
 	u->dropped++;
+	u->drop[d]++;
 	if (log_get_level() < LOG_VERBOSE)
 		return;
 	log_verbose("udp: dropped %zu bytes from %s: %s", len,
@@ -572,19 +574,24 @@ static void udp_drop(struct udp_echo *u, struct msghdr *h, size_t len,
 	            why);
 }
 
+/* Why h gets no reply, with *d its reason, or NULL if it gets one. */
 static const char *udp_check(struct udp_sock *us, struct msghdr *h,
-                             const struct sockaddr *dst, double now)
+                             const struct sockaddr *dst, double now,
+                             enum echo_udp_drop *d)
 {
 	const char *why;
 
+	*d = ECHO_UDP_DROP_TRUNCATED;
 	if (h->msg_flags & MSG_TRUNC)
 		return "larger than 64 KiB";
+	*d = ECHO_UDP_DROP_GUARD;
 	why = udp_guard(h->msg_name, (struct sockaddr *)&us->local,
 	                dst->sa_family != AF_UNSPEC ? dst : NULL);
 	if (why != NULL)
 		return why;
 	if (udp_echo_serves(us->u, h->msg_name))
 		return "own address";
+	*d = ECHO_UDP_DROP_RATE;
 	if (us->u->rate != NULL &&
 	    !udp_rate_allow(us->u->rate, h->msg_name, now, &why))
 		return why;
@@ -600,6 +607,7 @@ static int udp_refused(struct udp_echo *u, const struct msghdr *h)
 	if (admit_check_addr(a, h->msg_name, h->msg_namelen) == ADMIT_OK)
 		return 0;
 	u->dropped++;
+	u->drop[ECHO_UDP_DROP_ACL]++;
 	admit_count(a, ADMIT_DENIED);
 	admit_source(a, h->msg_name, h->msg_namelen, &t);
 	echo_admit_refused(u->opts, -1, h->msg_name, h->msg_namelen, &t,
@@ -616,15 +624,16 @@ static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 	struct iovec iov;
 	size_t ctllen;
 	const char *why;
+	enum echo_udp_drop d;
 
 	u->in++;
 	if (u->opts != NULL && udp_refused(u, h))
 		return;
 	memset(&dst, 0, sizeof dst);
 	ctllen = udp_pktinfo(h, &dst, &ctl);
-	why = udp_check(us, h, (struct sockaddr *)&dst, now);
+	why = udp_check(us, h, (struct sockaddr *)&dst, now, &d);
 	if (why != NULL) {
-		udp_drop(u, h, m->msg_len, why);
+		udp_drop(u, h, m->msg_len, d, why);
 		return;
 	}
 	iov.iov_base = h->msg_iov->iov_base;
@@ -639,7 +648,8 @@ static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 		r.msg_controllen = ctllen;
 	}
 	if (sendmsg(us->fd, &r, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-		udp_drop(u, h, m->msg_len, strerror(errno));
+		udp_drop(u, h, m->msg_len, ECHO_UDP_DROP_SEND_ERROR,
+		         strerror(errno));
 		return;
 	}
 	u->out++;
@@ -819,4 +829,6 @@ void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s)
 	s->udp_in += u->in;
 	s->udp_out += u->out;
 	s->udp_dropped += u->dropped;
+	for (int i = 0; i < ECHO_UDP_NDROP; i++)
+		s->udp_drop[i] += u->drop[i];
 }

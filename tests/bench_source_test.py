@@ -23,8 +23,9 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fltest  # noqa: E402
 
-# forkloop-echo -v: "127.0.0.2:40001 connected", "[::1]:40001 connected".
-PEER_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[0-9.]+):\d+ connected")
+# forkloop-echo -v: "event=open peer=127.0.0.2:40001 loop=0",
+# "event=open peer=[::1]:40001 loop=0".
+PEER_RE = re.compile(r"event=open peer=(\[[0-9a-fA-F:.]+\]|[0-9.]+):\d+ ")
 NS_PORTS = "40000 40099"  # 100 local ports in the namespace
 
 

@@ -294,8 +294,9 @@ class BrokerTest(fltest.ProcTestCase):
             relayed = b"".join(l + b"\n" for l in c.lines()
                                if l.startswith(b"<" + flood.name + b"> 0"))
             self.assertEqual(relayed, want, c.name)
-        srv.wait_line(idle.name.decode() + " dropped: not reading")
-        self.assertNotIn(" left ", srv.stderr_text())
+        srv.wait_line(r"event=drop name=%s peer=\S+ reason=not_reading "
+                      r"pending=\d+ " % idle.name.decode())
+        self.assertNotIn("event=leave", srv.stderr_text())
         self.stop(srv, readers)
 
     # --- names and notices ---
@@ -316,7 +317,7 @@ class BrokerTest(fltest.ProcTestCase):
         self.assertEqual(a.data().split(b"\n", 1)[1],
                          b"* %s joined\n* %s joined\n* %s left\n<%s> marker\n"
                          % (b.name, c.name, b.name, c.name))
-        srv.wait_line(b.name.decode() + r" left \(end of input\)")
+        srv.wait_line(r"event=leave name=%s .*reason=eof " % b.name.decode())
 
     def test_nick_renames_and_rejects(self):
         srv = self.broker()
@@ -724,7 +725,7 @@ class BrokerTest(fltest.ProcTestCase):
         self.assertEqual(a.data().split(b"/; /help lists them\n")[-1],
                          b"* " + c.name + b" left: see ^[[2Jyou\n"
                          b"* " + b.name + b" left\n* 1 here: alice\n")
-        srv.wait_line(c.name.decode() + r" left \(/quit\)")
+        srv.wait_line(r"event=leave name=%s .*reason=quit " % c.name.decode())
         self.stop(srv, [a])
 
     # --- closing ---
@@ -786,7 +787,8 @@ class BrokerTest(fltest.ProcTestCase):
         got = s.after_welcome().split(b"\n")
         self.assertEqual(got[-2:], [b"* you were dropped: not reading", b""])
         self.assertEqual(set(got[:-2]), {b"<" + a.name + b"> " + line})
-        srv.wait_line(s.name.decode() + " dropped: not reading")
+        srv.wait_line(r"event=drop name=%s .*reason=not_reading "
+                      % s.name.decode())
         self.stop(srv, [a, c])
 
     def test_sigterm_sends_what_is_owed(self):

@@ -357,8 +357,10 @@ class BrokerTlsTest(fltest.ProcTestCase):
         closer.close()
         for c in rest:
             c.wait_line(b"* " + closer.name + b" left")
-        srv.wait_line(quitter.name.decode() + r" left \(/quit\)")
-        srv.wait_line(closer.name.decode() + r" left \(end of input\)")
+        srv.wait_line(r"event=leave name=%s .*reason=quit "
+                      % quitter.name.decode())
+        srv.wait_line(r"event=leave name=%s .*reason=eof "
+                      % closer.name.decode())
         self.marker(rest[0], rest[1:])
         self.stop(srv, rest)
 
@@ -392,19 +394,20 @@ class BrokerTlsTest(fltest.ProcTestCase):
         a notice; nobody else may /nick it."""
         srv = self.mtls_broker()
         self.refused(srv)
-        srv.wait_line(r"^forkloop-chat: 127\.0\.0\.1:\d+: tls handshake "
-                      r"failed: .*certificate")
+        srv.wait_line(r"^forkloop-chat: \S+Z event=refused "
+                      r"peer=127\.0\.0\.1:\d+ reason=tls_handshake "
+                      r"duration_ms=\d+ error=\".*certificate")
         self.refused(srv, "rogue-client")
-        srv.wait_line(r"127\.0\.0\.1:\d+: tls handshake failed: "
-                      r"certificate verify failed: unable to get local "
-                      r"issuer certificate")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:\d+ "
+                      r"reason=tls_handshake .*error=\"certificate verify "
+                      r"failed: unable to get local issuer certificate\"$")
         alice = self.client(srv, "client")
         self.assertEqual(alice.data(), b"* you are alice; others here: 0\n")
         bob = self.client(srv, "client2")
         self.assertEqual(bob.name, b"bob")
         alice.wait_line(b"* bob joined")
-        srv.wait_line(r"alice joined from 127\.0\.0\.1:\d+ \(name from its "
-                      r"certificate\)")
+        srv.wait_line(r"event=join name=alice peer=127\.0\.0\.1:\d+ "
+                      r"name_from=certificate$")
         again = self.client(srv, "client")
         self.assertEqual(again.name, b"user1")
         again.wait_line(b"* certificate name not used: alice is taken")
@@ -431,7 +434,7 @@ class BrokerTlsTest(fltest.ProcTestCase):
                          b"* your name comes from your certificate\n"
                          b"* your name comes from your certificate\n"
                          b"* user1 is now carol\n")
-        self.assertEqual(srv.stderr_text().count(" joined from "), 3)
+        self.assertEqual(srv.stderr_text().count("event=join "), 3)
         # Two common names (CN=alice, CN=bob): neither names the client.
         two = self.client(srv, "two-cn")
         self.assertEqual(two.name, b"user2")
@@ -447,8 +450,9 @@ class BrokerTlsTest(fltest.ProcTestCase):
         with socket.create_connection(("127.0.0.1", srv.port), 10) as s:
             s.sendall(b"hello relay\n")
             self.assertTrue(closed_soon(s, 10))
-        srv.wait_line(r"127\.0\.0\.1:\d+: tls handshake failed: "
-                      r"wrong version number$")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:\d+ "
+                      r"reason=tls_handshake duration_ms=\d+ "
+                      r"error=\"wrong version number\"$")
         b = self.client(srv)
         self.assertEqual(b.data(), b"* you are user2; others here: 1\n")
         a.wait_line(b"* user2 joined")
@@ -467,8 +471,8 @@ class BrokerTlsTest(fltest.ProcTestCase):
             took = time.monotonic() - t0
         self.assertGreater(took, 0.4)
         self.assertLess(took, 5)
-        srv.wait_line(r"127\.0\.0\.1:\d+: tls handshake timeout: not done "
-                      r"in 0\.5 s")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:\d+ "
+                      r"reason=tls_handshake_timeout duration_ms=\d+$")
         a = self.client(srv)
         self.assertEqual(a.name, b"user1")
         self.stop(srv, [a])
@@ -505,8 +509,8 @@ class BrokerTlsTest(fltest.ProcTestCase):
             self.stop(srv, [a, b])
             self.assertLess(time.monotonic() - t0, 5)
         self.assertRegex(srv.stderr_text(),
-                         r"127\.0\.0\.1:\d+: closed during the tls "
-                         r"handshake: the relay is shutting down")
+                         r"event=refused peer=127\.0\.0\.1:\d+ "
+                         r"reason=shutdown ")
 
     def test_sighup_without_tls_has_nothing_to_reload(self):
         """Without TLS, SIGHUP is logged and the relay goes on."""
@@ -554,7 +558,7 @@ class BrokerTlsTest(fltest.ProcTestCase):
             self.assertEqual(o.data().split(b"\n")[-3:],
                              [b"<" + b.name + b"> bye from b",
                               b"* " + b.name + b" left", b""])
-        srv.wait_line(b.name.decode() + r" left \(end of input\)")
+        srv.wait_line(r"event=leave name=%s .*reason=eof " % b.name.decode())
         self.stop(srv, [a, c])
 
     def test_dropped_client_told_and_closed_cleanly(self):
@@ -585,7 +589,8 @@ class BrokerTlsTest(fltest.ProcTestCase):
         self.assertEqual(got[0], b"* you are %s; others here: 2" % s.name)
         self.assertEqual(got[-2:], [b"* you were dropped: not reading", b""])
         self.assertEqual(set(got[1:-2]), {b"<" + a.name + b"> " + line})
-        srv.wait_line(s.name.decode() + " dropped: not reading")
+        srv.wait_line(r"event=drop name=%s .*reason=not_reading "
+                      % s.name.decode())
         self.marker(c, [a])
         self.stop(srv, [a, c])
 
@@ -600,17 +605,18 @@ class BrokerTlsTest(fltest.ProcTestCase):
         raw.settimeout(10)
         raw.connect(("127.0.0.1", srv.port))
         a = self.context().wrap_socket(raw, server_hostname="127.0.0.1")
-        name = srv.wait_line(r"(user\d+) joined from")[-1].group(1)
+        name = srv.wait_line(r"event=join name=(user\d+) ")[-1].group(1)
         b = self.client(srv)
         line = b"z" * 999 + b"\n"
         for _ in range(6):
             b.send(line * 500)
-        srv.wait_line(re.escape(b.name.decode()) + r" joined from")
+        srv.wait_line(r"event=join name=%s " % re.escape(b.name.decode()))
         time.sleep(0.5)  # the relay has queued most of it for a
         a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                      struct.pack("ii", 1, 0))
         a.close()
-        srv.wait_line(re.escape(name) + r" left \(Connection reset by peer\)")
+        srv.wait_line(r"event=leave name=%s .*reason=reset .*"
+                      r"error=\"Connection reset by peer\"$" % re.escape(name))
         b.wait_line(b"* " + name.encode() + b" left")
         self.marker(b, [])
         self.stop(srv, [b])

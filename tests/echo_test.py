@@ -32,9 +32,9 @@ KIB = 1024
 MIB = 1024 * 1024
 STATS_RE = re.compile(r"stats: open=(\d+) accepted=(\d+) refused=(\d+) "
                       r"bytes_in=(\d+) bytes_out=(\d+)")
-# "127.0.0.1:P closed (why): N bytes in, M out" (event mode) or
-# "closed 127.0.0.1:P: N bytes in, M bytes out (why)" (fork mode).
-CLOSED_RE = r"127\.0\.0\.1:%d\b.*: (\d+) bytes in, (\d+) (?:bytes )?out"
+# -v: "event=close peer=127.0.0.1:P in=N out=M reason=R duration_ms=T"
+# (fork mode: pid=CHILD after the peer).
+CLOSED_RE = r"event=close peer=127\.0\.0\.1:%d (?:pid=\d+ )?in=(\d+) out=(\d+) "
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
 
 
@@ -1112,7 +1112,8 @@ class EchoTest(fltest.ProcTestCase):
         self.assertPrefix(bytes(got), data)
         # Neither reading nor sending now: idle, closed.
         t0 = time.monotonic()
-        srv.wait_line(r"127\.0\.0\.1:%d\b.*idle" % port, timeout=10)
+        srv.wait_line(r"event=close peer=127\.0\.0\.1:%d .*"
+                      r"reason=idle_timeout " % port, timeout=10)
         self.assertLess(time.monotonic() - t0, 5.0)
         self.assertAlive(srv)
 
@@ -1130,23 +1131,23 @@ class EchoTest(fltest.ProcTestCase):
             c.close()
         st = self.wait_stats(srv, lambda st: st["refused"] >= n)
         self.assertEqual(st["refused"], n, st)
-        srv.wait_line(r"refused 127\.0\.0\.1:%d\b" % first)
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:%d\b" % first)
         with srv.cond:
             logged = sum(1 for l in srv.lines
-                         if l is not None and "refused 127.0.0.1:" in l)
+                         if l is not None and "event=refused " in l)
         self.assertLessEqual(logged, 2 * 10, "a line per refusal: "
                              "unbounded under a flood of connects")
-        srv.wait_line(r"refused 127\.0\.0\.1:%d: 1 connections open "
-                      r"\(--max-conns 1\)" % first)
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:%d "
+                      r"reason=max_conns open=1 max_conns=1$" % first)
         time.sleep(1.1)
         last = socket.create_connection((srv.host, srv.port), timeout=10)
         port = last.getsockname()[1]
         self.assertTrue(closed_by_peer(last, timeout=10))
         last.close()
-        srv.wait_line(r"refused 127\.0\.0\.1:%d:" % port)
-        rx = re.compile(r"refused 127\.0\.0\.1:\d+: 1 connections open "
-                        r"\(--max-conns 1\)(?:; (\d+) more refused, not "
-                        r"logged)?$")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:%d " % port)
+        rx = re.compile(r"event=refused peer=127\.0\.0\.1:\d+ "
+                        r"reason=max_conns open=1 max_conns=1"
+                        r"(?: not_logged=(\d+))?$")
         with srv.cond:
             lines = [rx.search(l) for l in srv.lines if l is not None]
         lines = [m for m in lines if m]

@@ -638,7 +638,7 @@ static void test_stats_log(void **state)
 	saved = dup(STDERR_FILENO);
 	assert_true(saved >= 0);
 	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
-	echo_stats_log(&s);
+	echo_stats_log(&s, 0);
 	assert_true(dup2(saved, STDERR_FILENO) >= 0);
 	close(saved);
 	n = pread(fileno(tmp), buf, sizeof buf - 1, 0);
@@ -755,7 +755,7 @@ static void test_stats_log_udp(void **state)
 	saved = dup(STDERR_FILENO);
 	assert_true(saved >= 0);
 	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
-	echo_stats_log(&s);
+	echo_stats_log(&s, 0);
 	assert_true(dup2(saved, STDERR_FILENO) >= 0);
 	close(saved);
 	n = pread(fileno(tmp), buf, sizeof buf - 1, 0);
@@ -860,7 +860,7 @@ static void capture_stderr(void (*f)(void *), void *arg, char *buf,
 
 static void stats_log(void *arg)
 {
-	echo_stats_log(arg);
+	echo_stats_log(arg, 0);
 }
 
 /* The refusal counters come last, after the UDP ones, named as admit.h. */

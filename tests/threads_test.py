@@ -120,7 +120,7 @@ class ThreadsTest(fltest.ProcTestCase):
             (1 + 4) * (4 * KIB + 37 * i) for i in range(300)))
         # Each loop served some of them (-v names the loop).
         loops = [int(m.group(1)) for m in srv.wait_line(
-            r"connected \(loop (\d+)\)$", count=300)]
+            r"event=open peer=\S+ loop=(\d+)$", count=300)]
         self.assertEqual(len(loops), 300)
         self.assertEqual(sorted(set(loops)), [0, 1, 2, 3])
 

@@ -356,7 +356,8 @@ class TlsTest(fltest.ProcTestCase):
         with socket.create_connection(("127.0.0.1", srv.port), 10) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
             self.assertTrue(closed_soon(s, 10))
-        srv.wait_line(r"tls handshake failed")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:\d+ (?:pid=\d+ )?"
+                      r"reason=tls_handshake ")
         with self.connect(srv) as s:
             self.assertEqual(tls_roundtrip(s, b"still serving"),
                              b"still serving")
@@ -427,7 +428,8 @@ class TlsTest(fltest.ProcTestCase):
             took = time.monotonic() - t0
         self.assertGreater(took, 0.8)
         self.assertLess(took, 5)
-        srv.wait_line(r"tls handshake timeout")
+        srv.wait_line(r"event=refused peer=127\.0\.0\.1:\d+ (?:pid=\d+ )?"
+                      r"reason=tls_handshake_timeout ")
 
     def test_sighup_reloads_certificate(self):
         shutil.copy(self.path("server.pem"), self.path("cur.pem"))
@@ -517,8 +519,8 @@ class TlsTest(fltest.ProcTestCase):
         with self.connect_as(srv, "client2", tls12=True) as s:
             s.do_handshake()
             self.assertEqual(tls_roundtrip(s, ALL_BYTES), ALL_BYTES)
-        srv.wait_line(r"closed", count=2)
-        self.assertNotIn("handshake failed", srv.stderr_text())
+        srv.wait_line(r"event=close ", count=2)
+        self.assertNotIn("event=refused", srv.stderr_text())
 
     def assertRefused(self, srv, name, reason):
         """A client presenting name (None: no certificate) is refused in
@@ -531,7 +533,7 @@ class TlsTest(fltest.ProcTestCase):
                                   "echoed %r" % (name, tls12, got))
             if tls12:  # the handshake itself failed
                 self.assertIsInstance(got, ssl.SSLError, repr(got))
-        srv.wait_line(r"tls handshake failed: %s" % re.escape(reason),
+        srv.wait_line(r"reason=tls_handshake .*error=\"%s" % re.escape(reason),
                       count=2)
 
     def test_client_without_cert_is_refused(self):
@@ -561,7 +563,8 @@ class TlsTest(fltest.ProcTestCase):
         srv.wait_line(r"SIGHUP: reloaded")
         with self.connect_as(srv, "client") as s:
             self.assertIsInstance(tls_refusal(s), OSError)
-        srv.wait_line(r"tls handshake failed: certificate verify failed")
+        srv.wait_line(r"reason=tls_handshake .*error=\"certificate verify "
+                      r"failed")
         # The server is still checked against ca.pem: only the CA that
         # vouches for clients changed.
         with self.connect_as(srv, "rogue-client") as s:
@@ -592,7 +595,7 @@ class TlsTest(fltest.ProcTestCase):
         self.assertEqual(got, ALL_BYTES)
         # Without one: nothing comes back, and the server says why.
         self.assertEqual(self.s_client_echo(srv, ALL_BYTES), b"")
-        srv.wait_line(r"tls handshake failed: peer did not return a "
+        srv.wait_line(r"reason=tls_handshake .*error=\"peer did not return a "
                       r"certificate")
 
     def ncat_echo(self, srv, data, *args):

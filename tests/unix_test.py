@@ -370,7 +370,7 @@ class UnixTest(fltest.ProcTestCase):
                               "--listen", "unix:" + self.path])
         b.wait_line(r"listening on unix:")
         one, two = unix_connect(self.path), unix_connect(self.path)
-        b.wait_line(r"joined from unix:", count=2)
+        b.wait_line(r"event=join name=\S+ peer=\"unix:", count=2)
         one.sendall(b"hello over unix\n")
         got = b""
         deadline = time.monotonic() + 10

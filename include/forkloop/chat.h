@@ -87,6 +87,8 @@ struct chat_opts {
 	 */
 	struct admit *admit;
 	uint64_t max_clients; /* broker: clients open at once, 0 = no limit */
+	int metrics_on;       /* broker: --metrics given */
+	struct addr metrics;  /* broker: --metrics [ADDR:]PORT (metrics.h) */
 };
 
 /* --tls-handshake-timeout's default, seconds. */
@@ -169,6 +171,17 @@ struct chat_listeners {
  * reporting the error (past CHAT_MAX_LISTEN addresses among them).
  */
 int chat_listen(const struct chat_opts *o, struct chat_listeners *l);
+
+/*
+ * The relay's listening sockets: those systemd passed it (socket
+ * activation, activation_get: LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)),
+ * each of which must be a listening stream socket, made non-blocking, with
+ * "listening on ADDR:PORT (activated fd 3)" printed for each; or, when
+ * none were passed, chat_listen on o->addr. Inherited sockets are served
+ * instead of binding o->addr, which still says whether they speak TLS.
+ * Returns as chat_listen.
+ */
+int chat_listen_inherited(const struct chat_opts *o, struct chat_listeners *l);
 
 /* Close every socket in l, if l is not NULL, and leave it empty. */
 void chat_listen_close(struct chat_listeners *l);

@@ -11,6 +11,7 @@
 #include "forkloop/addr.h"
 #include "forkloop/admit.h"
 #include "forkloop/log.h"
+#include "forkloop/metrics.h"
 #include "forkloop/opts.h"
 
 #define ECHO_MAX_LISTEN          16
@@ -51,6 +52,8 @@ struct echo_opts {
 	double tls_handshake; /* --tls-handshake-timeout, seconds, > 0 */
 	struct admit *admit;  /* --allow, --deny, ... (admit.h); never NULL
 	                       * once parsed: echo_opts_free frees it */
+	int metrics_on;       /* --metrics given: serve metrics on metrics */
+	struct addr metrics;  /* --metrics [ADDR:]PORT (metrics.h) */
 };
 
 /*
@@ -59,7 +62,24 @@ struct echo_opts {
  */
 unsigned echo_cpus_allowed(void);
 
-/* What SIGUSR1 prints. */
+/*
+ * Why a datagram got no reply: a guard (udp_guard, a source the daemon
+ * serves itself), a datagram larger than a reply can be, the access lists,
+ * the --udp-rate cap, or sendmsg(2) failing.
+ */
+enum echo_udp_drop {
+	ECHO_UDP_DROP_GUARD,
+	ECHO_UDP_DROP_TRUNCATED,
+	ECHO_UDP_DROP_ACL,
+	ECHO_UDP_DROP_RATE,
+	ECHO_UDP_DROP_SEND_ERROR,
+	ECHO_UDP_NDROP
+};
+
+/* The reason label of d: "guard", "truncated", "acl", "rate", "send_error". */
+const char *echo_udp_drop_name(enum echo_udp_drop d);
+
+/* What SIGUSR1 prints, and what --metrics shows (echo_metrics_write). */
 struct echo_stats {
 	uint64_t open;
 	uint64_t accepted;
@@ -72,7 +92,30 @@ struct echo_stats {
 	uint64_t udp_dropped; /* guards, access lists, rate cap, send errors */
 	int admit;            /* admission rules given: print the counters */
 	uint64_t admit_refused[ADMIT_NWHY]; /* admit_counts */
+	/* For --metrics and the service manager, not the SIGUSR1 line: */
+	uint64_t fork_failed; /* fork mode: of refused, those no child could
+	                       * be made for (the rest: --max-conns) */
+	uint64_t udp_drop[ECHO_UDP_NDROP]; /* udp_dropped by reason */
+	struct metrics_hist duration; /* closed connections' lifetimes */
+	int draining;                 /* SIGINT or SIGTERM: draining */
 };
+
+/*
+ * s in the Prometheus text format (metrics.h) into out: every
+ * forkloop_echo_* family, fork_failed among the refusal reasons in fork
+ * mode only.
+ */
+void echo_metrics_write(const struct echo_stats *s, enum echo_mode mode,
+                        struct evbuffer *out);
+
+struct notify;
+
+/*
+ * The service manager's STATUS= line for s (notify.h): "12 connections,
+ * 3.2 MB/s", the rate being the bytes sent per second since the last line,
+ * or "draining: 12 connections".
+ */
+void echo_notify_status(struct notify *n, const struct echo_stats *s);
 
 /*
  * Parse forkloop-echo's command line. Help and version go to out, errors and
@@ -85,8 +128,54 @@ void echo_opts_free(struct echo_opts *o);
 
 const char *echo_mode_name(enum echo_mode m);
 
-/* "forkloop-echo: stats: open=1 accepted=2 ..." through log_error. */
-void echo_stats_log(const struct echo_stats *s);
+/*
+ * "forkloop-echo: stats: open=1 accepted=2 ...", priority info: through
+ * log_report (every level) for SIGUSR1, or, final (the daemon's last line,
+ * once it has stopped serving), through log_info (not with -q).
+ */
+void echo_stats_log(const struct echo_stats *s, int final);
+
+/*
+ * Why a connection ended, as its -v line says it (reason=...). Those
+ * marked "refused" end a TLS connection before it was served and are
+ * logged as event=refused; the others as event=close.
+ */
+enum echo_end {
+	ECHO_END_NONE,          /* still open */
+	ECHO_END_EOF,           /* the client's FIN, its echo all sent */
+	ECHO_END_RESET,         /* the client reset it (ECONNRESET, EPIPE) */
+	ECHO_END_IDLE,          /* --idle-timeout */
+	ECHO_END_SHUTDOWN,      /* SIGINT or SIGTERM, everything owed sent */
+	ECHO_END_DRAIN_TIMEOUT, /* --drain-timeout ran out first */
+	ECHO_END_ERROR,         /* another socket error, or out of memory */
+	ECHO_END_TLS_ERROR,     /* TLS failed after the handshake */
+	ECHO_END_TLS_HANDSHAKE, /* refused: the handshake failed */
+	ECHO_END_TLS_HANDSHAKE_TIMEOUT, /* refused: --tls-handshake-timeout */
+	ECHO_END_EXIT,          /* still open when the daemon exited */
+};
+
+/* The reason= word of e: "eof", "reset", "idle_timeout", ... */
+const char *echo_end_name(enum echo_end e);
+/* A socket error err as a reason: ECHO_END_RESET or ECHO_END_ERROR. */
+enum echo_end echo_end_errno(int err);
+
+/*
+ * With -v, a connection from peer was accepted: "event=open peer=PEER
+ * loop=N" in event mode (the loop serving it), "event=open peer=PEER
+ * pid=N" in fork mode (the child serving it); key is "loop" or "pid".
+ */
+void echo_log_open(const char *peer, const char *key, uint64_t id);
+
+/*
+ * With -v, a connection ended for why after in bytes read from the client
+ * and out handed to the kernel for it, ms milliseconds after it was
+ * accepted: "event=close peer=PEER in=N out=N reason=R duration_ms=N", with
+ * pid=N after the peer in fork mode (pid > 0) and error="..." at the end
+ * when error is not NULL (what failed); event=refused, without in and
+ * out, for the reasons echo_end calls refused.
+ */
+void echo_log_close(const char *peer, long pid, uint64_t in, uint64_t out,
+                    enum echo_end why, const char *error, uint64_t ms);
 
 /*
  * Accepts one wake-up of the event loop may make before the listeners are
@@ -151,8 +240,8 @@ int echo_loglimit_pass(struct echo_loglimit *l, int64_t now_ms,
 
 /*
  * With -v, log a connection from peer that --max-conns refused with open
- * connections open, through l: "refused 127.0.0.1:5000: 50 connections
- * open (--max-conns 50)", with "; 12 more refused, not logged" when the
+ * connections open, through l: "event=refused peer=127.0.0.1:5000
+ * reason=max_conns open=50 max_conns=50", with " not_logged=12" when the
  * limit held lines back.
  */
 void echo_refused_log(struct echo_loglimit *l, const char *peer,

@@ -51,8 +51,10 @@ struct tls_server *tls_server_new(const char *cert, const char *key,
 /*
  * Load the same files again (certificate, key and verify_ca) into a new
  * SSL_CTX and publish it: SSL objects made from then on use it, those made
- * before keep theirs. On failure the old SSL_CTX stays. Logs the outcome either way; returns 0 or
- * -1. Safe while other threads call tls_server_ssl.
+ * before keep theirs. On failure the old SSL_CTX stays. Logs the outcome
+ * either way: information on success, warnings on failure (the server goes
+ * on with the old one); returns 0 or -1. Safe while other threads call
+ * tls_server_ssl.
  */
 int tls_server_reload(struct tls_server *t);
 

@@ -76,7 +76,10 @@ int udp_echo_serve(struct udp_echo **up, struct event_base *base, uint64_t rate,
  */
 void udp_echo_admit(struct udp_echo *u, const struct echo_opts *o);
 
-/* Add the UDP counters to s and mark them for printing; u may be NULL. */
+/*
+ * Add the UDP counters to s (udp_dropped also by reason, udp_drop) and
+ * mark them for printing; u may be NULL.
+ */
 void udp_echo_stats(const struct udp_echo *u, struct echo_stats *s);
 
 /*
