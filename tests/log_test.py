@@ -67,6 +67,16 @@ def mode_args():
     return args
 
 
+
+def unix_name(path):
+    """A Unix peer's name as the daemons write it (addr_format): each byte
+    that does not print, and backslash and parentheses, as \\xNN."""
+    if isinstance(path, str):
+        path = os.fsencode(path)
+    return b"".join(b"\\x%02x" % c if c < 0x20 or c > 0x7e or c in b"\\()"
+                    else bytes([c]) for c in path)
+
+
 class PipeProc(Proc):
     """A program whose standard error is a pipe made here, so that its
     device and inode are known before it starts. journal: "self" sets
@@ -361,8 +371,8 @@ class LogTest(fltest.ProcTestCase):
         self.assertEqual(self.stopped(srv), 0)
         kv = self.kv_lines(srv, "forkloop-echo", ECHO_KEYS)
         self.assertEqual(len(kv), 2, srv.stderr_text())
-        want = ("unix:%s (uid %d pid %d)" % (evil, os.getuid(),
-                                             os.getpid())).encode()
+        want = b"unix:%s (uid %d pid %d)" % (unix_name(evil), os.getuid(),
+                                             os.getpid())
         for line in kv:
             d = dict(line)
             self.assertEqual(d["peer"], want)
@@ -564,8 +574,8 @@ class LogTest(fltest.ProcTestCase):
         self.assertEqual([dict(x)["name"] for x in kv
                           if dict(x)["event"] == b"nick"], taken)
         first = dict(kv[0])
-        self.assertEqual(first["peer"], ("unix:%s (uid %d pid %d)" % (
-            evil, os.getuid(), os.getpid())).encode())
+        self.assertEqual(first["peer"], b"unix:%s (uid %d pid %d)" % (
+            unix_name(evil), os.getuid(), os.getpid()))
 
     def test_relay_final_stats_line_after_sigterm(self):
         """SIGTERM: once every client is closed, the relay's SIGUSR1 line,
