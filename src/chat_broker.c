@@ -1907,16 +1907,6 @@ static void broker_usr1cb(evutil_socket_t sig, short what, void *arg)
 	broker_stats_log(arg, 0);
 }
 
-/* One sample of a family labelled reason="why". */
-static void broker_reason(struct evbuffer *out, const char *name,
-                          const char *why, uint64_t v)
-{
-	char labels[64];
-
-	snprintf(labels, sizeof labels, "reason=\"%s\"", why);
-	metrics_value(out, name, labels, v);
-}
-
 /* The relay's counts in the Prometheus text format (metrics.h). */
 static void broker_metrics_write(struct broker *b, struct evbuffer *out)
 {
@@ -1936,10 +1926,10 @@ static void broker_metrics_write(struct broker *b, struct evbuffer *out)
 	               "Connections closed unread at accept, by reason: "
 	               "max_clients (--max-clients), the admission rules "
 	               "(denied, per_source, rate, table_full, uid).");
-	broker_reason(out, refused, "max_clients", b->refused);
+	metrics_reason(out, refused, "max_clients", b->refused);
 	for (int w = ADMIT_OK + 1; w < ADMIT_NWHY; w++)
-		broker_reason(out, refused, admit_why_name((enum admit_why)w),
-		              n[w]);
+		metrics_reason(out, refused, admit_why_name((enum admit_why)w),
+		               n[w]);
 	metrics_family(out, "forkloop_relay_lines_relayed_total", "counter",
 	               "Lines a client sent that went to the others.");
 	metrics_value(out, "forkloop_relay_lines_relayed_total", NULL,
@@ -1948,8 +1938,8 @@ static void broker_metrics_write(struct broker *b, struct evbuffer *out)
 	               "What the relay gave up, by reason: not_reading "
 	               "(clients dropped past --max-pending), line_cut (lines "
 	               "cut at --max-line).");
-	broker_reason(out, drops, "not_reading", b->dropped);
-	broker_reason(out, drops, "line_cut", b->cut);
+	metrics_reason(out, drops, "not_reading", b->dropped);
+	metrics_reason(out, drops, "line_cut", b->cut);
 	metrics_family(out, "forkloop_relay_draining", "gauge",
 	               "1 once SIGINT or SIGTERM started a drain, else 0.");
 	metrics_value(out, "forkloop_relay_draining", NULL, b->stopping ? 1 : 0);

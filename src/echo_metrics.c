@@ -20,16 +20,6 @@ const char *echo_udp_drop_name(enum echo_udp_drop d)
 	return d < ECHO_UDP_NDROP ? echo_udp_drop_names[d] : "unknown";
 }
 
-/* One sample of a family labelled reason="why". */
-static void echo_reason(struct evbuffer *out, const char *name, const char *why,
-                        uint64_t v)
-{
-	char labels[64];
-
-	snprintf(labels, sizeof labels, "reason=\"%s\"", why);
-	metrics_value(out, name, labels, v);
-}
-
 static void echo_metrics_conns(const struct echo_stats *s, enum echo_mode mode,
                                struct evbuffer *out)
 {
@@ -47,12 +37,12 @@ static void echo_metrics_conns(const struct echo_stats *s, enum echo_mode mode,
 	               "max_conns (--max-conns), the admission rules "
 	               "(denied, per_source, rate, table_full, uid), "
 	               "fork_failed (fork mode: no child could be made).");
-	echo_reason(out, refused, "max_conns", s->refused - s->fork_failed);
+	metrics_reason(out, refused, "max_conns", s->refused - s->fork_failed);
 	for (int i = ADMIT_OK + 1; i < ADMIT_NWHY; i++)
-		echo_reason(out, refused, admit_why_name((enum admit_why)i),
-		            s->admit_refused[i]);
+		metrics_reason(out, refused, admit_why_name((enum admit_why)i),
+		               s->admit_refused[i]);
 	if (mode == ECHO_MODE_FORK)
-		echo_reason(out, refused, "fork_failed", s->fork_failed);
+		metrics_reason(out, refused, "fork_failed", s->fork_failed);
 	metrics_family(out, "forkloop_echo_received_bytes_total", "counter",
 	               "Bytes read from TCP clients.");
 	metrics_value(out, "forkloop_echo_received_bytes_total", NULL,
@@ -81,9 +71,9 @@ static void echo_metrics_udp(const struct echo_stats *s, struct evbuffer *out)
 	               "(reflection and loop guards), truncated (too large), "
 	               "acl (--allow/--deny), rate (--udp-rate), send_error.");
 	for (int i = 0; i < ECHO_UDP_NDROP; i++)
-		echo_reason(out, dropped,
-		            echo_udp_drop_name((enum echo_udp_drop)i),
-		            s->udp_drop[i]);
+		metrics_reason(out, dropped,
+		               echo_udp_drop_name((enum echo_udp_drop)i),
+		               s->udp_drop[i]);
 }
 
 void echo_metrics_write(const struct echo_stats *s, enum echo_mode mode,

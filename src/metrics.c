@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -128,6 +129,15 @@ void metrics_value(struct evbuffer *out, const char *name, const char *labels,
 		                    v);
 	else
 		evbuffer_add_printf(out, "%s %" PRIu64 "\n", name, v);
+}
+
+void metrics_reason(struct evbuffer *out, const char *name, const char *why,
+                    uint64_t v)
+{
+	char labels[64];
+
+	snprintf(labels, sizeof labels, "reason=\"%s\"", why);
+	metrics_value(out, name, labels, v);
 }
 
 void metrics_histogram(struct evbuffer *out, const char *name, const char *help,

@@ -80,6 +80,14 @@ void metrics_value(struct evbuffer *out, const char *name, const char *labels,
                    uint64_t v);
 
 /*
+ * One sample labelled reason="why": metrics_value with that label. why is
+ * one of the program's own reason words (at most 50 bytes, no backslash,
+ * double quote or newline, as metrics_value requires).
+ */
+void metrics_reason(struct evbuffer *out, const char *name, const char *why,
+                    uint64_t v);
+
+/*
  * A whole histogram family: HELP and TYPE, then name_bucket{le="..."} for
  * every bound and for +Inf (cumulative counts), name_sum in seconds and
  * name_count.
