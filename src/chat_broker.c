@@ -1689,17 +1689,24 @@ static struct client *client_new(struct broker *b, evutil_socket_t fd,
 	return c;
 }
 
-/* Accept on every listening socket (on 1) or on none (0). */
-static void broker_accepting(struct broker *b, int on)
+/*
+ * Accept on every listening socket (on 1) or on none (0). Returns -1, with
+ * every listener off again, if one could not be enabled (epoll_ctl(2):
+ * ENOMEM).
+ */
+static int broker_accepting(struct broker *b, int on)
 {
 	size_t i;
 
 	for (i = 0; i < b->nlev; i++) {
-		if (on)
-			evconnlistener_enable(b->lev[i]);
-		else
+		if (!on) {
 			evconnlistener_disable(b->lev[i]);
+		} else if (evconnlistener_enable(b->lev[i]) < 0) {
+			broker_accepting(b, 0);
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /* Stop listening: close every listening socket. */
@@ -1814,7 +1821,13 @@ static void broker_resumecb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	broker_accepting(b, 1);
+	if (broker_accepting(b, 1) < 0) {
+		struct timeval tv = {0, BROKER_ACCEPT_PAUSE_MS * 1000};
+
+		/* Left off, the listeners would never accept again. */
+		echo_pause_note(&b->pause, "listen", errno);
+		evtimer_add(b->resume_ev, &tv);
+	}
 }
 
 /*

@@ -299,21 +299,27 @@ static void conn_free(struct conn *c, enum echo_end why, const char *error)
 		loop_drained(loop);
 }
 
-static void conn_read_enable(struct conn *c, int on)
+/*
+ * Start (on) or stop reading c. Returns -1 if the read event could not be
+ * added (epoll_ctl(2) fails with ENOMEM or ENOSPC): the caller frees c,
+ * which would otherwise wait for input it is never told of.
+ */
+static int conn_read_enable(struct conn *c, int on)
 {
 	if (c->tls) {
-		if (on)
-			bufferevent_enable(c->bev, EV_READ);
-		else
+		if (on && bufferevent_enable(c->bev, EV_READ) < 0)
+			return -1;
+		if (!on)
 			bufferevent_disable(c->bev, EV_READ);
 		c->reading = on ? 1 : 0;
-		return;
+		return 0;
 	}
-	if (on && !c->reading)
-		event_add(&c->rev, NULL);
-	else if (!on && c->reading)
+	if (on && !c->reading && event_add(&c->rev, NULL) < 0)
+		return -1;
+	if (!on && c->reading)
 		event_del(&c->rev);
 	c->reading = on ? 1 : 0;
+	return 0;
 }
 
 /* Lingering: discard input until the client's FIN, a pause or the end. */
@@ -378,7 +384,10 @@ static void conn_close(struct conn *c)
 	event_del(&c->rev);
 	event_assign(&c->rev, c->loop->base, fd, EV_READ | EV_PERSIST,
 	             conn_lingercb, c);
-	event_add(&c->rev, &pause);
+	if (event_add(&c->rev, &pause) < 0) {
+		conn_free(c, c->why, NULL);
+		return;
+	}
 	c->reading = 1;
 }
 
@@ -502,7 +511,8 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
 			conn_close(c);
 		return;
 	}
-	conn_read_enable(c, 1);
+	if (conn_read_enable(c, 1) < 0)
+		conn_free(c, echo_end_errno(errno), strerror(errno));
 }
 
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
@@ -689,7 +699,6 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 		event_add(&c->idle->ev, loop->idle_tv);
 	}
 	TAILQ_INSERT_TAIL(&loop->conns, c, entry);
-	conn_read_enable(c, 1);
 	return c;
 }
 
@@ -702,10 +711,15 @@ static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
                       const struct sockaddr *sa, socklen_t salen, int tls,
                       const struct admit_ticket *t)
 {
+	struct conn *c;
+
 	if (echo_conn_setup(loop->srv->opts, fd, sa->sa_family) < 0)
 		log_verbose("cannot set socket options: %s", strerror(errno));
-	if (conn_new(loop, fd, sa, salen, tls, t) != NULL)
+	if ((c = conn_new(loop, fd, sa, salen, tls, t)) != NULL) {
+		if (conn_read_enable(c, 1) < 0)
+			conn_free(c, echo_end_errno(errno), strerror(errno));
 		return;
+	}
 	log_error("cannot set up a connection: out of memory");
 	evutil_closesocket(fd);
 	loop_count_out(loop, t);
@@ -876,14 +890,21 @@ static void *loop_thread(void *arg)
 	return NULL;
 }
 
-static void server_listen_enable(struct echo_server *srv, int on)
+/*
+ * Accept on every listener (on 1) or on none (0). Returns -1, with every
+ * listener off again, if one could not be enabled (epoll_ctl(2): ENOMEM).
+ */
+static int server_listen_enable(struct echo_server *srv, int on)
 {
 	for (size_t i = 0; i < srv->nlev; i++) {
-		if (on)
-			evconnlistener_enable(srv->lev[i]);
-		else
+		if (!on) {
 			evconnlistener_disable(srv->lev[i]);
+		} else if (evconnlistener_enable(srv->lev[i]) < 0) {
+			server_listen_enable(srv, 0);
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /*
@@ -1026,7 +1047,13 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	srv->burst = 0;
-	server_listen_enable(srv, 1);
+	if (server_listen_enable(srv, 1) < 0) {
+		struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+		/* Left off, the listeners would never accept again. */
+		echo_pause_note(&srv->pause, "listen", errno);
+		evtimer_add(srv->resume_ev, &tv);
+	}
 }
 
 /* What a gather of every loop's counts is for (server_gather). */

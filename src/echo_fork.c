@@ -636,16 +636,23 @@ static void server_forget_pid(struct server *srv, pid_t pid)
 	}
 }
 
-static void server_set_accepting(struct server *srv, int on)
+/*
+ * Accept on every listener (on 1) or on none (0). Returns -1, with every
+ * listener off again, if one could not be enabled (epoll_ctl(2): ENOMEM).
+ */
+static int server_set_accepting(struct server *srv, int on)
 {
 	size_t i;
 
 	for (i = 0; i < srv->nlev; i++) {
-		if (on)
-			evconnlistener_enable(srv->lev[i]);
-		else
+		if (!on) {
 			evconnlistener_disable(srv->lev[i]);
+		} else if (evconnlistener_enable(srv->lev[i]) < 0) {
+			server_set_accepting(srv, 0);
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /* Out of descriptors or processes: stop accepting for a while, no spinning. */
@@ -665,8 +672,9 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	srv->burst = 0;
-	if (!srv->stopping)
-		server_set_accepting(srv, 1);
+	/* Left off, the listeners would never accept again: retry. */
+	if (!srv->stopping && server_set_accepting(srv, 1) < 0)
+		server_pause(srv, "listen", errno);
 }
 
 /*

@@ -625,6 +625,7 @@ static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 	size_t ctllen;
 	const char *why;
 	enum echo_udp_drop d;
+	ssize_t sent;
 
 	u->in++;
 	if (u->opts != NULL && udp_refused(u, h))
@@ -647,7 +648,11 @@ static void udp_answer(struct udp_sock *us, struct mmsghdr *m, double now)
 		r.msg_control = ctl.buf;
 		r.msg_controllen = ctllen;
 	}
-	if (sendmsg(us->fd, &r, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+	/* A signal that lands before anything is sent is no reason to drop. */
+	while ((sent = sendmsg(us->fd, &r, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 &&
+	       errno == EINTR)
+		;
+	if (sent < 0) {
 		udp_drop(u, h, m->msg_len, ECHO_UDP_DROP_SEND_ERROR,
 		         strerror(errno));
 		return;
