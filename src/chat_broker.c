@@ -2042,13 +2042,19 @@ static int broker_listen(struct broker *b)
 	return 0;
 }
 
-static int broker_setup(struct broker *b)
+/* The line buffer and the event loop, which every relay needs. */
+static int broker_base_new(struct broker *b)
 {
 	b->in_max = b->o->max_line > BROKER_CMD_LINE ? (size_t)b->o->max_line
 	                                              : BROKER_CMD_LINE;
 	b->line = malloc(BROKER_PREFIX_MAX + b->o->max_line + 1);
 	b->base = event_base_new();
-	if (b->line == NULL || b->base == NULL)
+	return b->line == NULL || b->base == NULL ? -1 : 0;
+}
+
+static int broker_setup(struct broker *b)
+{
+	if (broker_base_new(b) < 0)
 		return -1;
 	b->sigint_ev = evsignal_new(b->base, SIGINT, broker_sigcb, b);
 	b->sigterm_ev = evsignal_new(b->base, SIGTERM, broker_sigcb, b);
@@ -2185,4 +2191,44 @@ int chat_broker_run(const struct chat_opts *o)
 	if (chat_sig_caught)
 		return chat_sig_status();
 	return b.status < 0 ? 1 : b.status;
+}
+
+struct broker *chat_broker_open(const struct chat_opts *o)
+{
+	UErrorCode e = U_ZERO_ERROR;
+	struct broker *b = calloc(1, sizeof *b);
+
+	if (b == NULL)
+		return NULL;
+	b->o = o;
+	b->status = -1;
+	TAILQ_INIT(&b->clients);
+	TAILQ_INIT(&b->closing);
+	TAILQ_INIT(&b->handshaking);
+	if (names_open(&b->names, &e) < 0 || broker_base_new(b) < 0) {
+		chat_broker_close(b);
+		return NULL;
+	}
+	return b;
+}
+
+struct event_base *chat_broker_base(struct broker *b)
+{
+	return b->base;
+}
+
+int chat_broker_add(struct broker *b, int fd, const char *from)
+{
+	struct admit_ticket t;
+
+	memset(&t, 0, sizeof t); /* not tracked: no admission asked */
+	return client_new(b, fd, from, &t) != NULL ? 0 : -1;
+}
+
+void chat_broker_close(struct broker *b)
+{
+	if (b == NULL)
+		return;
+	broker_teardown(b, 0);
+	free(b);
 }

@@ -356,4 +356,22 @@ int chat_broker_run(const struct chat_opts *o);
  */
 int chat_broker_name_ok(const char *s, size_t n);
 
+/*
+ * The relay for o without listeners, signals, TLS, --metrics or a service
+ * manager, for tests: chat_broker_open makes it on an event loop of its
+ * own (chat_broker_base), which the caller runs; chat_broker_add makes fd,
+ * a connected non-blocking stream socket, a client that joins the room as
+ * one accepted from the peer named from would (no admission rule is asked;
+ * the relay closes fd), and returns 0, or -1 with fd closed (out of
+ * memory); chat_broker_close frees every client, closing its socket, then
+ * the relay. NULL is fine. chat_broker_open returns NULL when ICU's spoof
+ * checker or the event loop cannot be made.
+ */
+struct broker;
+struct event_base;
+struct broker *chat_broker_open(const struct chat_opts *o);
+struct event_base *chat_broker_base(struct broker *b);
+int chat_broker_add(struct broker *b, int fd, const char *from);
+void chat_broker_close(struct broker *b);
+
 #endif
