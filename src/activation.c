@@ -220,12 +220,16 @@ void activation_notify(const char *state)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	/* Nothing to do if the manager is gone: it will notice. */
-	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
-	           (struct sockaddr *)&sun,
-	           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) <
-	    0)
-		(void)0;
+	/*
+	 * Nothing to do if the manager is gone: it will notice. A signal
+	 * that lands before the datagram is sent is no reason to lose it.
+	 */
+	while (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+	              (struct sockaddr *)&sun,
+	              (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+	                          len)) < 0 &&
+	       errno == EINTR)
+		;
 	close(fd);
 }
 #endif

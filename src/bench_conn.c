@@ -146,6 +146,19 @@ static void conn_fail(struct conn *c, uint64_t *counter)
 }
 
 /*
+ * One of c's events could not be added (epoll_ctl(2): ENOMEM, ENOSPC): it
+ * would never fire, and c would stall the run unseen. c is lost: as a
+ * failed connect while it connects, as a reset once open.
+ */
+static void conn_unwatched(struct conn *c)
+{
+	if (c->state == CONN_CONNECTING)
+		conn_connect_failed(c, errno);
+	else
+		conn_fail(c, &c->b->r->err.reset);
+}
+
+/*
  * A message falls due on c, whatever its state; it goes out once c is open
  * and writable. One due on a dead connection is never sent: -n does not
  * wait for it.
@@ -298,7 +311,8 @@ static void conn_tls_flush(struct conn *c, uint64_t now)
 			e = SSL_get_error(c->ssl, w);
 			if (e == SSL_ERROR_WANT_WRITE) {
 				c->wwr = 0;
-				event_add(&c->wev, NULL);
+				if (event_add(&c->wev, NULL) < 0)
+					conn_unwatched(c);
 			} else if (e == SSL_ERROR_WANT_READ) {
 				c->wwr = 1;
 			} else {
@@ -330,7 +344,8 @@ void conn_flush(struct conn *c, uint64_t now)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				event_add(&c->wev, NULL);
+				if (event_add(&c->wev, NULL) < 0)
+					conn_unwatched(c);
 				return;
 			}
 			conn_fail(c, &b->r->err.reset);
@@ -525,7 +540,8 @@ static void conn_tls_read(struct conn *c)
 			return;
 		case SSL_ERROR_WANT_WRITE:
 			c->rww = 1;
-			event_add(&c->wev, NULL);
+			if (event_add(&c->wev, NULL) < 0)
+				conn_unwatched(c);
 			return;
 		case SSL_ERROR_ZERO_RETURN: /* close_notify: a short echo */
 			conn_fail(c, &b->r->err.closed);
@@ -624,7 +640,10 @@ static void conn_up(struct conn *c)
 	event_del(&c->wev);
 	event_assign(&c->wev, b->base, c->fd, EV_WRITE | EV_ET, conn_writecb,
 	             c);
-	event_add(&c->rev, NULL);
+	if (event_add(&c->rev, NULL) < 0) {
+		conn_unwatched(c);
+		return;
+	}
 	b->connecting--;
 	c->state = CONN_OPEN;
 	if (!b->o->churn)
@@ -685,7 +704,8 @@ static void conn_tls_handshake(struct conn *c)
 	if (e == SSL_ERROR_WANT_READ)
 		return;
 	if (e == SSL_ERROR_WANT_WRITE) {
-		event_add(&c->wev, NULL);
+		if (event_add(&c->wev, NULL) < 0)
+			conn_unwatched(c);
 		return;
 	}
 	if (e == SSL_ERROR_SYSCALL && err == 0 && ERR_peek_error() == 0)
@@ -718,7 +738,10 @@ static void conn_tls_start(struct conn *c)
 		SSL_set_session(c->ssl, b->sess);
 	event_assign(&c->wev, b->base, c->fd, EV_WRITE | EV_ET, conn_writecb,
 	             c);
-	event_add(&c->rev, NULL);
+	if (event_add(&c->rev, NULL) < 0) {
+		conn_unwatched(c);
+		return;
+	}
 	conn_tls_handshake(c);
 }
 
@@ -863,5 +886,6 @@ static void conn_dial(struct conn *c)
 		conn_connect_failed(c, errno);
 		return;
 	}
-	event_add(&c->wev, NULL);
+	if (event_add(&c->wev, NULL) < 0)
+		conn_unwatched(c);
 }

@@ -852,7 +852,10 @@ static void client_fin(struct client *c)
 		return;
 	}
 	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-	bufferevent_enable(c->bev, EV_READ);
+	/* Unwatched, the client's FIN would be waited for until the linger
+	 * ends (epoll_ctl(2): ENOMEM): close now, everything owed is out. */
+	if (bufferevent_enable(c->bev, EV_READ) < 0)
+		client_free(c);
 }
 
 static void client_flushedcb(struct bufferevent *bev, void *arg)
@@ -930,7 +933,11 @@ static void client_close(struct client *c, enum client_why why)
 	bufferevent_setcb(c->bev, client_discardcb, client_flushedcb,
 	                  client_closing_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	bufferevent_enable(c->bev, EV_WRITE);
+	/* Unwatched, what c is owed would never go out. */
+	if (bufferevent_enable(c->bev, EV_WRITE) < 0) {
+		client_free(c);
+		return;
+	}
 	if (evbuffer_get_length(out) == 0)
 		client_fin(c);
 }
@@ -1463,8 +1470,8 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 			c->state = CLIENT_HALF;
 		/* libevent's OpenSSL bufferevent stops writing at the end of
 		 * input (conn_closed); c is still owed what is queued. */
-		if (c->tls)
-			bufferevent_enable(bev, EV_WRITE);
+		if (c->tls && bufferevent_enable(bev, EV_WRITE) < 0)
+			client_leave(c, WHY_ERROR, errno);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			client_leave(c, WHY_EOF, 0);
 	} else {

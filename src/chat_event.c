@@ -105,6 +105,16 @@ static void chat_ev_finish(struct chat_ev *c, int status)
 }
 
 /*
+ * An event that could not be added (epoll_ctl(2): ENOMEM, ENOSPC) would
+ * never fire, and the session would wait for good: end it.
+ */
+static void chat_ev_unwatched(struct chat_ev *c, const char *what)
+{
+	log_error("cannot watch %s: %s", what, strerror(errno));
+	chat_ev_finish(c, 1);
+}
+
+/*
  * Done once the peer has finished sending, stdout has everything, and our
  * own FIN has gone out after all we read (or the peer reset).
  */
@@ -138,7 +148,10 @@ static int chat_ev_notify(struct chat_ev *c)
 	case SSL_ERROR_WANT_WRITE:
 	case SSL_ERROR_WANT_READ:
 		ERR_clear_error();
-		event_add(c->notify_ev, NULL);
+		if (event_add(c->notify_ev, NULL) < 0) {
+			chat_ev_unwatched(c, "the connection");
+			return -1;
+		}
 		return 0;
 	case SSL_ERROR_SYSCALL:
 		if (errno == EPIPE || errno == ECONNRESET) {
@@ -225,6 +238,15 @@ static int chat_ev_in_read(struct chat_ev *c)
 		v.iov_len = (size_t)n;
 		evbuffer_commit_space(dst, &v, 1);
 		c->in_bytes += (uint64_t)n;
+		/*
+		 * libevent watches the socket for the new output itself, but
+		 * drops a failure to (bufferevent_sock.c): ask again, so the
+		 * last bytes of stdin cannot wait for good.
+		 */
+		if (!c->reset && bufferevent_enable(c->peer, EV_WRITE) < 0) {
+			chat_ev_unwatched(c, "the connection");
+			return -1;
+		}
 		return 1;
 	}
 	if (n == 0) {
@@ -275,7 +297,10 @@ static void chat_ev_out_flush(struct chat_ev *c)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN && c->out_ev != NULL) {
-			event_add(c->out_ev, NULL);
+			if (event_add(c->out_ev, NULL) < 0) {
+				chat_ev_unwatched(c, "standard output");
+				return;
+			}
 			break;
 		}
 		log_error("cannot write standard output: %s", strerror(errno));
@@ -287,8 +312,10 @@ static void chat_ev_out_flush(struct chat_ev *c)
 		c->peer_paused = 1;
 	} else if (left <= CHAT_LOW_WATER && c->peer_paused) {
 		c->peer_paused = 0;
-		if (!c->peer_eof)
-			bufferevent_enable(c->peer, EV_READ);
+		if (!c->peer_eof && bufferevent_enable(c->peer, EV_READ) < 0) {
+			chat_ev_unwatched(c, "the connection");
+			return;
+		}
 	}
 	chat_ev_check_done(c);
 }
@@ -322,7 +349,8 @@ static void chat_ev_peer_writecb(struct bufferevent *bev, void *arg)
 		chat_ev_in_fill(c);
 	} else if (c->in_paused) {
 		c->in_paused = 0;
-		event_add(c->in_ev, NULL);
+		if (event_add(c->in_ev, NULL) < 0)
+			chat_ev_unwatched(c, "standard input");
 	}
 }
 
@@ -389,8 +417,11 @@ static void chat_ev_peer_eventcb(struct bufferevent *bev, short what, void *arg)
 		log_info("peer finished sending");
 		/* libevent stops writing at the peer's close_notify
 		 * (conn_closed); ours may still be owed what stdin gave. */
-		if (c->ssl != NULL)
-			bufferevent_enable(c->peer, EV_WRITE);
+		if (c->ssl != NULL &&
+		    bufferevent_enable(c->peer, EV_WRITE) < 0) {
+			chat_ev_unwatched(c, "the connection");
+			return;
+		}
 		/*
 		 * A connecting endpoint reads no more stdin: it sends what it
 		 * has, then its FIN. A listening one goes on until stdin ends.

@@ -565,7 +565,12 @@ static void conn_tls_eventcb(struct bufferevent *bev, short what, void *arg)
 	 */
 	if ((what & BEV_EVENT_EOF) && !c->handshaking && e == 0) {
 		c->eof = 1;
-		bufferevent_enable(bev, EV_WRITE);
+		/* Unwatched (epoll_ctl(2): ENOMEM), the echo still owed
+		 * would never go out. */
+		if (bufferevent_enable(bev, EV_WRITE) < 0) {
+			conn_free(c, echo_end_errno(errno), strerror(errno));
+			return;
+		}
 		conn_finish(c, ECHO_END_EOF);
 		return;
 	}

@@ -13,6 +13,7 @@
  * a service whose standard error went elsewhere inherits the variable but
  * not the stream: only the device and inode of descriptor 2 tell.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,9 +117,10 @@ static void log_vwrite(enum log_prio prio, const char *fmt, va_list ap)
 	if (n >= sizeof buf - 1)
 		n = sizeof buf - 2;
 	buf[n++] = '\n';
-	/* Nothing sensible to do if standard error is gone. */
-	if (write(STDERR_FILENO, buf, n) < 0)
-		return;
+	/* Nothing sensible to do if standard error is gone; a signal that
+	 * lands before anything is written is no reason to lose the line. */
+	while (write(STDERR_FILENO, buf, n) < 0 && errno == EINTR)
+		;
 }
 
 void log_error(const char *fmt, ...)

@@ -62,6 +62,7 @@ struct metrics_scrape {
 TAILQ_HEAD(metrics_scrapes, metrics_scrape);
 
 struct metrics {
+	LIST_ENTRY(metrics) entry; /* in metrics_all */
 	struct event_base *base;
 	struct evhttp *http;
 	struct admit *admit; /* NULL: no access lists to apply */
@@ -78,7 +79,15 @@ struct metrics {
 	struct event *gate_ev;   /* made active when gate fills */
 	struct event *resume_ev; /* accept again after running out of fds */
 	int paused;              /* out of descriptors: resume_ev is added */
+	int deaf; /* a listener could not be enabled again (logged) */
 };
+
+/*
+ * Every endpoint of the process. evhttp_bind_listener makes the evhttp the
+ * listener's callback argument, so that is all an accept error callback is
+ * given: the endpoint is found by it.
+ */
+static LIST_HEAD(, metrics) metrics_all = LIST_HEAD_INITIALIZER(metrics_all);
 
 size_t metrics_hist_index(double seconds)
 {
@@ -271,14 +280,50 @@ void metrics_answer(struct metrics *m, struct evbuffer *text)
 	metrics_answer_list(&m->taken, text);
 }
 
-static void metrics_listen_enable(struct metrics *m, int on)
+/*
+ * Accept on every listener (on 1) or on none (0). Returns -1, with every
+ * listener off again, if one could not be enabled (epoll_ctl(2): ENOMEM).
+ */
+static int metrics_listen_enable(struct metrics *m, int on)
 {
 	for (size_t i = 0; i < m->nlev; i++) {
-		if (on)
-			evconnlistener_enable(m->lev[i]);
-		else
+		if (!on) {
 			evconnlistener_disable(m->lev[i]);
+		} else if (evconnlistener_enable(m->lev[i]) < 0) {
+			metrics_listen_enable(m, 0);
+			return -1;
+		}
 	}
+	return 0;
+}
+
+/* Stop accepting for METRICS_PAUSE_MS; metrics_resumecb starts again. */
+static void metrics_pause(struct metrics *m)
+{
+	struct timeval tv = {0, METRICS_PAUSE_MS * 1000};
+
+	m->paused = 1;
+	metrics_listen_enable(m, 0);
+	/* Unarmed (out of memory), nothing would turn the listeners on. */
+	if (evtimer_add(m->resume_ev, &tv) < 0)
+		event_active(m->resume_ev, EV_TIMEOUT, 1);
+}
+
+/*
+ * Accept again. Left off, the listeners would never accept again: if one
+ * cannot be enabled, pause and retry (logged once until it works).
+ */
+static void metrics_listen_resume(struct metrics *m)
+{
+	if (metrics_listen_enable(m, 1) == 0) {
+		m->deaf = 0;
+		return;
+	}
+	if (!m->deaf)
+		log_warn("metrics: cannot accept: %s; retrying",
+		         strerror(errno));
+	m->deaf = 1;
+	metrics_pause(m);
 }
 
 /*
@@ -330,7 +375,7 @@ static void metrics_gatecb(evutil_socket_t fd, short what, void *arg)
 	}
 	m->ngate = 0;
 	if (!m->paused)
-		metrics_listen_enable(m, 1);
+		metrics_listen_resume(m);
 }
 
 /*
@@ -361,16 +406,19 @@ static struct bufferevent *metrics_bevcb(struct event_base *base, void *arg)
  */
 static void metrics_accept_errorcb(struct evconnlistener *lev, void *arg)
 {
-	struct metrics *m = arg;
+	struct metrics *m;
 	int err = EVUTIL_SOCKET_ERROR();
-	struct timeval tv = {0, METRICS_PAUSE_MS * 1000};
 
 	(void)lev;
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
 		return;
-	m->paused = 1;
-	metrics_listen_enable(m, 0);
-	evtimer_add(m->resume_ev, &tv);
+	LIST_FOREACH(m, &metrics_all, entry)
+	{
+		if (m->http == arg) {
+			metrics_pause(m);
+			return;
+		}
+	}
 }
 
 static void metrics_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -381,7 +429,7 @@ static void metrics_resumecb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	m->paused = 0;
 	if (m->ngate == 0)
-		metrics_listen_enable(m, 1);
+		metrics_listen_resume(m);
 }
 
 /* Serve the listening socket fd; -1 (fd closed) if out of memory. */
@@ -450,6 +498,7 @@ struct metrics *metrics_new(struct event_base *base, const struct addr *a,
 	m->arg = arg;
 	TAILQ_INIT(&m->waiting);
 	TAILQ_INIT(&m->taken);
+	LIST_INSERT_HEAD(&metrics_all, m, entry);
 	if (metrics_http(m) < 0) {
 		log_error("cannot serve metrics: out of memory");
 		metrics_free(m);
@@ -478,6 +527,7 @@ void metrics_free(struct metrics *m)
 {
 	if (m == NULL)
 		return;
+	LIST_REMOVE(m, entry);
 	/* Before evhttp_free, which frees the requests with their
 	 * connections. */
 	metrics_answer_list(&m->taken, NULL);

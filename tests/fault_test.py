@@ -18,13 +18,18 @@ knows how many there were. Under every schedule each test asserts:
 - SIGTERM ends it with exit status 0.
 
 meson runs each scenario once per mode (FORKLOOP_MODE, FORKLOOP_THREADS).
+The relay, the chat endpoint, forkloop-bench (there the client is the one
+with the library) and the metrics port have scenarios of their own, run
+once, each asserting that nothing waits for good.
 """
 
+import json
 import os
 import random
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -482,6 +487,213 @@ class FaultTest(fltest.ProcTestCase):
                              srv.stderr_text())
             srv.t.join(5)
             self.assertGroupGone(srv)
+
+    def test_relay_closes_a_leaving_client_it_cannot_watch(self):
+        # One registration fails, the first, second, ... after the first
+        # client: when a client is welcomed, or when it leaves (/quit) and
+        # its last lines go out, or its FIN is waited for. Each client is
+        # closed, none left hanging; then everything works again.
+        for after in range(6):
+            open(self.log, "w").close()
+            env = self.preload("epoll_ctl=ENOMEM:from=accept,after=%d,"
+                               "count=1" % after)
+            srv = self.start(Server, [fltest.binary("chat"), "--broker",
+                                      "--listen", "127.0.0.1:0"], env=env)
+            baseline = fltest.fd_count(srv.pid)
+            for i in range(4):
+                s = socket.create_connection((srv.host, srv.port),
+                                             timeout=DEADLINE)
+                try:
+                    s.sendall(b"/quit\n")
+                    got = fltest.recv_all(s, DEADLINE)
+                except (ConnectionResetError, BrokenPipeError):
+                    got = None
+                except OSError as e:
+                    self.fail(self.msg(srv, "after=%d: client %d hung: %s"
+                                       % (after, i, e)))
+                finally:
+                    s.close()
+                if i == 3:  # the fault is spent
+                    self.assertIn(b"* bye\n", got, self.msg(srv, "last"))
+            self.assertEqual(self.faults("epoll_ctl", "ENOMEM"), 1,
+                             self.msg(srv, "after=%d" % after))
+            ok = wait_until(lambda: fltest.fd_count(srv.pid) == baseline, 10)
+            self.assertTrue(ok, self.msg(srv, "descriptors left open"))
+            srv.signal(signal.SIGTERM)
+            self.assertEqual(srv.wait(15), -signal.SIGTERM,
+                             srv.stderr_text())
+            srv.t.join(5)
+            self.assertGroupGone(srv)
+            for bad in ("AddressSanitizer", "LeakSanitizer",
+                        "runtime error"):
+                self.assertNotIn(bad, srv.stderr_text())
+
+    # forkloop-chat's endpoint (event mode): stdin and stdout are pipes,
+    # the peer a socket, each slow to read at first, so that every watch
+    # is added again after backpressure.
+
+    def _chat_session(self, schedule, n=1 << 20):
+        """One session of forkloop-chat --listen under schedule: n bytes
+        each way. Returns (exit status, what the peer got, what stdout
+        got, sent to the peer, sent by the peer, the process)."""
+        to_peer, from_peer = self.rng.randbytes(n), self.rng.randbytes(n)
+        p = self.start(Server, [fltest.binary("chat"), "--mode", "event",
+                                "--listen", "127.0.0.1:0"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       env=self.preload(schedule))
+        out = []
+
+        def feed():
+            try:
+                p.p.stdin.write(to_peer)
+                p.p.stdin.close()
+            except OSError:
+                pass
+
+        def drain():
+            time.sleep(0.3)
+            out.append(p.p.stdout.read())
+
+        s = socket.create_connection((p.host, p.port), timeout=DEADLINE)
+
+        def send():
+            try:
+                s.sendall(from_peer)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        ts = [threading.Thread(target=f, daemon=True)
+              for f in (feed, drain, send)]
+        for t in ts:
+            t.start()
+        time.sleep(0.3)
+        got = []
+        try:
+            s.settimeout(DEADLINE)
+            while True:
+                b = s.recv(1 << 20)
+                if not b:
+                    break
+                got.append(b)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        except OSError as e:
+            self.fail(self.msg(p, "the peer waited for good: %s" % e))
+        try:
+            status = p.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.fail(self.msg(p, "forkloop-chat did not end"))
+        s.close()
+        for t in ts:
+            t.join(DEADLINE)
+        return (status, b"".join(got), out[0] if out else b"", to_peer,
+                from_peer, p)
+
+    def test_chat_ends_when_it_cannot_watch(self):
+        # One registration fails, the first, second, ... after the peer
+        # connected: the socket's, stdin's or stdout's, at set-up or when
+        # one is watched again after backpressure. The session ends every
+        # time: complete (0), or with an error saying why (1); never waits.
+        statuses = []
+        for after in range(10):
+            open(self.log, "w").close()
+            status, got, out, to_peer, from_peer, p = self._chat_session(
+                "epoll_ctl=ENOMEM:from=accept,after=%d,count=1" % after)
+            what = "after=%d" % after
+            self.assertTrue(to_peer.startswith(got), self.msg(p, what))
+            self.assertTrue(from_peer.startswith(out), self.msg(p, what))
+            if status == 0:
+                self.assertEqual((got, out), (to_peer, from_peer),
+                                 self.msg(p, what + ": bytes lost"))
+            else:
+                self.assertEqual(status, 1, self.msg(p, what))
+                self.assertRegex(p.stderr_text(),
+                                 "cannot (watch|set up).*: Cannot allocate "
+                                 "memory", self.msg(p, what))
+            # A run may register fewer than after+1 times.
+            made = self.faults("epoll_ctl", "ENOMEM")
+            self.assertIn(made, (0, 1) if status == 0 else (1,),
+                          self.msg(p, what))
+            for bad in ("AddressSanitizer", "LeakSanitizer",
+                        "runtime error"):
+                self.assertNotIn(bad, p.stderr_text())
+            statuses.append(status)
+        # Both outcomes were seen: the faults reached the session.
+        self.assertIn(0, statuses)
+        self.assertIn(1, statuses)
+
+    # forkloop-bench: a connection it cannot watch is an error, not a
+    # silent stall
+
+    def test_bench_counts_a_connection_it_cannot_watch(self):
+        echo = self.start(Server, [fltest.binary("echo"), "--listen",
+                                   "127.0.0.1:0"])
+        # Past start-up (signal, timer and notice events): three of the
+        # connections' registrations fail, each one connection's.
+        env = self.preload("epoll_ctl=ENOMEM:after=20,every=10,count=3")
+        p = self.start(fltest.Proc,
+                       [fltest.binary("bench"), "--churn", "-c", "8",
+                        "-d", "2", "--connect-timeout", "60", "--json",
+                        "127.0.0.1:%d" % echo.port],
+                       stdout=subprocess.PIPE, env=env)
+        out = []
+        t = threading.Thread(target=lambda: out.append(p.p.stdout.read()),
+                             daemon=True)
+        t.start()
+        try:
+            p.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.fail(self.msg(p, "forkloop-bench did not end"))
+        t.join(5)
+        p.t.join(5)
+        self.assertEqual(self.faults("epoll_ctl", "ENOMEM"), 3)
+        r = json.loads(out[0])
+        self.assertEqual(p.p.returncode, 1, self.msg(p, "exit status"))
+        self.assertEqual(r["errors"], 3, self.msg(p, "errors"))
+        self.assertEqual(r["error_kinds"]["connect"] +
+                         r["error_kinds"]["reset"], 3, self.msg(p, "kinds"))
+        self.assertGreater(r["messages"], 0, self.msg(p, "no echo"))
+        self.assertIn("3 errors", p.stderr_text())
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+            self.assertNotIn(bad, p.stderr_text())
+
+    # --metrics: the port accepts again after a pause it could not end
+
+    def test_metrics_port_recovers_after_epoll_ctl_enomem(self):
+        # The accept after the first scrape fails (EMFILE): accepting
+        # pauses; the listener's registration when it resumes fails three
+        # times in a row; it is retried, logged once, until it works.
+        srv = self.server("accept=EMFILE:after=1,count=1;"
+                          "epoll_ctl=ENOMEM:from=accept,after=2,count=3",
+                          "--metrics", "127.0.0.1:0")
+        m = srv.wait_line(r"metrics on http://127\.0\.0\.1:(\d+)/")
+        port = int(m[0].group(1))
+        for i in range(4):
+            s = socket.create_connection(("127.0.0.1", port),
+                                         timeout=DEADLINE)
+            s.settimeout(DEADLINE)
+            try:
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                reply = fltest.recv_all(s, DEADLINE)
+            except OSError as e:
+                self.fail(self.msg(srv, "scrape %d hung: %s" % (i, e)))
+            finally:
+                s.close()
+            self.assertTrue(reply.startswith(b"HTTP/1.0 200 OK"),
+                            self.msg(srv, "scrape %d: %r" % (i, reply[:40])))
+            time.sleep(0.3)
+        self.assertEqual(self.faults("accept4", "EMFILE"), 1)
+        self.assertEqual(self.faults("epoll_ctl", "ENOMEM"), 3)
+        self.assertEqual(srv.stderr_text().count(
+            "metrics: cannot accept: Cannot allocate memory; retrying"), 1,
+            self.msg(srv, "logged once"))
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(15), 0, srv.stderr_text())
+        srv.t.join(5)
+        self.assertGroupGone(srv)
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+            self.assertNotIn(bad, srv.stderr_text())
 
 if __name__ == "__main__":
     fltest.main()
