@@ -56,7 +56,8 @@ void bench_ratecb(evutil_socket_t fd, short what, void *arg)
 	event_base_update_cache_time(b->base);
 	if (n < RATE_BATCH)
 		tv = ns_tv(due - now);
-	evtimer_add(b->rate_ev, &tv);
+	if (evtimer_add(b->rate_ev, &tv) < 0)
+		bench_fatal(b, "cannot arm the rate timer: out of memory");
 }
 
 /*

@@ -291,7 +291,10 @@ static int bench_ival_arm(struct bench *b)
 	event_base_update_cache_time(b->base);
 	now = now_ns();
 	tv = ns_tv(at > now ? at - now : 0);
-	evtimer_add(b->ival_ev, &tv);
+	if (evtimer_add(b->ival_ev, &tv) < 0) {
+		bench_fatal(b, "cannot arm the interval timer: out of memory");
+		return -1;
+	}
 	return 0;
 }
 

@@ -635,6 +635,20 @@ static struct bufferevent *conn_bev_new(struct echo_loop *loop,
 	return bev;
 }
 
+/*
+ * Arm c's handshake and idle deadlines. Returns -1 if one cannot be armed
+ * (libevent's timer heap cannot grow: out of memory): the caller frees c,
+ * which would otherwise be held past its deadlines for good.
+ */
+static int conn_arm(struct conn *c)
+{
+	if (c->hs != NULL && evtimer_add(c->hs, c->loop->hs_tv) < 0)
+		return -1;
+	if (c->idle != NULL && event_add(&c->idle->ev, c->loop->idle_tv) < 0)
+		return -1;
+	return 0;
+}
+
 static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
                              const struct sockaddr *sa, socklen_t salen,
                              int tls, const struct admit_ticket *t)
@@ -684,7 +698,6 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 	if (tls) {
 		c->tls = 1;
 		c->handshaking = 1;
-		evtimer_add(c->hs, loop->hs_tv);
 		bufferevent_setcb(c->bev, conn_tls_readcb, conn_writecb,
 		                  conn_tls_eventcb, c);
 	} else {
@@ -701,7 +714,6 @@ static struct conn *conn_new(struct echo_loop *loop, evutil_socket_t fd,
 	if (c->idle != NULL) {
 		event_assign(&c->idle->ev, loop->base, -1, EV_PERSIST,
 		             conn_idlecb, c);
-		event_add(&c->idle->ev, loop->idle_tv);
 	}
 	TAILQ_INSERT_TAIL(&loop->conns, c, entry);
 	return c;
@@ -721,7 +733,7 @@ static void loop_take(struct echo_loop *loop, evutil_socket_t fd,
 	if (echo_conn_setup(loop->srv->opts, fd, sa->sa_family) < 0)
 		log_verbose("cannot set socket options: %s", strerror(errno));
 	if ((c = conn_new(loop, fd, sa, salen, tls, t)) != NULL) {
-		if (conn_read_enable(c, 1) < 0)
+		if (conn_arm(c) < 0 || conn_read_enable(c, 1) < 0)
 			conn_free(c, echo_end_errno(errno), strerror(errno));
 		return;
 	}
@@ -1021,6 +1033,18 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 }
 
 /*
+ * Run server_resumecb after tv; if its timer cannot be armed (out of
+ * memory), on the next turn of the loop instead: the listeners are off and
+ * nothing else would turn them on.
+ */
+static void server_resume_later(struct echo_server *srv,
+                                const struct timeval *tv)
+{
+	if (evtimer_add(srv->resume_ev, tv) < 0)
+		event_active(srv->resume_ev, EV_TIMEOUT, 1);
+}
+
+/*
  * accept() failed. Out of descriptors or memory, the pending connection
  * stays queued and the listener stays readable: pause instead of spinning.
  */
@@ -1042,7 +1066,7 @@ static void server_accept_errorcb(struct evconnlistener *lev, void *arg)
 	}
 	echo_pause_note(&srv->pause, "accept", err);
 	server_listen_enable(srv, 0);
-	evtimer_add(srv->resume_ev, &tv);
+	server_resume_later(srv, &tv);
 }
 
 static void server_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -1057,7 +1081,7 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 
 		/* Left off, the listeners would never accept again. */
 		echo_pause_note(&srv->pause, "listen", errno);
-		evtimer_add(srv->resume_ev, &tv);
+		server_resume_later(srv, &tv);
 	}
 }
 
@@ -1244,7 +1268,9 @@ static void server_drain(struct echo_server *srv)
 	tv.tv_sec = (time_t)srv->opts->drain_timeout;
 	tv.tv_usec =
 	        (suseconds_t)((srv->opts->drain_timeout - tv.tv_sec) * 1e6);
-	evtimer_add(srv->drain_ev, &tv);
+	/* No deadline could be armed (out of memory): end the drain now. */
+	if (evtimer_add(srv->drain_ev, &tv) < 0)
+		event_active(srv->drain_ev, EV_TIMEOUT, 1);
 	/* Sockets handed over before now reach their loop first (FIFO). */
 	for (i = 1; i < srv->nloops; i++)
 		loop_ask(&srv->loops[i], WANT_DRAIN);

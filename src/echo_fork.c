@@ -662,7 +662,9 @@ static void server_pause(struct server *srv, const char *what, int err)
 
 	echo_pause_note(&srv->pause, what, err);
 	server_set_accepting(srv, 0);
-	evtimer_add(srv->resume_ev, &tv);
+	/* Unarmed (out of memory), nothing would turn the listeners on. */
+	if (evtimer_add(srv->resume_ev, &tv) < 0)
+		event_active(srv->resume_ev, EV_TIMEOUT, 1);
 }
 
 static void server_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -867,7 +869,9 @@ static void server_stop(struct server *srv)
 	server_kill_all(srv, SIGTERM);
 	tv.tv_sec = (time_t)d;
 	tv.tv_usec = (suseconds_t)((d - (double)tv.tv_sec) * 1e6);
-	evtimer_add(srv->kill_ev, &tv);
+	/* No deadline could be armed (out of memory): end the drain now. */
+	if (evtimer_add(srv->kill_ev, &tv) < 0)
+		event_active(srv->kill_ev, EV_TIMEOUT, 1);
 }
 
 /* The counts now: the parent's, and the children's in the mapping. */

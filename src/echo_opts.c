@@ -377,7 +377,9 @@ int echo_accept_burst(unsigned *burst, struct event *resume)
 	if (++*burst < ECHO_ACCEPT_BURST)
 		return 0;
 	*burst = 0;
-	evtimer_add(resume, &now);
+	/* Without the timer nothing would turn the listeners on again. */
+	if (evtimer_add(resume, &now) < 0)
+		return 0;
 	return 1;
 }
 

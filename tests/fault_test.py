@@ -262,6 +262,7 @@ class FaultTest(fltest.ProcTestCase):
         waiting = Result(self.rng.randbytes(5000))
         t = threading.Thread(target=exchange,
                              args=(srv.host, srv.port, waiting.data, waiting))
+        start = time.monotonic()
         t.start()
         # Each failure pauses accepting for 100 ms: 2.4 s at least.
         time.sleep(0.2)
@@ -272,8 +273,15 @@ class FaultTest(fltest.ProcTestCase):
                         self.msg(srv, "%.2f s of CPU while accept failed"
                                  % used))
         t.join(DEADLINE)
+        waited = time.monotonic() - start
         self.assertTrue(waiting.exact,
                         self.msg(srv, "the waiting connection was not served"))
+        # Failures that did not pause would be spent at once, before the
+        # CPU window above: the wait shows the pauses (a lower bound, which
+        # a busy machine only lengthens).
+        self.assertGreater(waited, 2.0,
+                           self.msg(srv, "served after %.2f s: accept "
+                                    "failures did not pause" % waited))
         self.assertEqual(self.faults("accept4", "EMFILE"), 25)
         self.transfer(srv)
         self.assertSettled(srv)
@@ -428,6 +436,24 @@ class FaultTest(fltest.ProcTestCase):
                 break
         self.assertEqual(made(), 4, self.msg(srv, "faults made"))
         # The faults are spent: everything is served again.
+        self.transfer(srv)
+        self.assertSettled(srv)
+
+    def test_alloc_enomem_once_keeps_accepting(self):
+        # One allocation fails, wherever it falls after the first accept
+        # (with a burst of accepts: the timer that turns the listeners on
+        # again); every connection after it is still served.
+        srv = self.server("alloc=ENOMEM:from=accept,count=1")
+        made = lambda: (self.faults("malloc", "ENOMEM") +
+                        self.faults("realloc", "ENOMEM"))
+        for _ in range(40):
+            self.probe(srv)
+            if made() == 1:
+                break
+        self.assertEqual(made(), 1, self.msg(srv, "faults made"))
+        for _ in range(2 * 16 + 4):  # past two bursts of accepts
+            self.assertTrue(self.probe(srv).exact,
+                            self.msg(srv, "a connection after the fault"))
         self.transfer(srv)
         self.assertSettled(srv)
 

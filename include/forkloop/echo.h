@@ -193,7 +193,9 @@ struct event;
  * zero timeout and return 1: the caller disables its listeners, so the loop
  * runs its signals, timers and connections before it accepts again (an
  * evconnlistener accepts until accept(2) fails unless its callback disables
- * it; libevent's listener.c). Returns 0 otherwise.
+ * it; libevent's listener.c). Returns 0 otherwise, and when the timer
+ * cannot be armed (out of memory): then the caller keeps accepting, since
+ * nothing would enable its listeners again.
  */
 int echo_accept_burst(unsigned *burst, struct event *resume);
 
