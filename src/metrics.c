@@ -412,8 +412,7 @@ static void metrics_accept_errorcb(struct evconnlistener *lev, void *arg)
 	(void)lev;
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
 		return;
-	LIST_FOREACH(m, &metrics_all, entry)
-	{
+	LIST_FOREACH(m, &metrics_all, entry) {
 		if (m->http == arg) {
 			metrics_pause(m);
 			return;
