@@ -1801,17 +1801,6 @@ static void broker_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 }
 
 /*
- * Run broker_resumecb after tv; if its timer cannot be armed (out of
- * memory), on the next turn of the loop instead: the listeners are off and
- * nothing else would turn them on.
- */
-static void broker_resume_later(struct broker *b, const struct timeval *tv)
-{
-	if (evtimer_add(b->resume_ev, tv) < 0)
-		event_active(b->resume_ev, EV_TIMEOUT, 1);
-}
-
-/*
  * accept() failed. Out of descriptors or memory, the pending connection
  * stays queued and the listener stays readable: pause every listener
  * instead of spinning.
@@ -1830,7 +1819,7 @@ static void broker_accept_errorcb(struct evconnlistener *lev, void *arg)
 	/* Said once for a run of failures, with a summary when it ends. */
 	echo_pause_note(&b->pause, "accept", err);
 	broker_accepting(b, 0);
-	broker_resume_later(b, &tv);
+	listener_timer_add(b->resume_ev, &tv);
 }
 
 static void broker_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -1844,7 +1833,7 @@ static void broker_resumecb(evutil_socket_t fd, short what, void *arg)
 
 		/* Left off, the listeners would never accept again. */
 		echo_pause_note(&b->pause, "listen", errno);
-		broker_resume_later(b, &tv);
+		listener_timer_add(b->resume_ev, &tv);
 	}
 }
 

@@ -1033,18 +1033,6 @@ static void server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 }
 
 /*
- * Run server_resumecb after tv; if its timer cannot be armed (out of
- * memory), on the next turn of the loop instead: the listeners are off and
- * nothing else would turn them on.
- */
-static void server_resume_later(struct echo_server *srv,
-                                const struct timeval *tv)
-{
-	if (evtimer_add(srv->resume_ev, tv) < 0)
-		event_active(srv->resume_ev, EV_TIMEOUT, 1);
-}
-
-/*
  * accept() failed. Out of descriptors or memory, the pending connection
  * stays queued and the listener stays readable: pause instead of spinning.
  */
@@ -1066,7 +1054,7 @@ static void server_accept_errorcb(struct evconnlistener *lev, void *arg)
 	}
 	echo_pause_note(&srv->pause, "accept", err);
 	server_listen_enable(srv, 0);
-	server_resume_later(srv, &tv);
+	listener_timer_add(srv->resume_ev, &tv);
 }
 
 static void server_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -1081,7 +1069,7 @@ static void server_resumecb(evutil_socket_t fd, short what, void *arg)
 
 		/* Left off, the listeners would never accept again. */
 		echo_pause_note(&srv->pause, "listen", errno);
-		server_resume_later(srv, &tv);
+		listener_timer_add(srv->resume_ev, &tv);
 	}
 }
 
@@ -1269,8 +1257,7 @@ static void server_drain(struct echo_server *srv)
 	tv.tv_usec =
 	        (suseconds_t)((srv->opts->drain_timeout - tv.tv_sec) * 1e6);
 	/* No deadline could be armed (out of memory): end the drain now. */
-	if (evtimer_add(srv->drain_ev, &tv) < 0)
-		event_active(srv->drain_ev, EV_TIMEOUT, 1);
+	listener_timer_add(srv->drain_ev, &tv);
 	/* Sockets handed over before now reach their loop first (FIFO). */
 	for (i = 1; i < srv->nloops; i++)
 		loop_ask(&srv->loops[i], WANT_DRAIN);

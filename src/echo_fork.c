@@ -662,9 +662,7 @@ static void server_pause(struct server *srv, const char *what, int err)
 
 	echo_pause_note(&srv->pause, what, err);
 	server_set_accepting(srv, 0);
-	/* Unarmed (out of memory), nothing would turn the listeners on. */
-	if (evtimer_add(srv->resume_ev, &tv) < 0)
-		event_active(srv->resume_ev, EV_TIMEOUT, 1);
+	listener_timer_add(srv->resume_ev, &tv);
 }
 
 static void server_resumecb(evutil_socket_t fd, short what, void *arg)
@@ -870,8 +868,7 @@ static void server_stop(struct server *srv)
 	tv.tv_sec = (time_t)d;
 	tv.tv_usec = (suseconds_t)((d - (double)tv.tv_sec) * 1e6);
 	/* No deadline could be armed (out of memory): end the drain now. */
-	if (evtimer_add(srv->kill_ev, &tv) < 0)
-		event_active(srv->kill_ev, EV_TIMEOUT, 1);
+	listener_timer_add(srv->kill_ev, &tv);
 }
 
 /* The counts now: the parent's, and the children's in the mapping. */

@@ -19,6 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "forkloop/admit.h"
 #include "forkloop/listener.h"
 
@@ -520,4 +522,10 @@ char *listener_peer_name(int fd, const struct sockaddr *sa, socklen_t len,
 		snprintf(buf, buflen, "%s (uid %lu pid %ld)", name,
 		         (unsigned long)uid, (long)pid);
 	return buf;
+}
+
+void listener_timer_add(struct event *ev, const struct timeval *tv)
+{
+	if (evtimer_add(ev, tv) < 0)
+		event_active(ev, EV_TIMEOUT, 1);
 }

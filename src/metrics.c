@@ -304,9 +304,7 @@ static void metrics_pause(struct metrics *m)
 
 	m->paused = 1;
 	metrics_listen_enable(m, 0);
-	/* Unarmed (out of memory), nothing would turn the listeners on. */
-	if (evtimer_add(m->resume_ev, &tv) < 0)
-		event_active(m->resume_ev, EV_TIMEOUT, 1);
+	listener_timer_add(m->resume_ev, &tv);
 }
 
 /*

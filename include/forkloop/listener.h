@@ -74,4 +74,15 @@ char *listener_peer_name(int fd, const struct sockaddr *sa, socklen_t len,
  */
 void listener_remove_files(void);
 
+/*
+ * Add the timer ev to fire after tv (evtimer_add, libevent's event.h). If
+ * libevent cannot (its timer heap cannot grow: out of memory), make ev
+ * active now instead (event_active), so that its callback still runs, on
+ * the loop's next turn: what waits for it, listeners turned off for a
+ * pause or a drain's deadline, is never left waiting for good.
+ */
+struct event;
+struct timeval;
+void listener_timer_add(struct event *ev, const struct timeval *tv);
+
 #endif
